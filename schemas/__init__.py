@@ -1,0 +1,27 @@
+"""samsvar's wire contract: the messages, records, keys and registry every role shares.
+
+Only this package is imported by more than one role (broker, producer_adapter,
+consumer_client). Nothing here does I/O beyond reading a registry file.
+"""
+
+from .errors import (
+    BadSignature,
+    BadToken,
+    DecodeError,
+    InvalidPersonId,
+    JoseError,
+    RegistryError,
+    SchemasError,
+    UnknownKey,
+)
+
+__all__ = [
+    "BadSignature",
+    "BadToken",
+    "DecodeError",
+    "InvalidPersonId",
+    "JoseError",
+    "RegistryError",
+    "SchemasError",
+    "UnknownKey",
+]

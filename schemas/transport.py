@@ -1,0 +1,91 @@
+"""How a role reaches the federation's MQTT server: one settings shape for every role.
+
+Read from the ``[mqtt]`` table of a broker's or adapter's config::
+
+    [mqtt]
+    url = "mqtts://mqtt.example.se:8883"   # mqtt:// (plain) or mqtts:// (TLS)
+    prefix = "samsvar/v1"
+    protocol = "5"                         # "5" or "3.1.1" (the embedded amqtt server)
+    shared_subscriptions = true            # false on servers without $share (amqtt)
+    ca = "ca.pem"                          # TLS: the server's CA, and our client certificate
+    cert = "client.pem"
+    key = "client.key"
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from .topics import DEFAULT_PREFIX
+
+__all__ = ["MqttSettings"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MqttSettings:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    tls: bool = False
+    prefix: str = DEFAULT_PREFIX
+    protocol: Literal["5", "3.1.1"] = "5"
+    shared_subscriptions: bool = True
+    qos: int = 1
+    keepalive: int = 10
+    username: str | None = None
+    password: str | None = None
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> MqttSettings:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError(f"MQTT url must be mqtt://host:port or mqtts://host:port, not {url!r}")
+        tls = parts.scheme == "mqtts"
+        try:
+            port = parts.port or (8883 if tls else 1883)
+        except ValueError as exc:
+            raise ValueError(f"MQTT url has an invalid port: {url!r}") from exc
+        return cls(host=parts.hostname, port=port, tls=tls, username=parts.username,
+                   password=parts.password, **overrides)
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any], *, base: Path) -> MqttSettings:
+        """From a config's ``[mqtt]`` table; file paths are relative to ``base``."""
+        known = {"url", "prefix", "protocol", "shared_subscriptions", "qos", "keepalive",
+                 "ca", "cert", "key"}
+        unknown = set(table) - known
+        if unknown:
+            raise ValueError(f"[mqtt] has unknown keys: {', '.join(sorted(unknown))}")
+        protocol = str(table.get("protocol", "5"))
+        if protocol not in ("5", "3.1.1"):
+            raise ValueError("[mqtt] protocol must be \"5\" or \"3.1.1\"")
+        files = {k: str(base / table[k]) for k in ("ca", "cert", "key") if table.get(k)}
+        return cls.from_url(
+            str(table.get("url", "mqtt://127.0.0.1:1883")),
+            prefix=str(table.get("prefix", DEFAULT_PREFIX)).rstrip("/"),
+            protocol=protocol,
+            shared_subscriptions=bool(table.get("shared_subscriptions", True)),
+            qos=int(table.get("qos", 1)),
+            keepalive=int(table.get("keepalive", 10)),
+            **files,
+        )
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context (server verified by ``ca``, client certificate if given)."""
+        if not self.tls:
+            return None
+        ctx = ssl.create_default_context(cafile=self.ca)
+        if self.cert:
+            ctx.load_cert_chain(self.cert, self.key)
+        return ctx
