@@ -1,0 +1,210 @@
+"""The adapter's configuration: one frozen dataclass, read from TOML or built in code.
+
+::
+
+    [adapter]
+    producer = "SE2321000999-P001"          # must exist in the registry
+    registry = "registry.toml"              # paths are relative to this file
+    key = "keys/SE2321000999-P001.jwk"      # the producer's private JWK, with its kid
+    excluded_units = ["SE2321000999-U900"]  # units that have not joined: never disclosed
+    replica = "a"                           # optional; default <host>-<pid>-<random>
+    max_concurrent = 32                     # questions handled at once
+
+    [mqtt]                                  # see schemas.transport.MqttSettings
+    url = "mqtt://127.0.0.1:1883"
+
+    [backend]                               # see producer_adapter.backends
+    kind = "json_dir"
+    path = "data/SE2321000999-P001"
+
+    [blocks]                                # optional; see producer_adapter.blocks
+    kind = "json_file"
+    path = "blocks.json"
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from schemas.errors import RegistryError
+from schemas.jose import PrivateKey, private_key_from_jwk
+from schemas.registry import Registry, load_registry
+from schemas.transport import MqttSettings
+
+from .backends import check_backend_table
+from .blocks import check_blocks_table
+from .errors import AdapterConfigError
+
+__all__ = ["AdapterConfig", "check_against_registry", "default_replica", "load_adapter_config",
+           "load_private_key"]
+
+_ADAPTER_KEYS: Final = frozenset(
+    {"producer", "registry", "key", "excluded_units", "replica", "max_concurrent"}
+)
+_TABLES: Final = frozenset({"adapter", "mqtt", "backend", "blocks"})
+
+
+def default_replica() -> str:
+    """``<host>-<pid>-<random>``: unique even for two replicas in one process."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdapterConfig:
+    """Everything one adapter replica needs, besides the registry."""
+
+    producer: str
+    key: PrivateKey
+    mqtt: MqttSettings
+    backend: Mapping[str, Any] = field(default_factory=dict)
+    """The ``[backend]`` table; unused when a backend object is given to the adapter."""
+    blocks: Mapping[str, Any] | None = None
+    """The ``[blocks]`` table, or ``None`` for no block source (no blocks applied)."""
+    excluded_units: frozenset[str] = frozenset()
+    replica: str = field(default_factory=default_replica)
+    max_concurrent: int = 32
+    base: Path = Path(".")
+    """Directory that relative paths in ``backend`` and ``blocks`` are resolved against."""
+    registry: Path | None = None
+    """The registry file named by the config, when read from one."""
+    source: str = ""
+    """The config file, for messages."""
+
+    def __post_init__(self) -> None:
+        if not self.producer:
+            raise AdapterConfigError(f"{_where(self)}[adapter] producer must not be empty")
+        if self.max_concurrent < 1:
+            raise AdapterConfigError(f"{_where(self)}[adapter] max_concurrent must be at least 1")
+        if not self.replica or "/" in self.replica or "+" in self.replica or "#" in self.replica:
+            raise AdapterConfigError(
+                f"{_where(self)}[adapter] replica must be non-empty, without '/', '+' or '#'"
+            )
+
+
+def _where(config: AdapterConfig) -> str:
+    return f"{config.source}: " if config.source else ""
+
+
+def load_private_key(path: Path) -> PrivateKey:
+    """A private JWK file (JSON with ``kid``); raises :class:`AdapterConfigError` naming it."""
+    try:
+        jwk = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise AdapterConfigError(f"{path}: cannot read key: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise AdapterConfigError(f"{path}: key is not JSON: {exc}") from exc
+    if not isinstance(jwk, dict) or not isinstance(jwk.get("kid"), str) or not jwk["kid"]:
+        raise AdapterConfigError(f"{path}: key must be a JWK object with a 'kid'")
+    if "d" not in jwk:
+        raise AdapterConfigError(f"{path}: key is a public JWK; the adapter needs the private one")
+    try:
+        return private_key_from_jwk(jwk)
+    except ValueError as exc:
+        raise AdapterConfigError(f"{path}: invalid key: {exc}") from exc
+
+
+def check_against_registry(config: AdapterConfig, registry: Registry) -> None:
+    """Refuse a producer the registry does not know, or a key not registered for it."""
+    where = _where(config)
+    producer = registry.producers.get(config.producer)
+    if producer is None:
+        raise AdapterConfigError(
+            f"{where}[adapter] producer {config.producer!r} is not in the registry "
+            f"{registry.path or ''}".rstrip()
+        )
+    registered = producer.keys.get(config.key.kid)
+    if registered is None or registered.to_jwk() != config.key.public.to_jwk():
+        raise AdapterConfigError(
+            f"{where}[adapter] key: kid {config.key.kid!r} is not a registered key of "
+            f"producer {config.producer!r}"
+        )
+
+
+def _table(doc: Mapping[str, Any], name: str, where: str) -> Mapping[str, Any] | None:
+    value = doc.get(name)
+    if value is not None and not isinstance(value, dict):
+        raise AdapterConfigError(f"{where}: [{name}] must be a table")
+    return value
+
+
+def load_adapter_config(path: str | Path) -> AdapterConfig:
+    """Read and check an adapter config file, its key and the registry it names."""
+    p = Path(path)
+    where = str(p)
+    base = p.parent
+    try:
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise AdapterConfigError(f"{where}: cannot read config: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise AdapterConfigError(f"{where}: not valid TOML: {exc}") from exc
+    unknown = set(doc) - _TABLES
+    if unknown:
+        raise AdapterConfigError(f"{where}: unknown tables: {', '.join(sorted(unknown))}")
+
+    adapter = _table(doc, "adapter", where)
+    if adapter is None:
+        raise AdapterConfigError(f"{where}: missing [adapter] table")
+    unknown = set(adapter) - _ADAPTER_KEYS
+    if unknown:
+        raise AdapterConfigError(
+            f"{where}: [adapter] has unknown keys: {', '.join(sorted(unknown))}"
+        )
+
+    def string(key: str) -> str:
+        value = adapter.get(key)
+        if not isinstance(value, str) or not value:
+            raise AdapterConfigError(f"{where}: [adapter] {key} must be a non-empty string")
+        return value
+
+    producer = string("producer")
+    excluded = adapter.get("excluded_units", [])
+    if not isinstance(excluded, list) or not all(isinstance(u, str) and u for u in excluded):
+        raise AdapterConfigError(f"{where}: [adapter] excluded_units must be a list of unit ids")
+    max_concurrent = adapter.get("max_concurrent", 32)
+    if not isinstance(max_concurrent, int) or isinstance(max_concurrent, bool):
+        raise AdapterConfigError(f"{where}: [adapter] max_concurrent must be an integer")
+    replica = adapter.get("replica")
+    if replica is not None and not isinstance(replica, str):
+        raise AdapterConfigError(f"{where}: [adapter] replica must be a string")
+
+    try:
+        mqtt = MqttSettings.from_table(_table(doc, "mqtt", where) or {}, base=base)
+    except (ValueError, TypeError) as exc:
+        raise AdapterConfigError(f"{where}: [mqtt]: {exc}") from exc
+
+    backend = _table(doc, "backend", where)
+    if backend is None:
+        raise AdapterConfigError(f"{where}: missing [backend] table")
+    check_backend_table(backend, where=where)
+    blocks = _table(doc, "blocks", where)
+    if blocks is not None:
+        check_blocks_table(blocks, where=where)
+
+    key_path = base / string("key")
+    try:
+        key = load_private_key(key_path)
+    except AdapterConfigError as exc:
+        raise AdapterConfigError(f"{where}: [adapter] key: {exc}") from exc
+    registry_path = base / string("registry")
+    config = AdapterConfig(
+        producer=producer, key=key, mqtt=mqtt, backend=dict(backend),
+        blocks=dict(blocks) if blocks is not None else None,
+        excluded_units=frozenset(excluded), max_concurrent=max_concurrent,
+        replica=replica if replica is not None else default_replica(),
+        base=base, registry=registry_path, source=where,
+    )
+    try:
+        registry = load_registry(registry_path)
+    except RegistryError as exc:
+        raise AdapterConfigError(f"{where}: [adapter] registry: {exc}") from exc
+    check_against_registry(config, registry)
+    return config

@@ -1,0 +1,335 @@
+"""The adapter daemon: verify a question, read the record system, apply stage 1, reply.
+
+A question is dropped unanswered (logged with a ``reason``) when it is not a JWS
+(``not-a-jws``), is signed by a key the registry does not give the broker
+(``unknown-key``) or does not verify (``bad-signature``), does not decode
+(``bad-payload``), names another broker (``wrong-broker``), asks for a reply
+outside ``{prefix}/r/`` (``bad-reply-topic``), names no valid person
+(``bad-subject``), is past its deadline (``expired``), was issued in the future
+(``not-yet-valid``) or lives implausibly long (``deadline-too-far``). A repeated
+query id within its deadline is answered once.
+
+Every other question gets a signed reply: ``ok`` with records, ``no_data`` (also when
+everything was withheld by a block: then only ``blocked`` is true), or ``error`` with a
+short reason when the record system or the block register fails (fail closed). When
+the deadline passes before they answer, no reply is sent: the broker says ``timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import msgspec
+import structlog
+
+from schemas.errors import (
+    BadSignature,
+    BadToken,
+    InvalidPersonId,
+    JoseError,
+    RegistryError,
+    UnknownKey,
+)
+from schemas.identity import normalise
+from schemas.jose import sign, verify
+from schemas.messages import QUESTION_TYP, REPLY_TYP, Question, Reply
+from schemas.registry import Producer, Registry, load_registry
+
+from .backends import RecordBackend, open_backend
+from .blocks import BlockSource, open_blocks
+from .config import AdapterConfig, check_against_registry, load_adapter_config
+from .errors import AdapterConfigError, AdapterError, QuestionRefused, TransportError
+from .mqtt import MqttLink
+from .policy import Block, make_available, record_type
+
+__all__ = ["MAX_QUESTION_LIFETIME_MS", "Adapter", "SignedReply", "open_adapter"]
+
+CLOCK_SKEW_MS: Final = 30_000
+MAX_QUESTION_LIFETIME_MS: Final = 300_000
+"""No query lives longer than 300 s (SPEC section 3), so neither does a question."""
+_question_decoder: Final = msgspec.json.Decoder(Question)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignedReply:
+    """A reply ready to publish: the signed ``token`` goes to ``topic`` before ``deadline``."""
+
+    topic: str
+    token: str
+    reply: Reply
+    deadline: int
+    """Epoch milliseconds, from the question."""
+
+
+class Adapter:
+    """One replica of a producer adapter.
+
+    ``ready`` is set while the adapter is connected, subscribed and announced online;
+    ``handled`` counts the questions it has answered.
+    """
+
+    def __init__(
+        self,
+        config: AdapterConfig,
+        registry: Registry,
+        *,
+        backend: RecordBackend | None = None,
+        blocks: BlockSource | None = None,
+    ) -> None:
+        check_against_registry(config, registry)
+        self.config = config
+        self.registry = registry
+        self.producer: Producer = registry.producers[config.producer]
+        self.ready = asyncio.Event()
+        self.handled = 0
+        self._backend = backend
+        self._blocks = blocks
+        self._slots = asyncio.Semaphore(config.max_concurrent)
+        self._questions: asyncio.TaskGroup | None = None
+        self._link: MqttLink | None = None
+        self._seen: dict[str, int] = {}
+        self._log = structlog.get_logger("samsvar.adapter").bind(
+            producer=config.producer, replica=config.replica
+        )
+
+    # -- running -----------------------------------------------------------------------
+
+    async def run(self, *, shutdown: asyncio.Event | None = None) -> None:
+        """Serve questions until ``shutdown`` is set (or the task is cancelled).
+
+        On shutdown it unsubscribes from questions, finishes those in flight, says
+        ``online: false`` and disconnects.
+        """
+        stop = shutdown if shutdown is not None else asyncio.Event()
+        cfg = self.config
+        where = cfg.source
+        own_backend, own_blocks = self._backend is None, self._blocks is None
+        if self._backend is None:
+            self._backend = await open_backend(cfg.backend, base=cfg.base,
+                                               producer_id=cfg.producer, where=where)
+        if self._blocks is None:
+            if cfg.blocks is None:
+                self._log.warning("no block source configured: no blocks (spärrar) are applied")
+            self._blocks = await asyncio.to_thread(open_blocks, cfg.blocks, base=cfg.base,
+                                                   where=where)
+        link = MqttLink(cfg.mqtt, producer_id=cfg.producer, replica=cfg.replica,
+                        on_question=self._on_question, connected=self.ready)
+        self._link = link
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(link.run(), name=f"mqtt-link-{cfg.producer}")
+                async with asyncio.TaskGroup() as questions:
+                    self._questions = questions
+                    await stop.wait()
+                    self._log.info("adapter stopping: finishing questions in flight")
+                    await link.stop_questions()
+                    self._questions = None
+                link.close()
+        finally:
+            self._questions = None
+            self._link = None
+            if own_blocks:
+                self._blocks = None
+            if own_backend and self._backend is not None:
+                backend, self._backend = self._backend, None
+                await backend.aclose()
+
+    async def _on_question(self, payload: bytes) -> None:
+        await self._slots.acquire()
+        group = self._questions
+        if group is None:  # shutting down: the question is left to its deadline
+            self._slots.release()
+            return
+        group.create_task(self._serve(payload), name="question")
+
+    async def _serve(self, payload: bytes) -> None:
+        try:
+            out = await self.answer(payload)
+            if out is not None:
+                await self._deliver(out)
+        except Exception as exc:  # a bug in one question must not stop the adapter
+            # No traceback: its locals could hold record content.
+            self._log.error("question handling failed", error=type(exc).__name__,
+                            detail=str(exc)[:200])
+        finally:
+            self._slots.release()
+
+    async def _deliver(self, out: SignedReply) -> None:
+        """Publish until it is sent or the deadline passes (the broker listens no longer)."""
+        link = self._link
+        log = self._log.bind(query_id=out.reply.query_id, status=out.reply.status,
+                             records=len(out.reply.records))
+        if link is None:
+            log.warning("reply dropped: the adapter is not running")
+            return
+        remaining = out.deadline / 1000 - time.time()
+        try:
+            async with asyncio.timeout(max(remaining, 0.0)):
+                while True:
+                    try:
+                        await link.publish(out.topic, out.token.encode("ascii"),
+                                           expires_in=remaining)
+                        return
+                    except TransportError as exc:
+                        log.warning("reply publish failed; retrying", error=str(exc))
+                        await asyncio.sleep(0.05)
+        except TimeoutError:
+            log.warning("reply not delivered before the deadline")
+
+    # -- answering -----------------------------------------------------------------------
+
+    async def answer(self, token: bytes | str) -> SignedReply | None:
+        """The signed reply to one question token, or ``None`` when it is refused."""
+        try:
+            question = self.verify_question(token)
+        except QuestionRefused as exc:
+            self._log.warning("question refused", reason=exc.reason, detail=exc.detail)
+            return None
+        log = self._log.bind(query_id=question.query_id)
+        if self._duplicate(question):
+            log.info("duplicate question ignored")
+            return None
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(max(question.deadline / 1000 - time.time(), 0.0)):
+                reply, dropped = await self._reply_to(question, log)
+        except TimeoutError:
+            log.warning("deadline passed before the record system answered: no reply",
+                        status="timeout", records=0)
+            return None
+        self.handled += 1
+        signed = sign(msgspec.json.encode(reply), self.config.key, typ=REPLY_TYP)
+        log.info(
+            "question answered",
+            status=reply.status,
+            records=len(reply.records),
+            disclosed=dict(Counter(record_type(r) for r in reply.records)),
+            withheld=reply.blocked,
+            dropped=dropped,
+            truncated=reply.truncated,
+            consumer=question.consumer.organisation.id,
+            unit=question.consumer.user.unit.id,
+            user=question.consumer.user.id,
+            basis=question.basis,
+            types=question.types,
+            latency_ms=round((time.monotonic() - started) * 1000),
+        )
+        return SignedReply(topic=question.reply_topic, token=signed, reply=reply,
+                           deadline=question.deadline)
+
+    def verify_question(self, token: bytes | str) -> Question:
+        """Verify and decode a question token; raises :class:`QuestionRefused`."""
+        try:
+            _, payload = verify(token, self.registry.broker_key, typ=QUESTION_TYP)
+        except UnknownKey as exc:
+            raise QuestionRefused("unknown-key", str(exc)) from exc
+        except BadSignature as exc:
+            raise QuestionRefused("bad-signature", str(exc)) from exc
+        except (BadToken, JoseError, ValueError) as exc:
+            raise QuestionRefused("not-a-jws", str(exc)) from exc
+        try:
+            q = _question_decoder.decode(payload)
+        except msgspec.DecodeError as exc:
+            raise QuestionRefused("bad-payload", str(exc)) from exc
+        if q.broker != self.registry.broker.id:
+            raise QuestionRefused("wrong-broker", f"from {q.broker!r}")
+        prefix = f"{self.config.mqtt.prefix}/r/"
+        rest = q.reply_topic.removeprefix(prefix)
+        if rest == q.reply_topic or not rest or any(c in rest for c in "+#\0"):
+            raise QuestionRefused("bad-reply-topic", f"must start with {prefix!r}")
+        try:
+            if normalise(q.subject) != q.subject:
+                raise InvalidPersonId("not in 12-digit form")
+        except InvalidPersonId as exc:
+            raise QuestionRefused("bad-subject", str(exc)) from exc
+        now = _now_ms()
+        if q.deadline <= now:
+            raise QuestionRefused("expired", f"deadline passed {now - q.deadline} ms ago")
+        if q.iat * 1000 > now + CLOCK_SKEW_MS:
+            raise QuestionRefused("not-yet-valid", "iat is in the future")
+        if q.deadline > now + MAX_QUESTION_LIFETIME_MS + CLOCK_SKEW_MS:
+            raise QuestionRefused("deadline-too-far", "deadline is more than 300 s away")
+        return q
+
+    def _duplicate(self, q: Question) -> bool:
+        now = _now_ms()
+        if len(self._seen) > 4 * self.config.max_concurrent + 1024:
+            self._seen = {k: d for k, d in self._seen.items() if d > now}
+        if q.query_id in self._seen:
+            return True
+        self._seen[q.query_id] = q.deadline
+        return False
+
+    def _unblock_read(self, q: Question, log: structlog.typing.FilteringBoundLogger) -> bool:
+        """May this question read blocked records here? (Stage 2 repeated where we can see.)"""
+        u = q.unblock
+        if u is None or u.step != "read" or self.config.producer not in (u.producers or ()):
+            return False
+        if q.basis == "consent" or (q.basis == "emergency" and q.consumer.kind == "vårdgivare"):
+            return True
+        log.warning("unblock read refused: the basis does not allow lifting a block",
+                    basis=q.basis, kind=q.consumer.kind)
+        return False
+
+    async def _reply_to(
+        self, q: Question, log: structlog.typing.FilteringBoundLogger
+    ) -> tuple[Reply, dict[str, int]]:
+        def error(reason: str) -> tuple[Reply, dict[str, int]]:
+            return Reply(query_id=q.query_id, producer=self.config.producer, status="error",
+                         reason=reason), {}
+
+        backend, blocks_source = self._backend, self._blocks
+        if backend is None or blocks_source is None:
+            raise AdapterError("adapter has no backend or block source: call run() first")
+        types = frozenset(q.types) & self.producer.types
+        if not types:
+            return Reply(query_id=q.query_id, producer=self.config.producer,
+                         status="no_data"), {}
+        # The caller's deadline bounds both reads: it cancels them (CancelledError is no
+        # Exception, so it passes the handlers below and becomes the caller's TimeoutError).
+        try:
+            blocks: list[Block] = await blocks_source.blocks_for(q.subject)
+        except Exception as exc:  # fail closed: never answer as if there were no blocks
+            log.error("block register unavailable", error=type(exc).__name__)
+            return error("block register unavailable")
+        try:
+            result = await backend.fetch(q.subject, types, q.period)
+        except Exception as exc:
+            log.error("record system failed", error=type(exc).__name__)
+            return error("record system error")
+        disclosure = make_available(
+            result.records,
+            excluded_units=self.config.excluded_units,
+            blocks=blocks,
+            unblock_read=self._unblock_read(q, log),
+            types=types,
+        )
+        reply = Reply(
+            query_id=q.query_id,
+            producer=self.config.producer,
+            status="ok" if disclosure.records else "no_data",
+            records=disclosure.records,
+            blocked=disclosure.withheld_blocked,
+            truncated=result.truncated,
+        )
+        return reply, dict(disclosure.dropped)
+
+
+def open_adapter(path: str | Path) -> Adapter:
+    """The adapter a config file describes, with the registry it names."""
+    config = load_adapter_config(path)
+    assert config.registry is not None  # always set when read from a file
+    try:
+        registry = load_registry(config.registry)
+    except RegistryError as exc:
+        raise AdapterConfigError(f"{config.source}: [adapter] registry: {exc}") from exc
+    return Adapter(config, registry)

@@ -1,0 +1,235 @@
+"""The adapter's MQTT link: outbound only, reconnecting, with retained presence.
+
+One :class:`MqttLink` per replica. On every (re)connect it subscribes to its questions
+(a ``$share`` subscription where the server has them, so replicas split the load),
+publishes ``Presence(online=True)`` retained, and watches its own presence topic: when
+another replica's last will says ``online: false`` while this one lives, it says
+``online: true`` again. The will says ``online: false`` when the connection dies.
+
+Only this module imports aiomqtt; its errors become :class:`TransportError` here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import aiomqtt
+import msgspec
+import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from schemas.messages import Presence
+from schemas.topics import presence_topic, question_topic, shared
+from schemas.transport import MqttSettings
+
+from .errors import AdapterConfigError, TransportError
+
+__all__ = ["BACKOFF_MAX", "BACKOFF_MIN", "MqttLink", "QuestionHandler"]
+
+BACKOFF_MIN: Final = 0.1
+BACKOFF_MAX: Final = 5.0
+_OFFLINE_GRACE: Final = 2.0
+"""Seconds to try to say ``online: false`` when stopping."""
+
+QuestionHandler = Callable[[bytes], Awaitable[None]]
+"""Called with each question's payload; may wait (back-pressure on the reader)."""
+
+_presence_decoder: Final = msgspec.json.Decoder(Presence)
+_PROTOCOLS: Final = {"5": aiomqtt.ProtocolVersion.V5, "3.1.1": aiomqtt.ProtocolVersion.V311}
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class MqttLink:
+    """One outbound MQTT connection, kept up by :meth:`run` until :meth:`close`."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        *,
+        producer_id: str,
+        replica: str,
+        on_question: QuestionHandler,
+        connected: asyncio.Event | None = None,
+    ) -> None:
+        self.settings = settings
+        self.producer_id = producer_id
+        self.identifier = f"samsvar-adapter-{producer_id}-{replica}"
+        self.question_topic = question_topic(settings.prefix, producer_id)
+        self.presence_topic = presence_topic(settings.prefix, producer_id)
+        self.subscription = (
+            shared(producer_id, self.question_topic)
+            if settings.shared_subscriptions else self.question_topic
+        )
+        self.connected = connected if connected is not None else asyncio.Event()
+        """Set while connected, subscribed and announced online."""
+        try:
+            self._tls = settings.ssl_context()
+        except (OSError, ssl.SSLError) as exc:
+            raise AdapterConfigError(f"[mqtt] TLS files cannot be used: {exc}") from exc
+        self._on_question = on_question
+        self._closing = asyncio.Event()
+        self._taking_questions = True
+        self._client: aiomqtt.Client | None = None
+        self._log = structlog.get_logger("samsvar.adapter").bind(
+            producer=producer_id, replica=replica
+        )
+
+    def close(self) -> None:
+        """Ask :meth:`run` to say ``online: false``, disconnect and return."""
+        self._closing.set()
+
+    async def stop_questions(self) -> None:
+        """Unsubscribe from questions, so replicas sharing the subscription get them."""
+        self._taking_questions = False
+        client = self._client
+        if client is None or not self.connected.is_set():
+            return
+        try:
+            async with asyncio.timeout(_OFFLINE_GRACE):
+                await client.unsubscribe(self.subscription)
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            self._log.warning("could not unsubscribe from questions", error=str(exc))
+
+    def _presence(self, *, online: bool, since: int | None = None) -> bytes:
+        return msgspec.json.encode(
+            Presence(producer=self.producer_id, online=online,
+                     since=_now_ms() if since is None else since)
+        )
+
+    def _make_client(self) -> aiomqtt.Client:
+        s = self.settings
+        return aiomqtt.Client(
+            s.host, s.port,
+            username=s.username, password=s.password,
+            identifier=self.identifier,
+            protocol=_PROTOCOLS[s.protocol],
+            keepalive=s.keepalive,
+            tls_context=self._tls,
+            # The will cannot know when the connection will die: ``since`` 0 means unknown.
+            will=aiomqtt.Will(self.presence_topic, self._presence(online=False, since=0),
+                              qos=s.qos, retain=True),
+        )
+
+    async def run(self) -> None:
+        """Connect, serve, reconnect with backoff; return after :meth:`close`."""
+        client = self._make_client()
+        delay = BACKOFF_MIN
+        while not self._closing.is_set():
+            wait = min(BACKOFF_MAX, delay) * random.uniform(0.5, 1.0)  # jitter, not crypto
+            try:
+                async with client:
+                    self._client = client
+                    delay = BACKOFF_MIN
+                    await self._session(client)
+                    return
+            except aiomqtt.MqttError as exc:
+                self._log.warning("mqtt connection lost", error=str(exc),
+                                  retry_in=round(wait, 2), server=self.settings.url)
+                delay = min(BACKOFF_MAX, delay * 2)
+            finally:
+                self.connected.clear()
+                self._client = None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._closing.wait()
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        """Serve one connection: return after :meth:`close`, raise ``MqttError`` if lost."""
+        try:
+            qos = self.settings.qos
+            if self._taking_questions:
+                await client.subscribe(self.subscription, qos=qos)
+            await client.publish(self.presence_topic, self._presence(online=True),
+                                 qos=qos, retain=True)
+            await client.subscribe(self.presence_topic, qos=qos)
+            self.connected.set()
+            self._log.info("mqtt connected", server=self.settings.url,
+                           subscription=self.subscription)
+            await self._serve(client)
+        except asyncio.CancelledError:
+            # A clean DISCONNECT suppresses the will, so say it ourselves.
+            await self._say_offline(client)
+            raise
+        await self._say_offline(client)
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        reader = asyncio.create_task(self._read(client), name=f"mqtt-read-{self.producer_id}")
+        closing = asyncio.create_task(self._closing.wait(), name="mqtt-closing")
+        try:
+            await asyncio.wait((reader, closing), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reader, closing):
+                task.cancel()
+            # Collect both helpers; their own cancellation is expected here.
+            await asyncio.gather(reader, closing, return_exceptions=True)
+        if not closing.cancelled():
+            return
+        error = None if reader.cancelled() else reader.exception()
+        if error is not None:
+            raise error
+        raise aiomqtt.MqttError("message stream ended")
+
+    async def _say_offline(self, client: aiomqtt.Client) -> None:
+        self.connected.clear()
+        try:
+            async with asyncio.timeout(_OFFLINE_GRACE):
+                await client.publish(self.presence_topic, self._presence(online=False),
+                                     qos=self.settings.qos, retain=True)
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            self._log.warning("could not announce offline", error=str(exc))
+        else:
+            self._log.info("mqtt announced offline")
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            topic = message.topic.value
+            if topic == self.question_topic:
+                if message.retain:
+                    self._log.warning("retained question ignored")
+                    continue
+                await self._on_question(message.payload)
+            elif topic == self.presence_topic:
+                await self._on_presence(client, message.payload)
+            # Anything else is not ours: amqtt sends retained messages to every client.
+
+    async def _on_presence(self, client: aiomqtt.Client, payload: bytes) -> None:
+        try:
+            presence = _presence_decoder.decode(payload)
+        except msgspec.DecodeError:
+            self._log.warning("malformed presence message ignored")
+            return
+        if presence.producer != self.producer_id or presence.online or self._closing.is_set():
+            return
+        # Another replica's last will (or our own old connection's): we are still here.
+        self._log.info("presence said offline while alive; announcing online again")
+        await client.publish(self.presence_topic, self._presence(online=True),
+                             qos=self.settings.qos, retain=True)
+
+    async def publish(self, topic: str, payload: bytes, *, expires_in: float | None = None) -> None:
+        """Publish once the link is up (the caller bounds the wait); QoS from the settings.
+
+        ``expires_in`` (seconds) becomes the MQTT 5 message expiry where the protocol has it.
+        """
+        await self.connected.wait()
+        client = self._client
+        if client is None:
+            raise TransportError("not connected")
+        properties = None
+        if expires_in is not None and self.settings.protocol == "5":
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho
+            properties.MessageExpiryInterval = max(1, math.ceil(expires_in))
+        try:
+            await client.publish(topic, payload, qos=self.settings.qos, properties=properties)
+        except aiomqtt.MqttError as exc:
+            raise TransportError(f"publish failed: {exc}") from exc
