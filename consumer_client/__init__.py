@@ -1,0 +1,20 @@
+"""A consumer system's side of samsvar: sign a query, send it, read and print the answer.
+
+Imports only ``schemas`` from this project, so a care giver's system can use it alone.
+"""
+
+from .client import Client, make_claims, sign_query
+from .errors import BadResponse, ClientError, QueryRefused, QueryTimeout, TransportError
+from .render import render_answer
+
+__all__ = [
+    "BadResponse",
+    "Client",
+    "ClientError",
+    "QueryRefused",
+    "QueryTimeout",
+    "TransportError",
+    "make_claims",
+    "render_answer",
+    "sign_query",
+]

@@ -1,0 +1,320 @@
+"""Ask the broker one question: sign a query JWT, POST it, read the answer (SPEC section 3).
+
+::
+
+    async with Client(broker_url="https://samsvar.example.se", issuer="SE2321000016-0001",
+                      key=key, audience="SE0000000000-BRK1", user=user) as client:
+        answer = await client.query(subject="19380303-9142", types=["medication"],
+                                    basis="consent")
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self, cast, get_args
+
+import aiohttp
+import msgspec
+
+from schemas import jose
+from schemas.identity import normalise
+from schemas.jose import PrivateKey
+from schemas.messages import (
+    ANSWER_MEDIA_TYPE,
+    PROBLEM_MEDIA_TYPE,
+    QUERY_MEDIA_TYPE,
+    QUERY_TYP,
+    Answer,
+    Basis,
+    Period,
+    Problem,
+    QueryClaims,
+    Unblock,
+    User,
+)
+from schemas.records import INFORMATION_TYPES, InfoType
+
+from .errors import BadResponse, QueryRefused, QueryTimeout, TransportError
+
+__all__ = ["DEFAULT_LIFETIME", "MAX_LIFETIME", "Client", "make_claims", "sign_query"]
+
+DEFAULT_LIFETIME: Final = 60
+"""Seconds a query JWT is valid (``exp - iat``)."""
+MAX_LIFETIME: Final = 300
+"""The broker refuses longer lifetimes."""
+_BASES: Final[frozenset[str]] = frozenset(get_args(Basis))
+_DEADLINE_MARGIN: Final = 5.0
+"""Seconds the HTTP timeout leaves beyond a query's own deadline."""
+
+_answer_decoder: Final = msgspec.json.Decoder(Answer)
+_problem_decoder: Final = msgspec.json.Decoder(Problem)
+
+
+def make_claims(
+    *,
+    issuer: str,
+    audience: str,
+    user: User,
+    subject: str,
+    types: Iterable[str],
+    basis: Basis,
+    relation: bool = True,
+    period: Period | None = None,
+    unblock: Unblock | None = None,
+    deadline_ms: int | None = None,
+    lifetime: int = DEFAULT_LIFETIME,
+    now: int | None = None,
+    jti: str | None = None,
+) -> QueryClaims:
+    """The claims of one query: fresh ``jti``, ``iat`` now, ``sub`` normalised to 12 digits.
+
+    Raises ``ValueError`` (:class:`schemas.InvalidPersonId` for the person) for what the
+    broker would refuse as malformed anyway, so the mistake is found before signing.
+    """
+    sub = normalise(subject)
+    wanted = list(dict.fromkeys(types))
+    if not wanted:
+        raise ValueError("types must name at least one information type")
+    unknown = [t for t in wanted if t not in INFORMATION_TYPES]
+    if unknown:
+        raise ValueError(
+            f"unknown information type(s) {', '.join(map(repr, unknown))}; "
+            f"use {', '.join(INFORMATION_TYPES)}"
+        )
+    if basis not in _BASES:
+        raise ValueError(f"basis must be one of {', '.join(sorted(_BASES))}, not {basis!r}")
+    if not 0 < lifetime <= MAX_LIFETIME:
+        raise ValueError(f"lifetime must be 1..{MAX_LIFETIME} seconds, not {lifetime}")
+    if deadline_ms is not None and deadline_ms <= 0:
+        raise ValueError("deadline_ms must be positive")
+    iat = int(time.time()) if now is None else now
+    return QueryClaims(
+        iss=issuer,
+        aud=audience,
+        iat=iat,
+        exp=iat + lifetime,
+        jti=jti or str(uuid.uuid4()),
+        sub=sub,
+        user=user,
+        relation=relation,
+        basis=basis,
+        types=cast("list[InfoType]", wanted),
+        period=period,
+        unblock=unblock,
+        deadline_ms=deadline_ms,
+    )
+
+
+def sign_query(claims: QueryClaims, key: PrivateKey) -> str:
+    """The compact JWS (``typ`` ``samsvar-query+jwt``) to POST to ``/v1/queries``."""
+    return jose.sign(msgspec.json.encode(claims), key, typ=QUERY_TYP)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+
+
+def _problem(body: bytes, status: int, reason: str) -> Problem:
+    """Problem details, tolerating members the broker left out (RFC 9457 makes all optional)."""
+    try:
+        return _problem_decoder.decode(body)
+    except msgspec.DecodeError:
+        pass
+    try:
+        raw = json.loads(body)
+    except ValueError:
+        raw = None
+    if not isinstance(raw, dict):
+        raw = {}
+
+    def text(name: str) -> str | None:
+        value = raw.get(name)
+        return value if isinstance(value, str) else None
+
+    code = raw.get("status")
+    return Problem(
+        type=text("type") or "about:blank",
+        title=text("title") or reason,
+        status=code if isinstance(code, int) and not isinstance(code, bool) else status,
+        detail=text("detail"),
+        instance=text("instance"),
+        rule=text("rule"),
+    )
+
+
+class Client:
+    """A consumer system's connection to the broker; use it as ``async with``.
+
+    ``key`` signs every query; its ``kid`` must be registered for ``issuer``. ``timeout``
+    bounds each HTTP exchange in seconds; a query with a longer ``deadline_ms`` gets that
+    deadline plus a margin instead.
+    """
+
+    def __init__(
+        self,
+        *,
+        broker_url: str,
+        issuer: str,
+        key: PrivateKey,
+        audience: str,
+        user: User,
+        timeout: float = 30.0,
+        lifetime: int = DEFAULT_LIFETIME,
+    ) -> None:
+        if not 0 < lifetime <= MAX_LIFETIME:
+            raise ValueError(f"lifetime must be 1..{MAX_LIFETIME} seconds, not {lifetime}")
+        self.broker_url = broker_url.rstrip("/")
+        self.issuer = issuer
+        self.key = key
+        self.audience = audience
+        self.user = user
+        self.timeout = timeout
+        self.lifetime = lifetime
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_files(
+        cls,
+        broker_url: str,
+        key_file: str | Path,
+        issuer: str,
+        audience: str,
+        user: User,
+        *,
+        timeout: float = 30.0,
+        lifetime: int = DEFAULT_LIFETIME,
+    ) -> Client:
+        """A client whose key is read from a private JWK file (as ``samsvar demo`` writes)."""
+        path = Path(key_file)
+        try:
+            jwk = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read key file: {exc.strerror}") from exc
+        except ValueError as exc:
+            raise ValueError(f"{path}: not a JSON JWK: {exc}") from exc
+        if not isinstance(jwk, dict):
+            # A bad file, not a bad argument: ValueError like the other file errors.
+            raise ValueError(f"{path}: not a JSON JWK object")  # noqa: TRY004
+        try:
+            key = jose.private_key_from_jwk(jwk)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+        return cls(broker_url=broker_url, issuer=issuer, key=key, audience=audience,
+                   user=user, timeout=timeout, lifetime=lifetime)
+
+    async def __aenter__(self) -> Self:
+        if self._session is not None:
+            raise RuntimeError("this Client is already open")
+        self._session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def claims(
+        self,
+        *,
+        subject: str,
+        types: Iterable[str],
+        basis: Basis,
+        relation: bool = True,
+        period: Period | None = None,
+        unblock: Unblock | None = None,
+        deadline_ms: int | None = None,
+    ) -> QueryClaims:
+        """The claims :meth:`query` would sign, with this client's issuer, audience and user."""
+        return make_claims(
+            issuer=self.issuer, audience=self.audience, user=self.user, subject=subject,
+            types=types, basis=basis, relation=relation, period=period, unblock=unblock,
+            deadline_ms=deadline_ms, lifetime=self.lifetime,
+        )
+
+    async def query(
+        self,
+        *,
+        subject: str,
+        types: Iterable[str],
+        basis: Basis,
+        relation: bool = True,
+        period: Period | None = None,
+        unblock: Unblock | None = None,
+        deadline_ms: int | None = None,
+    ) -> Answer:
+        """Ask one question about ``subject`` and return the broker's aggregated answer.
+
+        Raises :class:`QueryRefused` when the broker refuses (400/401/403/413/429/503),
+        :class:`TransportError` (:class:`QueryTimeout`) when it cannot be reached in time,
+        :class:`BadResponse` for anything else, and ``ValueError`` for bad arguments.
+        """
+        claims = self.claims(subject=subject, types=types, basis=basis, relation=relation,
+                             period=period, unblock=unblock, deadline_ms=deadline_ms)
+        return await self.send(sign_query(claims, self.key), deadline_ms=deadline_ms)
+
+    async def send(self, token: str, *, deadline_ms: int | None = None) -> Answer:
+        """POST an already signed query JWT: :meth:`query` without building and signing.
+
+        ``deadline_ms`` (the token's own claim) only lengthens the HTTP timeout to fit it.
+        """
+        if self._session is None:
+            raise RuntimeError("use the Client as `async with Client(...) as client`")
+        total = self.timeout
+        if deadline_ms is not None:
+            total = max(total, deadline_ms / 1000 + _DEADLINE_MARGIN)
+        url = f"{self.broker_url}/v1/queries"
+        headers = {
+            "Content-Type": QUERY_MEDIA_TYPE,
+            "Accept": f"{ANSWER_MEDIA_TYPE}, {PROBLEM_MEDIA_TYPE}",
+        }
+        try:
+            async with self._session.post(
+                url, data=token.encode("ascii"), headers=headers,
+                timeout=aiohttp.ClientTimeout(total=total),
+            ) as resp:
+                body = await resp.read()
+                status, reason = resp.status, resp.reason or ""
+                content_type = resp.content_type
+                retry_after = _retry_after(resp.headers.get("Retry-After"))
+        except TimeoutError as exc:
+            raise QueryTimeout(f"no answer from {url} within {total:g} s") from exc
+        except aiohttp.ClientError as exc:
+            raise TransportError(f"cannot reach {url}: {exc}") from exc
+
+        if content_type == PROBLEM_MEDIA_TYPE:
+            raise QueryRefused(_problem(body, status, reason), retry_after=retry_after)
+        if status == 200 and content_type == ANSWER_MEDIA_TYPE:
+            try:
+                return _answer_decoder.decode(body)
+            except msgspec.DecodeError as exc:
+                raise BadResponse(f"the answer does not match the schema: {exc}",
+                                  status=status, content_type=content_type) from exc
+        raise BadResponse(
+            f"unexpected response {status} {reason} ({content_type or 'no content type'})",
+            status=status, content_type=content_type,
+        )
+
