@@ -1,0 +1,77 @@
+"""Run one broker instance: HTTP API, MQTT bus and core, until told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from aiohttp import web
+
+from schemas.jose import PrivateKey, load_private_key
+from schemas.registry import Registry, load_registry
+
+from .config import BrokerConfig
+from .errors import ConfigError
+from .http_api import create_app
+from .mqtt import MqttBus
+from .service import QueryService
+
+__all__ = ["BrokerServer"]
+
+log = structlog.get_logger("samsvar.broker")
+
+
+class BrokerServer:
+    """One broker instance. ``started`` is set once it listens; ``port`` is the real port."""
+
+    def __init__(
+        self,
+        config: BrokerConfig,
+        *,
+        registry: Registry | None = None,
+        key: PrivateKey | None = None,
+    ) -> None:
+        try:
+            self.registry = registry or load_registry(config.registry_path)
+            self.key = key or load_private_key(config.key_path)
+            self.service = QueryService(config=config, registry=self.registry, key=self.key)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        self.config = config
+        self.bus = MqttBus(
+            config.mqtt, instance=config.instance,
+            on_reply=self.service.gatherer.on_reply,
+            on_presence=self.service.presence.update,
+            on_disconnect=self.service.presence.mark_all_offline,
+        )
+        self.service.bus = self.bus
+        self.app = create_app(self.service)
+        self.started = asyncio.Event()
+        self.port = config.port
+
+    async def run(self, *, shutdown: asyncio.Event | None = None) -> None:
+        """Serve until ``shutdown`` is set (or the task is cancelled)."""
+        shutdown = shutdown or asyncio.Event()
+        if self.config.embedded_mqtt:
+            log.warning("embedded_mqtt",
+                        message="the in-process MQTT server (amqtt) is for a laptop demo only: "
+                                "MQTT 3.1.1, no shared subscriptions, no TLS/ACLs. Never use it "
+                                "in production; use Mosquitto or an MQTT cluster.")
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.config.host, self.config.port)
+            await site.start()
+            server = site._server  # aiohttp keeps the listening sockets here
+            if server is not None and server.sockets:  # type: ignore[union-attr]
+                self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            log.info("broker_listening", url=f"http://{self.config.host}:{self.port}",
+                     instance=self.config.instance, mqtt=self.config.mqtt.url,
+                     producers=len(self.registry.producers))
+            self.started.set()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.bus.run(shutdown), name="broker-mqtt")
+                await shutdown.wait()
+        finally:
+            await runner.cleanup()
+            log.info("broker_stopped", instance=self.config.instance)

@@ -1,0 +1,92 @@
+"""The broker's configuration: a TOML file read once into a frozen dataclass.
+
+::
+
+    [broker]
+    registry = "registry.toml"     # the federation registry (paths relative to this file)
+    key = "keys/broker.jwk"        # the broker's private JWK; its kid must be in [broker] keys
+    instance = "broker-1"          # this instance's id: its reply topic {prefix}/r/{instance}
+    listen = "127.0.0.1:8080"
+    default_deadline_ms = 5000     # when a query names none
+    max_deadline_ms = 30000        # cap on a query's deadline_ms
+    max_body_bytes = 65536         # larger request bodies get 413 before parsing
+    clock_skew_s = 30              # allowed skew on iat/exp
+    max_in_flight = 2000           # queries in flight on this instance; beyond: 429
+
+    [mqtt]                         # see schemas.transport.MqttSettings
+    url = "mqtt://127.0.0.1:1883"
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from schemas.transport import MqttSettings
+
+from .errors import ConfigError
+
+__all__ = ["BrokerConfig", "load_broker_config"]
+
+
+def _default_instance() -> str:
+    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())
+    return f"{host}-{os.getpid()}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrokerConfig:
+    registry_path: Path
+    key_path: Path
+    instance: str = field(default_factory=_default_instance)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    default_deadline_ms: int = 5000
+    max_deadline_ms: int = 30000
+    max_body_bytes: int = 65536
+    clock_skew_s: int = 30
+    max_token_lifetime_s: int = 300
+    max_in_flight: int = 2000
+    embedded_mqtt: bool = False
+    """True when the MQTT server is the in-process amqtt one (demo only): warned at start-up."""
+
+
+_KNOWN = {"registry", "key", "instance", "listen", "default_deadline_ms", "max_deadline_ms",
+          "max_body_bytes", "clock_skew_s", "max_in_flight"}
+
+
+def load_broker_config(path: str | Path) -> BrokerConfig:
+    """Read the broker's TOML config; errors name the file and the key."""
+    p = Path(path)
+    try:
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+    base = p.parent
+    table: dict[str, Any] = doc.get("broker", {})
+    unknown = set(table) - _KNOWN
+    if unknown:
+        raise ConfigError(f"{p}: [broker] has unknown keys: {', '.join(sorted(unknown))}")
+    for required in ("registry", "key"):
+        if not isinstance(table.get(required), str):
+            raise ConfigError(f"{p}: [broker] needs '{required}' (a file path)")
+    host, _, port = str(table.get("listen", "127.0.0.1:8080")).rpartition(":")
+    try:
+        mqtt = MqttSettings.from_table(doc.get("mqtt", {}), base=base)
+        ints = {k: int(table[k]) for k in ("default_deadline_ms", "max_deadline_ms",
+                                           "max_body_bytes", "clock_skew_s", "max_in_flight")
+                if k in table}
+        extra: dict[str, Any] = {"instance": str(table["instance"])} if "instance" in table else {}
+        return BrokerConfig(
+            registry_path=base / table["registry"], key_path=base / table["key"],
+            host=host or "127.0.0.1", port=int(port), mqtt=mqtt, **ints, **extra,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{p}: {exc}") from exc

@@ -1,0 +1,131 @@
+"""The broker's MQTT adapter (aiomqtt 2.x) behind the :class:`~broker.ports.QuestionBus` port.
+
+Subscribes to its own reply topic ``{prefix}/r/{instance}`` and to ``{prefix}/presence/+``;
+publishes questions on ``{prefix}/q/{producer}``. Reconnects with backoff by looping around
+a fresh client; while disconnected every producer counts as unavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from typing import Final
+
+import aiomqtt
+import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from schemas.topics import presence_topic, question_topic, reply_topic
+from schemas.transport import MqttSettings
+
+from .errors import NotReady
+
+__all__ = ["MqttBus"]
+
+log = structlog.get_logger("samsvar.broker")
+
+_BACKOFF_MIN: Final = 0.1
+_BACKOFF_MAX: Final = 5.0
+
+
+class MqttBus:
+    """Publishes questions and feeds replies and presence to the core's callbacks."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        *,
+        instance: str,
+        on_reply: Callable[[bytes], None],
+        on_presence: Callable[[str, bytes], None],
+        on_disconnect: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._settings = settings
+        self._instance = instance
+        self._on_reply = on_reply
+        self._on_presence = on_presence
+        self._on_disconnect = on_disconnect
+        self._client: aiomqtt.Client | None = None
+        self.connected = asyncio.Event()
+        self.reply_topic = reply_topic(settings.prefix, instance)
+        self._presence_prefix = presence_topic(settings.prefix, "")
+        self._v5 = settings.protocol == "5"
+
+    def _new_client(self) -> aiomqtt.Client:
+        s = self._settings
+        return aiomqtt.Client(
+            s.host, s.port, username=s.username, password=s.password,
+            identifier=f"samsvar-broker-{self._instance}",
+            protocol=aiomqtt.ProtocolVersion.V5 if self._v5 else aiomqtt.ProtocolVersion.V311,
+            keepalive=s.keepalive, tls_context=s.ssl_context(),
+            clean_session=None if self._v5 else True,
+            max_inflight_messages=1000, timeout=10,
+        )
+
+    async def run(self, shutdown: asyncio.Event) -> None:
+        """Stay connected until ``shutdown`` is set."""
+        backoff = _BACKOFF_MIN
+        while not shutdown.is_set():
+            try:
+                async with self._new_client() as client:
+                    self._client = client
+                    await client.subscribe(self.reply_topic, qos=self._settings.qos)
+                    await client.subscribe(presence_topic(self._settings.prefix, "+"), qos=1)
+                    self.connected.set()
+                    backoff = _BACKOFF_MIN
+                    log.info("mqtt_connected", url=self._settings.url, instance=self._instance)
+                    reader = asyncio.create_task(self._read(client), name="mqtt-read")
+                    stop = asyncio.create_task(shutdown.wait(), name="mqtt-shutdown")
+                    try:
+                        await asyncio.wait({reader, stop}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        for task in (reader, stop):
+                            task.cancel()
+                        await asyncio.gather(reader, stop, return_exceptions=True)
+                    if reader.done() and not reader.cancelled() and reader.exception():
+                        raise reader.exception()  # type: ignore[misc]
+            except aiomqtt.MqttError as exc:
+                if shutdown.is_set():
+                    break
+                log.warning("mqtt_disconnected", reason=str(exc), retry_in=round(backoff, 2))
+            finally:
+                self._client = None
+                if self.connected.is_set():
+                    self.connected.clear()
+                    self._on_disconnect()
+            if shutdown.is_set():
+                break
+            try:
+                await asyncio.wait_for(shutdown.wait(), backoff * (0.5 + random.random()))
+            except TimeoutError:
+                pass
+            backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        reply = self.reply_topic
+        presence = self._presence_prefix
+        async for message in client.messages:
+            topic = message.topic.value
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray):
+                continue
+            if topic == reply:
+                self._on_reply(bytes(payload))
+            elif topic.startswith(presence):
+                producer = topic[len(presence):]
+                if producer and "/" not in producer:
+                    self._on_presence(producer, bytes(payload))
+            # anything else: a retained message amqtt sent us unasked; ignore it
+
+    async def publish_question(self, producer_id: str, token: bytes, *, expiry_s: int) -> None:
+        client = self._client
+        if client is None or not self.connected.is_set():
+            raise NotReady("mqtt-disconnected", "the broker is not connected to MQTT")
+        properties = None
+        if self._v5:
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.MessageExpiryInterval = max(1, expiry_s)
+        await client.publish(question_topic(self._settings.prefix, producer_id), token,
+                             qos=self._settings.qos, properties=properties)

@@ -1,0 +1,58 @@
+"""Which producers are online, from the retained presence messages and last wills."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import msgspec
+
+from schemas.messages import Presence
+
+__all__ = ["PresenceTable", "ProducerPresence"]
+
+_decoder = msgspec.json.Decoder(Presence)
+
+
+@dataclass(slots=True)
+class ProducerPresence:
+    online: bool
+    changed_at: float
+    """Wall-clock seconds when the broker learnt of the change."""
+
+
+class PresenceTable:
+    """Producer id → online/offline. A producer never seen is offline: fail fast, don't wait."""
+
+    def __init__(self, known: frozenset[str]) -> None:
+        self._known = known
+        self._state: dict[str, ProducerPresence] = {}
+
+    def update(self, producer_id: str, payload: bytes) -> bool:
+        """Apply a presence message; False if it is malformed or for an unknown producer."""
+        if producer_id not in self._known:
+            return False
+        if not payload:  # a cleared retained message
+            self._state[producer_id] = ProducerPresence(False, time.time())
+            return True
+        try:
+            msg = _decoder.decode(payload)
+        except msgspec.DecodeError:
+            return False
+        if msg.producer != producer_id:
+            return False
+        self._state[producer_id] = ProducerPresence(msg.online, time.time())
+        return True
+
+    def is_online(self, producer_id: str) -> bool:
+        state = self._state.get(producer_id)
+        return state is not None and state.online
+
+    def get(self, producer_id: str) -> ProducerPresence | None:
+        return self._state.get(producer_id)
+
+    def mark_all_offline(self) -> None:
+        """When the broker loses MQTT it cannot know who is there."""
+        now = time.time()
+        for pid in list(self._state):
+            self._state[pid] = ProducerPresence(False, now)
