@@ -1,0 +1,346 @@
+"""``samsvar demo``: the whole federation in one process (SPEC section 8).
+
+It writes a complete federation into a work directory — registry, keys, producers' data
+and configs, README.txt and demo.json — starts an MQTT server (the embedded amqtt one
+unless ``--mqtt`` names another), the broker and three producer adapters, and then either
+asks one sample question and prints the answer, or keeps serving (``--serve``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+from rich.console import Console
+
+from broker import BrokerServer, load_broker_config
+from consumer_client import Client
+from consumer_client.render import render_answer
+from producer_adapter import Adapter, load_adapter_config
+from schemas.jose import PrivateKey, generate_key, load_private_key
+from schemas.messages import User
+from schemas.records import UnitRef
+from schemas.registry import load_registry
+from schemas.transport import MqttSettings
+
+__all__ = ["PARTICIPANTS", "PRODUCERS", "build_workdir", "run_demo"]
+
+BROKER_ID: Final = "SE0000000000-SAMSVAR"
+
+PARTICIPANTS: Final[list[dict[str, Any]]] = [
+    {"id": "SE2321000999-RE01", "name": "Region Exempel", "kind": "vårdgivare",
+     "roles": ["consumer", "producer"]},
+    {"id": "SE2120009999-EK01", "name": "Exempel kommun", "kind": "omsorgsgivare",
+     "roles": ["consumer", "producer"]},
+    {"id": "SE5560000000-INV1", "name": "Exempel invånartjänst (e-tjänst för invånare)",
+     "kind": "annan", "roles": ["log-extract"]},
+]
+
+PRODUCERS: Final[list[dict[str, Any]]] = [
+    {"id": "SE2321000999-P001", "name": "Region Exempel", "organisation": "SE2321000999-RE01",
+     "types": ["medication", "diagnoses", "alerts", "lab_results", "care_documentation",
+               "care_contacts"],
+     "units": [["SE2321000999-U100", "Akutmottagningen, Exempelsjukhuset"],
+               ["SE2321000999-U200", "Vårdcentralen Exempelby"],
+               ["SE2321000999-U300", "Medicinkliniken, Exempelsjukhuset"],
+               ["SE2321000999-U400", "Barn- och ungdomsmedicin, Exempelsjukhuset"],
+               ["SE2321000999-U900", "Psykiatriska kliniken, Exempelsjukhuset"]],
+     "excluded_units": ["SE2321000999-U900"]},
+    {"id": "SE2120009999-VO01", "name": "Exempel kommun vård och omsorg",
+     "organisation": "SE2120009999-EK01",
+     "types": ["medication", "care_documentation", "functional_status",
+               "social_care_interventions", "care_plans"],
+     "units": [["SE2120009999-U110", "Hemsjukvården Exempel"],
+               ["SE2120009999-U120", "Hemtjänsten Norra"],
+               ["SE2120009999-U130", "Biståndsenheten äldreomsorg"],
+               ["SE2120009999-U140", "Särskilt boende Solgården"],
+               ["SE2120009999-U190", "Individ- och familjeomsorgen"]],
+     "excluded_units": []},
+    {"id": "SE2120009999-LSS1", "name": "Exempel kommun LSS", "organisation": "SE2120009999-EK01",
+     "types": ["social_care_interventions", "care_documentation", "care_plans",
+               "functional_status"],
+     "units": [["SE2120009999-U210", "LSS-handläggning"],
+               ["SE2120009999-U220", "Daglig verksamhet Verkstan"],
+               ["SE2120009999-U230", "Gruppbostad Linden"]],
+     "excluded_units": []},
+]
+
+SAMPLE_SUBJECT: Final = "193803039142"
+SAMPLE_TYPES: Final = ["medication", "alerts", "care_plans", "social_care_interventions"]
+SAMPLE_USER: Final = User(
+    id="SE2321000999-ANLI", name="Anna Lind", role="Läkare",
+    unit=UnitRef(id="SE2321000999-U100", name="Akutmottagningen, Exempelsjukhuset"),
+)
+
+
+def _toml_str(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _toml_keys(jwk: dict[str, str]) -> str:
+    public = {k: v for k, v in jwk.items() if k != "d"}
+    return "[{ " + ", ".join(f"{k} = {_toml_str(v)}" for k, v in public.items()) + " }]"
+
+
+def _toml_list(values: list[str]) -> str:
+    return "[" + ", ".join(_toml_str(v) for v in values) + "]"
+
+
+def _key(keys_dir: Path, name: str) -> PrivateKey:
+    """Reuse the key already in the workdir, so consumers' copies stay valid across runs."""
+    path = keys_dir / f"{name}.jwk"
+    if path.exists():
+        with contextlib.suppress(ValueError):
+            return load_private_key(path)
+    key = generate_key("EdDSA")
+    from .cli import write_private_jwk
+
+    write_private_jwk(path, key.to_jwk())
+    return key
+
+
+@dataclass(frozen=True, kw_only=True)
+class Workdir:
+    root: Path
+    broker_config: Path
+    adapter_configs: list[Path]
+    demo: dict[str, Any]
+
+
+def _data_root() -> Any:
+    return resources.files("samsvar") / "demo_data"
+
+
+def build_workdir(root: Path, *, port: int, mqtt: MqttSettings) -> Workdir:
+    """Write every file the demo federation uses into ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    keys_dir = root / "keys"
+    keys_dir.mkdir(exist_ok=True)
+    broker_key = _key(keys_dir, "broker")
+    lines = ["# The federation registry of the samsvar demo (written by `samsvar demo`).", "",
+             "[broker]", f"id = {_toml_str(BROKER_ID)}", 'name = "samsvar demo broker"',
+             f"keys = {_toml_keys(broker_key.to_jwk())}", ""]
+    participant_keys = {}
+    for p in PARTICIPANTS:
+        key = participant_keys[p["id"]] = _key(keys_dir, p["id"])
+        lines += ["[[participants]]", f"id = {_toml_str(p['id'])}", f"name = {_toml_str(p['name'])}",
+                  f"kind = {_toml_str(p['kind'])}", f"roles = {_toml_list(p['roles'])}",
+                  f"keys = {_toml_keys(key.to_jwk())}", ""]
+    mqtt_table = [f"url = {_toml_str(mqtt.url)}", f"protocol = {_toml_str(mqtt.protocol)}",
+                  f"shared_subscriptions = {'true' if mqtt.shared_subscriptions else 'false'}"]
+    adapter_configs = []
+    data_root = _data_root()
+    for prod in PRODUCERS:
+        key = _key(keys_dir, prod["id"])
+        units = ", ".join(f"{{ id = {_toml_str(u)}, name = {_toml_str(n)} }}"
+                          for u, n in prod["units"])
+        lines += ["[[producers]]", f"id = {_toml_str(prod['id'])}",
+                  f"name = {_toml_str(prod['name'])}",
+                  f"organisation = {_toml_str(prod['organisation'])}",
+                  f"types = {_toml_list(prod['types'])}", f"units = [{units}]",
+                  f"keys = {_toml_keys(key.to_jwk())}", ""]
+        pdir = root / "producers" / prod["id"]
+        data_dir = pdir / "data"
+        if data_dir.exists():
+            shutil.rmtree(data_dir)
+        data_dir.mkdir(parents=True)
+        source = data_root / prod["id"]
+        if source.is_dir():
+            for item in source.iterdir():
+                if item.name.endswith(".json"):
+                    (data_dir / item.name).write_bytes(item.read_bytes())
+        blocks = [b for b in json.loads((data_root / "blocks.json").read_text(encoding="utf-8"))
+                  if b["producer"] == prod["id"]]
+        (pdir / "blocks.json").write_text(json.dumps(blocks, indent=2, ensure_ascii=False),
+                                          encoding="utf-8")
+        config = pdir / "adapter.toml"
+        config.write_text("\n".join([
+            f"# Producer adapter for {prod['name']} (written by `samsvar demo`).",
+            "[adapter]", f"producer = {_toml_str(prod['id'])}", 'registry = "../../registry.toml"',
+            f"key = {_toml_str('../../keys/' + prod['id'] + '.jwk')}",
+            f"excluded_units = {_toml_list(prod['excluded_units'])}", "",
+            "[mqtt]", *mqtt_table, "",
+            "[backend]", 'kind = "json_dir"', 'path = "data"', "",
+            "[blocks]", 'kind = "json_file"', 'path = "blocks.json"', "",
+        ]), encoding="utf-8")
+        adapter_configs.append(config)
+    (root / "registry.toml").write_text("\n".join(lines), encoding="utf-8")
+    broker_config = root / "broker.toml"
+    broker_config.write_text("\n".join([
+        "# The demo broker (written by `samsvar demo`).", "[broker]",
+        'registry = "registry.toml"', 'key = "keys/broker.jwk"', 'instance = "demo"',
+        f'listen = "127.0.0.1:{port}"', "", "[mqtt]", *mqtt_table, "",
+    ]), encoding="utf-8")
+
+    persons = json.loads((data_root / "persons.json").read_text(encoding="utf-8"))
+    demo = {
+        "aud": BROKER_ID,
+        "broker_url": f"http://127.0.0.1:{port}",
+        "participants": [
+            {"id": p["id"], "name": p["name"], "kind": p["kind"], "roles": p["roles"],
+             "kid": participant_keys[p["id"]].kid, "key_file": f"keys/{p['id']}.jwk"}
+            for p in PARTICIPANTS
+        ],
+        "producers": [{"id": p["id"], "organisation": p["organisation"], "types": p["types"]}
+                      for p in PRODUCERS],
+        "persons": [{"id": p["id"], "name": p["name"], "tags": p["tags"]} for p in persons],
+    }
+    (root / "demo.json").write_text(json.dumps(demo, indent=2, ensure_ascii=False) + "\n",
+                                    encoding="utf-8")
+    (root / "README.txt").write_text(_readme(demo, persons, mqtt), encoding="utf-8")
+    return Workdir(root=root, broker_config=broker_config, adapter_configs=adapter_configs,
+                   demo=demo)
+
+
+def _readme(demo: dict[str, Any], persons: list[dict[str, Any]], mqtt: MqttSettings) -> str:
+    out = [
+        "samsvar demo federation",
+        "=======================",
+        "",
+        f"Broker:   {demo['broker_url']}   (POST /v1/queries, GET /v1/producers, /healthz)",
+        f"aud:      {demo['aud']}   (the broker's id: put it in every query's aud claim)",
+        f"MQTT:     {mqtt.url} ({'embedded amqtt, demo only' if mqtt.protocol == '3.1.1' else 'external'})",
+        "",
+        "Participants (private keys in keys/<id>.jwk, public keys in registry.toml):",
+    ]
+    for p in demo["participants"]:
+        out.append(f"  {p['id']}  {p['kind']:<13}  roles: {', '.join(p['roles']):<20}  {p['name']}")
+    out += ["", "Producers:"]
+    for p in PRODUCERS:
+        extra = f"  excluded units: {', '.join(p['excluded_units'])}" if p["excluded_units"] else ""
+        out.append(f"  {p['id']}  {p['name']}: {', '.join(p['types'])}{extra}")
+    out += ["", "Demo persons (Skatteverket test personnummer; never real people):"]
+    for p in persons:
+        out.append(f"  {p['id']}  {p['name']:<24} [{', '.join(p['tags'])}]")
+        if p.get("note"):
+            out.append(f"      {p['note']}")
+    out += [
+        "",
+        "Ask a question (in another terminal):",
+        f"  samsvar query --workdir {'<this directory>'} --as SE2321000999-RE01 \\",
+        f"      --subject {SAMPLE_SUBJECT} --types medication,alerts",
+        "",
+        "Files: registry.toml (the federation registry), broker.toml, keys/, ",
+        "producers/<id>/adapter.toml and producers/<id>/data/<personnummer>.json,",
+        "demo.json (the same facts as this file, for programs).",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _start_embedded_mqtt(port: int) -> Any:
+    from amqtt.broker import Broker
+
+    server = Broker({
+        "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+    })
+    await server.start()
+    return server
+
+
+async def run_demo(args: argparse.Namespace) -> int:
+    """Run the demo; 0 on success."""
+    err = Console(stderr=True)
+    embedded = args.mqtt is None
+    mqtt_server = None
+    if embedded:
+        mqtt_port = _free_port()
+        mqtt = MqttSettings(port=mqtt_port, protocol="3.1.1", shared_subscriptions=False)
+    else:
+        try:
+            mqtt = MqttSettings.from_url(args.mqtt)
+        except ValueError as exc:
+            print(f"samsvar: {exc}", file=sys.stderr)
+            return 2
+    port = args.port if args.serve and args.port else _free_port()
+    tmp = None
+    if args.workdir:
+        root = Path(args.workdir)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="samsvar-demo-")
+        root = Path(tmp.name)
+    try:
+        workdir = build_workdir(root, port=port, mqtt=mqtt)
+        if embedded:
+            mqtt_server = await _start_embedded_mqtt(mqtt.port)
+        registry = load_registry(root / "registry.toml")
+        config = load_broker_config(workdir.broker_config)
+        if embedded:
+            import dataclasses
+
+            config = dataclasses.replace(config, embedded_mqtt=True)
+        broker = BrokerServer(config, registry=registry)
+        adapters = [Adapter(load_adapter_config(path), registry)
+                    for path in workdir.adapter_configs]
+        shutdown = asyncio.Event()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(broker.run(shutdown=shutdown), name="demo-broker")
+            for adapter in adapters:
+                tg.create_task(adapter.run(shutdown=shutdown), name=f"demo-adapter")
+            try:
+                await _wait_online(broker, [p["id"] for p in PRODUCERS])
+                if args.serve:
+                    await _serve(workdir, err, shutdown)
+                else:
+                    await _ask_once(workdir, args.json)
+            finally:
+                shutdown.set()
+        return 0
+    finally:
+        if mqtt_server is not None:
+            await mqtt_server.shutdown()
+        if tmp is not None:
+            tmp.cleanup()
+
+
+async def _wait_online(broker: BrokerServer, producers: list[str], timeout: float = 20) -> None:
+    async with asyncio.timeout(timeout):
+        await broker.started.wait()
+        while not all(broker.service.presence.is_online(p) for p in producers):
+            await asyncio.sleep(0.02)
+
+
+async def _ask_once(workdir: Workdir, as_json: bool) -> None:
+    demo = workdir.demo
+    asker = demo["participants"][0]
+    client = Client.from_files(demo["broker_url"], workdir.root / asker["key_file"], asker["id"],
+                               demo["aud"], SAMPLE_USER)
+    async with client:
+        answer = await client.query(subject=SAMPLE_SUBJECT, types=SAMPLE_TYPES, basis="consent")
+    if as_json:
+        sys.stdout.write(msgspec.json.encode(answer).decode("utf-8") + "\n")
+        return
+    out = Console()
+    out.print(f"[bold]samsvar demo[/bold] — {asker['name']} ({SAMPLE_USER.role} "
+              f"{SAMPLE_USER.name}, {SAMPLE_USER.unit.name}) asks about "
+              f"{SAMPLE_SUBJECT}: {', '.join(SAMPLE_TYPES)}; basis: consent\n")
+    render_answer(answer, out)
+
+
+async def _serve(workdir: Workdir, err: Console, shutdown: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, shutdown.set)
+    err.print(f"samsvar demo serving on {workdir.demo['broker_url']} — files in {workdir.root} "
+              "(README.txt, demo.json). Ctrl-C stops it.")
+    await shutdown.wait()

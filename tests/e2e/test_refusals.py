@@ -1,0 +1,115 @@
+"""Every refusal of the query endpoint is problem+json with a stable type."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from schemas.jose import b64url_encode, generate_key
+from tests.e2e.conftest import BROKER_ID, CARE_GIVER, SOCIAL_CARE_GIVER, Federation, ProducerSpec
+
+PROBLEM = "urn:samsvar:problem:"
+
+
+@pytest.fixture
+async def fed(federation_factory: Any) -> Federation:
+    fed: Federation = await federation_factory([ProducerSpec("P1")])
+    await fed.start_broker()
+    return fed
+
+
+async def refused(fed: Federation, token: str | bytes, status: int, slug: str,
+                  **post: Any) -> dict[str, Any]:
+    got, headers, body = await fed.post(token, **post)
+    assert got == status, body
+    assert headers["Content-Type"].startswith("application/problem+json")
+    assert body["type"] == PROBLEM + slug, body
+    assert body["status"] == status
+    assert body["title"] and body["detail"]
+    return body  # type: ignore[no-any-return]
+
+
+async def test_replayed_jti(fed: Federation) -> None:
+    token = fed.token()
+    status, _, _ = await fed.post(token)
+    assert status == 200
+    await refused(fed, token, 401, "replayed")
+
+
+async def test_expired_token(fed: Federation) -> None:
+    claims = fed.claims(now=int(time.time()) - 400, lifetime=60)
+    await refused(fed, fed.claims_token(claims), 401, "expired")
+
+
+async def test_lifetime_over_300_seconds(fed: Federation) -> None:
+    import msgspec
+
+    claims = msgspec.structs.replace(fed.claims(), exp=fed.claims().iat + 301)
+    await refused(fed, fed.claims_token(claims), 401, "lifetime")
+
+
+async def test_wrong_audience(fed: Federation) -> None:
+    await refused(fed, fed.token(audience="some-other-broker"), 401, "wrong-audience")
+    assert BROKER_ID != "some-other-broker"
+
+
+async def test_unknown_kid(fed: Federation) -> None:
+    stranger = generate_key("ES256")
+    await refused(fed, fed.token(key=stranger), 401, "unknown-key")
+
+
+async def test_bad_signature(fed: Federation) -> None:
+    token = fed.token()
+    head, body, sig = token.split(".")
+    forged = f"{head}.{body}.{b64url_encode(bytes(64))}"
+    await refused(fed, forged, 401, "bad-signature")
+
+
+async def test_unknown_issuer(fed: Federation) -> None:
+    import msgspec
+
+    claims = msgspec.structs.replace(fed.claims(), iss="SE0000000000-NOBODY")
+    await refused(fed, fed.claims_token(claims), 401, "unknown-issuer")
+
+
+async def test_malformed_identity_number(fed: Federation) -> None:
+    import msgspec
+
+    claims = msgspec.structs.replace(fed.claims(), sub="19380303-9143")  # bad check digit
+    body = await refused(fed, fed.claims_token(claims), 400, "invalid-person-id")
+    assert "check digit" in body["detail"]
+
+
+async def test_not_a_jwt(fed: Federation) -> None:
+    await refused(fed, b"hello", 400, "malformed-token")
+
+
+async def test_claims_of_the_wrong_shape(fed: Federation) -> None:
+    import msgspec
+
+    from schemas.jose import sign
+
+    payload = msgspec.json.encode({"iss": CARE_GIVER, "aud": BROKER_ID, "types": "medication"})
+    token = sign(payload, fed.keys[CARE_GIVER], typ="samsvar-query+jwt")
+    await refused(fed, token, 400, "malformed-claims")
+
+
+async def test_wrong_content_type(fed: Federation) -> None:
+    await refused(fed, fed.token(), 415, "unsupported-media-type", content_type="text/plain")
+
+
+async def test_body_too_large(fed: Federation) -> None:
+    await refused(fed, b"x" * 70_000, 413, "too-large")
+
+
+async def test_no_relation_is_refused_by_rule(fed: Federation) -> None:
+    body = await refused(fed, fed.token(relation=False), 403, "relation-required")
+    assert body["rule"] == "relation-required"
+
+
+async def test_emergency_by_social_care_giver(fed: Federation) -> None:
+    body = await refused(fed, fed.token(SOCIAL_CARE_GIVER, basis="emergency"), 403,
+                         "emergency-care-giver-only")
+    assert body["rule"] == "emergency-care-giver-only"
