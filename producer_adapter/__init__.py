@@ -10,7 +10,7 @@ applies stage 1 of the law (:mod:`producer_adapter.policy`), and publishes a sig
 
 from .backends import BackendResult, JsonDirBackend, RecordBackend, open_backend
 from .blocks import BlockSource, InMemoryBlockSource, load_blocks_file, open_blocks
-from .config import AdapterConfig, load_adapter_config, load_private_key
+from .config import AdapterConfig, load_adapter_config
 from .daemon import Adapter, SignedReply, open_adapter
 from .errors import (
     AdapterConfigError,
@@ -41,7 +41,6 @@ __all__ = [
     "TransportError",
     "load_adapter_config",
     "load_blocks_file",
-    "load_private_key",
     "make_available",
     "open_adapter",
     "open_backend",

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from schemas.errors import RegistryError
-from schemas.jose import PrivateKey, private_key_from_jwk
+from schemas.jose import PrivateKey, load_private_key
 from schemas.registry import Registry, load_registry
 from schemas.transport import MqttSettings
 
@@ -43,8 +43,7 @@ from .backends import check_backend_table
 from .blocks import check_blocks_table
 from .errors import AdapterConfigError
 
-__all__ = ["AdapterConfig", "check_against_registry", "default_replica", "load_adapter_config",
-           "load_private_key"]
+__all__ = ["AdapterConfig", "check_against_registry", "default_replica", "load_adapter_config"]
 
 _ADAPTER_KEYS: Final = frozenset(
     {"producer", "registry", "key", "excluded_units", "replica", "max_concurrent"}
@@ -91,24 +90,6 @@ class AdapterConfig:
 
 def _where(config: AdapterConfig) -> str:
     return f"{config.source}: " if config.source else ""
-
-
-def load_private_key(path: Path) -> PrivateKey:
-    """A private JWK file (JSON with ``kid``); raises :class:`AdapterConfigError` naming it."""
-    try:
-        jwk = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise AdapterConfigError(f"{path}: cannot read key: {exc.strerror}") from exc
-    except ValueError as exc:
-        raise AdapterConfigError(f"{path}: key is not JSON: {exc}") from exc
-    if not isinstance(jwk, dict) or not isinstance(jwk.get("kid"), str) or not jwk["kid"]:
-        raise AdapterConfigError(f"{path}: key must be a JWK object with a 'kid'")
-    if "d" not in jwk:
-        raise AdapterConfigError(f"{path}: key is a public JWK; the adapter needs the private one")
-    try:
-        return private_key_from_jwk(jwk)
-    except ValueError as exc:
-        raise AdapterConfigError(f"{path}: invalid key: {exc}") from exc
 
 
 def check_against_registry(config: AdapterConfig, registry: Registry) -> None:
@@ -191,7 +172,10 @@ def load_adapter_config(path: str | Path) -> AdapterConfig:
 
     key_path = base / string("key")
     try:
-        key = load_private_key(key_path)
+        try:
+            key = load_private_key(key_path)
+        except ValueError as exc:
+            raise AdapterConfigError(str(exc)) from exc
     except AdapterConfigError as exc:
         raise AdapterConfigError(f"{where}: [adapter] key: {exc}") from exc
     registry_path = base / string("registry")

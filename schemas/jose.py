@@ -309,6 +309,8 @@ def load_private_key(path: str | os.PathLike[str]) -> PrivateKey:
         raise ValueError(f"{path}: key file is not JSON: {exc}") from exc
     if not isinstance(jwk, dict):
         raise ValueError(f"{path}: key file must hold one JWK object")
+    if "d" not in jwk:
+        raise ValueError(f"{path}: key file holds a public JWK; a private key (with 'd') is needed")
     try:
         return private_key_from_jwk(jwk)
     except ValueError as exc:

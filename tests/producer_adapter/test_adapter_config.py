@@ -135,11 +135,11 @@ def test_missing_config_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "content, message",
     [
-        ("not json", "key is not JSON"),
-        ("[]", "a JWK object with a 'kid'"),
+        ("not json", "key file is not JSON"),
+        ("[]", "must hold one JWK object"),
         ("PUBLIC", "public JWK"),
         ("FOREIGN", "is not a registered key"),
-        ('{"kid": "k", "kty": "OKP", "crv": "Ed25519", "x": "AA", "d": "AA"}', "invalid key"),
+        ('{"kid": "k", "kty": "OKP", "crv": "Ed25519", "x": "AA", "d": "AA"}', "must be 32 bytes"),
     ],
 )
 def test_key_file_errors(config_dir: Path, keys: Any, kit: Any, content: str,
