@@ -1,0 +1,63 @@
+"""The ``samsvar`` command's small subcommands: keys and registry."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from samsvar.cli import main
+from schemas.jose import generate_key, load_private_key
+
+
+def test_keys_generate_writes_private_and_prints_public(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "k.jwk"
+    assert main(["keys", "generate", "--alg", "ES256", "--out", str(out)]) == 0
+    public = json.loads(capsys.readouterr().out)
+    assert "d" not in public and public["alg"] == "ES256" and public["kid"]
+    private = load_private_key(out)
+    assert private.kid == public["kid"]
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+
+
+def test_keys_generate_refuses_to_overwrite(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "k.jwk"
+    out.write_text("{}")
+    assert main(["keys", "generate", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--force" in err
+
+
+def registry_text(extra_type: str = "medication") -> str:
+    key = generate_key().public.to_jwk()
+    jwk = "[{ " + ", ".join(f'{k} = "{v}"' for k, v in key.items()) + " }]"
+    return "\n".join([
+        "[broker]", 'id = "B"', f"keys = {jwk}", "",
+        "[[participants]]", 'id = "ORG1"', 'name = "Region"', 'kind = "vårdgivare"',
+        'roles = ["consumer", "producer"]', f"keys = {jwk}", "",
+        "[[producers]]", 'id = "P1"', 'organisation = "ORG1"',
+        f'types = ["{extra_type}"]', f"keys = {jwk}", "",
+    ])
+
+
+def test_registry_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "registry.toml"
+    path.write_text(registry_text(), encoding="utf-8")
+    assert main(["registry", "list", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "ORG1" in out and "P1" in out and "OK (1 participants, 1 producers)" in out
+
+
+def test_registry_error_names_the_line(tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "registry.toml"
+    text = registry_text(extra_type="x_rays")
+    path.write_text(text, encoding="utf-8")
+    assert main(["registry", "check", str(path)]) == 1
+    err = capsys.readouterr().err
+    line = next(n for n, l in enumerate(text.splitlines(), 1) if "x_rays" in l)
+    assert f"registry.toml:{line}:" in err and "x_rays" in err
