@@ -7,8 +7,14 @@ Config (optional ``[blocks]`` table; without it the adapter applies no blocks an
 says so at start-up)::
 
     [blocks]
-    kind = "json_file"              # a JSON array of {subject, level, target, registered_by}
-    path = "blocks.json"            # relative to the config file
+    kind = "sqlite"                 # the block register, read per question
+    path = "blocks.db"              # relative to the config file
+    lock_timeout = 2.0              # optional, seconds
+
+``kind = "sqlite"`` is the production kind (:mod:`producer_adapter.block_register`),
+managed with ``samsvar adapter block add|remove|list``. ``kind = "json_file"`` (a JSON
+array of ``{subject, level, target, registered_by}``, read once at start-up) remains as a
+read-only seed format for tests and fixtures; a guardian's block in it is refused.
 """
 
 from __future__ import annotations
@@ -16,23 +22,31 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 import msgspec
 
 from schemas.errors import InvalidPersonId
 from schemas.identity import normalise
 
-from .errors import AdapterConfigError
+from .block_register import DEFAULT_LOCK_TIMEOUT, SqliteBlockRegister, check_registrant
+from .errors import AdapterConfigError, BlockRefused
 from .policy import Block
 
 __all__ = [
+    "BLOCK_KINDS",
     "BlockSource",
     "InMemoryBlockSource",
     "check_blocks_table",
     "load_blocks_file",
     "open_blocks",
 ]
+
+BLOCK_KINDS: Final[dict[str, frozenset[str]]] = {
+    "sqlite": frozenset({"kind", "path", "lock_timeout"}),
+    "json_file": frozenset({"kind", "path"}),
+}
+"""Each kind of ``[blocks]`` table and the keys it may hold."""
 
 
 @runtime_checkable
@@ -76,6 +90,11 @@ def load_blocks_file(path: str | Path) -> InMemoryBlockSource:
                 raise InvalidPersonId("identity number must be written as 12 digits")
         except InvalidPersonId as exc:
             raise AdapterConfigError(f"{p}: block #{i + 1}: subject: {exc}") from exc
+        if block.registered_by == "guardian":
+            try:
+                check_registrant(block.subject, block.registered_by)
+            except BlockRefused as exc:
+                raise AdapterConfigError(f"{p}: block #{i + 1}: {exc}") from exc
     return InMemoryBlockSource(blocks)
 
 
@@ -83,19 +102,30 @@ def check_blocks_table(table: Mapping[str, Any], *, where: str = "") -> None:
     """Refuse an unknown ``kind``, unknown keys or a missing ``path``, naming them."""
     prefix = f"{where}: " if where else ""
     kind = table.get("kind")
-    if kind != "json_file":
-        raise AdapterConfigError(f"{prefix}[blocks] kind must be \"json_file\", not {kind!r}")
-    unknown = set(table) - {"kind", "path"}
+    if not isinstance(kind, str) or kind not in BLOCK_KINDS:
+        raise AdapterConfigError(
+            f"{prefix}[blocks] kind must be \"sqlite\" or \"json_file\", not {kind!r}")
+    unknown = set(table) - BLOCK_KINDS[kind]
     if unknown:
         raise AdapterConfigError(f"{prefix}[blocks] has unknown keys: {', '.join(sorted(unknown))}")
     path = table.get("path")
     if not isinstance(path, str) or not path:
         raise AdapterConfigError(f"{prefix}[blocks] path must be a non-empty string")
+    timeout = table.get("lock_timeout", DEFAULT_LOCK_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise AdapterConfigError(f"{prefix}[blocks] lock_timeout must be a positive number")
 
 
 def open_blocks(table: Mapping[str, Any] | None, *, base: Path, where: str = "") -> BlockSource:
-    """The block source a config's ``[blocks]`` table names (``None``: no blocks)."""
+    """The block source a config's ``[blocks]`` table names (``None``: no blocks).
+
+    An SQLite register is not touched here: it is read per question.
+    """
     if table is None:
         return InMemoryBlockSource()
     check_blocks_table(table, where=where)
+    if table["kind"] == "sqlite":
+        return SqliteBlockRegister(base / table["path"],
+                                   lock_timeout=float(table.get("lock_timeout",
+                                                                DEFAULT_LOCK_TIMEOUT)))
     return load_blocks_file(base / table["path"])

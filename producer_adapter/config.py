@@ -18,13 +18,18 @@
     path = "data/SE2321000999-P001"
 
     [blocks]                                # optional; see producer_adapter.blocks
-    kind = "json_file"
-    path = "blocks.json"
+    kind = "sqlite"
+    path = "blocks.db"
+
+    [disclosure_log]                        # optional; see producer_adapter.disclosure_log
+    path = "disclosures.db"                 # the default: the log is always kept
+
+:func:`load_stores_config` reads only what the ``samsvar adapter block`` and ``log``
+commands need (producer, registry, ``[blocks]``, ``[disclosure_log]``): never the key.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import socket
@@ -40,15 +45,24 @@ from schemas.registry import Registry, load_registry
 from schemas.transport import MqttSettings
 
 from .backends import check_backend_table
+from .block_register import DEFAULT_LOCK_TIMEOUT, BlockScope, SqliteBlockRegister
 from .blocks import check_blocks_table
+from .disclosure_log import DEFAULT_DISCLOSURE_LOG, SqliteDisclosureLog
 from .errors import AdapterConfigError
 
-__all__ = ["AdapterConfig", "check_against_registry", "default_replica", "load_adapter_config"]
+__all__ = [
+    "AdapterConfig",
+    "StoresConfig",
+    "check_against_registry",
+    "default_replica",
+    "load_adapter_config",
+    "load_stores_config",
+]
 
 _ADAPTER_KEYS: Final = frozenset(
     {"producer", "registry", "key", "excluded_units", "replica", "max_concurrent"}
 )
-_TABLES: Final = frozenset({"adapter", "mqtt", "backend", "blocks"})
+_TABLES: Final = frozenset({"adapter", "mqtt", "backend", "blocks", "disclosure_log"})
 
 
 def default_replica() -> str:
@@ -67,11 +81,15 @@ class AdapterConfig:
     """The ``[backend]`` table; unused when a backend object is given to the adapter."""
     blocks: Mapping[str, Any] | None = None
     """The ``[blocks]`` table, or ``None`` for no block source (no blocks applied)."""
+    disclosure_log: Path | None = None
+    """The disclosure log's file (relative to ``base``), or ``None``: no log (code only;
+    a config file always has one)."""
     excluded_units: frozenset[str] = frozenset()
     replica: str = field(default_factory=default_replica)
     max_concurrent: int = 32
     base: Path = Path(".")
-    """Directory that relative paths in ``backend`` and ``blocks`` are resolved against."""
+    """Directory that relative paths in ``backend``, ``blocks`` and ``disclosure_log`` are
+    resolved against."""
     registry: Path | None = None
     """The registry file named by the config, when read from one."""
     source: str = ""
@@ -116,8 +134,38 @@ def _table(doc: Mapping[str, Any], name: str, where: str) -> Mapping[str, Any] |
     return value
 
 
-def load_adapter_config(path: str | Path) -> AdapterConfig:
-    """Read and check an adapter config file, its key and the registry it names."""
+@dataclass(frozen=True, kw_only=True)
+class StoresConfig:
+    """The adapter's local stores, as a config file names them (no key, no MQTT)."""
+
+    producer: str
+    registry: Path
+    blocks: Mapping[str, Any] | None
+    disclosure_log: Path
+    base: Path
+    source: str
+
+    def block_register(self, *, scope: BlockScope | None = None) -> SqliteBlockRegister:
+        """The SQLite block register (``scope`` is needed to add blocks)."""
+        if self.blocks is None:
+            raise AdapterConfigError(
+                f"{self.source}: no [blocks] table: add one with kind = \"sqlite\" and "
+                "path = \"blocks.db\"")
+        if self.blocks["kind"] != "sqlite":
+            raise AdapterConfigError(
+                f"{self.source}: [blocks] kind {self.blocks['kind']!r} is a read-only seed "
+                "format; the block register is kind = \"sqlite\"")
+        timeout = float(self.blocks.get("lock_timeout", DEFAULT_LOCK_TIMEOUT))
+        return SqliteBlockRegister(self.base / self.blocks["path"], scope=scope,
+                                   lock_timeout=timeout)
+
+    def disclosures(self) -> SqliteDisclosureLog:
+        """The disclosure log."""
+        return SqliteDisclosureLog(self.base / self.disclosure_log)
+
+
+def _read(path: str | Path) -> tuple[dict[str, Any], Mapping[str, Any], StoresConfig]:
+    """The TOML document, its ``[adapter]`` table, and the checked store settings."""
     p = Path(path)
     where = str(p)
     base = p.parent
@@ -139,14 +187,48 @@ def load_adapter_config(path: str | Path) -> AdapterConfig:
         raise AdapterConfigError(
             f"{where}: [adapter] has unknown keys: {', '.join(sorted(unknown))}"
         )
+    blocks = _table(doc, "blocks", where)
+    if blocks is not None:
+        check_blocks_table(blocks, where=where)
+    log = _table(doc, "disclosure_log", where) or {}
+    unknown = set(log) - {"path"}
+    if unknown:
+        raise AdapterConfigError(
+            f"{where}: [disclosure_log] has unknown keys: {', '.join(sorted(unknown))}"
+        )
+    log_path = log.get("path", DEFAULT_DISCLOSURE_LOG)
+    if not isinstance(log_path, str) or not log_path:
+        raise AdapterConfigError(f"{where}: [disclosure_log] path must be a non-empty string")
+    stores = StoresConfig(
+        producer=_string(adapter, "producer", where),
+        registry=base / _string(adapter, "registry", where),
+        blocks=dict(blocks) if blocks is not None else None,
+        disclosure_log=Path(log_path), base=base, source=where,
+    )
+    return doc, adapter, stores
 
-    def string(key: str) -> str:
-        value = adapter.get(key)
-        if not isinstance(value, str) or not value:
-            raise AdapterConfigError(f"{where}: [adapter] {key} must be a non-empty string")
-        return value
 
-    producer = string("producer")
+def _string(adapter: Mapping[str, Any], key: str, where: str) -> str:
+    value = adapter.get(key)
+    if not isinstance(value, str) or not value:
+        raise AdapterConfigError(f"{where}: [adapter] {key} must be a non-empty string")
+    return value
+
+
+def load_stores_config(path: str | Path) -> StoresConfig:
+    """Read the parts of an adapter config that name its block register and disclosure log.
+
+    The key file, MQTT and backend settings are neither read nor needed.
+    """
+    return _read(path)[2]
+
+
+def load_adapter_config(path: str | Path) -> AdapterConfig:
+    """Read and check an adapter config file, its key and the registry it names."""
+    doc, adapter, stores = _read(path)
+    where, base = stores.source, stores.base
+
+    producer = stores.producer
     excluded = adapter.get("excluded_units", [])
     if not isinstance(excluded, list) or not all(isinstance(u, str) and u for u in excluded):
         raise AdapterConfigError(f"{where}: [adapter] excluded_units must be a list of unit ids")
@@ -166,11 +248,8 @@ def load_adapter_config(path: str | Path) -> AdapterConfig:
     if backend is None:
         raise AdapterConfigError(f"{where}: missing [backend] table")
     check_backend_table(backend, where=where)
-    blocks = _table(doc, "blocks", where)
-    if blocks is not None:
-        check_blocks_table(blocks, where=where)
 
-    key_path = base / string("key")
+    key_path = base / _string(adapter, "key", where)
     try:
         try:
             key = load_private_key(key_path)
@@ -178,10 +257,10 @@ def load_adapter_config(path: str | Path) -> AdapterConfig:
             raise AdapterConfigError(str(exc)) from exc
     except AdapterConfigError as exc:
         raise AdapterConfigError(f"{where}: [adapter] key: {exc}") from exc
-    registry_path = base / string("registry")
+    registry_path = stores.registry
     config = AdapterConfig(
         producer=producer, key=key, mqtt=mqtt, backend=dict(backend),
-        blocks=dict(blocks) if blocks is not None else None,
+        blocks=stores.blocks, disclosure_log=stores.disclosure_log,
         excluded_units=frozenset(excluded), max_concurrent=max_concurrent,
         replica=replica if replica is not None else default_replica(),
         base=base, registry=registry_path, source=where,

@@ -11,8 +11,10 @@ query id within its deadline is answered once.
 
 Every other question gets a signed reply: ``ok`` with records, ``no_data`` (also when
 everything was withheld by a block: then only ``blocked`` is true), or ``error`` with a
-short reason when the record system or the block register fails (fail closed). When
-the deadline passes before they answer, no reply is sent: the broker says ``timeout``.
+short reason when the record system, the block register or the disclosure log fails
+(fail closed). Each reply is entered in the adapter's disclosure log before it is
+published; if that write fails the reply becomes ``error`` with no records. When the
+deadline passes before they answer, no reply is sent: the broker says ``timeout``.
 """
 
 from __future__ import annotations
@@ -41,9 +43,18 @@ from schemas.messages import QUESTION_TYP, REPLY_TYP, Question, Reply
 from schemas.registry import Producer, Registry, load_registry
 
 from .backends import RecordBackend, open_backend
+from .block_register import SqliteBlockRegister
 from .blocks import BlockSource, open_blocks
 from .config import AdapterConfig, check_against_registry, load_adapter_config
-from .errors import AdapterConfigError, AdapterError, QuestionRefused, TransportError
+from .disclosure_log import DisclosureLog, SqliteDisclosureLog, disclosure_entry
+from .errors import (
+    AdapterConfigError,
+    AdapterError,
+    BlockSourceError,
+    DisclosureLogError,
+    QuestionRefused,
+    TransportError,
+)
 from .mqtt import MqttLink
 from .policy import Block, make_available, record_type
 
@@ -84,6 +95,7 @@ class Adapter:
         *,
         backend: RecordBackend | None = None,
         blocks: BlockSource | None = None,
+        disclosure_log: DisclosureLog | None = None,
     ) -> None:
         check_against_registry(config, registry)
         self.config = config
@@ -93,6 +105,9 @@ class Adapter:
         self.handled = 0
         self._backend = backend
         self._blocks = blocks
+        self._disclosures: DisclosureLog | None = disclosure_log
+        if disclosure_log is None and config.disclosure_log is not None:
+            self._disclosures = SqliteDisclosureLog(config.base / config.disclosure_log)
         self._slots = asyncio.Semaphore(config.max_concurrent)
         self._questions: asyncio.TaskGroup | None = None
         self._link: MqttLink | None = None
@@ -121,6 +136,7 @@ class Adapter:
                 self._log.warning("no block source configured: no blocks (spärrar) are applied")
             self._blocks = await asyncio.to_thread(open_blocks, cfg.blocks, base=cfg.base,
                                                    where=where)
+        await self._prepare_stores()
         link = MqttLink(cfg.mqtt, producer_id=cfg.producer, replica=cfg.replica,
                         on_question=self._on_question, connected=self.ready)
         self._link = link
@@ -142,6 +158,24 @@ class Adapter:
             if own_backend and self._backend is not None:
                 backend, self._backend = self._backend, None
                 await backend.aclose()
+
+    async def _prepare_stores(self) -> None:
+        """Migrate the block register and create the disclosure log; a failure is logged,
+        and each question is then answered ``error`` until the file can be used."""
+        if isinstance(self._blocks, SqliteBlockRegister):
+            try:
+                await asyncio.to_thread(self._blocks.upgrade)
+            except BlockSourceError as exc:
+                self._log.error("block register unavailable: questions are answered 'error' "
+                                "until it can be read", detail=str(exc))
+        if self._disclosures is None:
+            self._log.warning("no disclosure log configured: disclosures are not recorded")
+        elif isinstance(self._disclosures, SqliteDisclosureLog):
+            try:
+                await asyncio.to_thread(self._disclosures.create)
+            except DisclosureLogError as exc:
+                self._log.error("disclosure log unavailable: questions are answered 'error' "
+                                "until it can be written", detail=str(exc))
 
     async def _on_question(self, payload: bytes) -> None:
         await self._slots.acquire()
@@ -202,6 +236,7 @@ class Adapter:
         try:
             async with asyncio.timeout(max(question.deadline / 1000 - time.time(), 0.0)):
                 reply, dropped = await self._reply_to(question, log)
+                reply = await self._record(question, reply, log)
         except TimeoutError:
             log.warning("deadline passed before the record system answered: no reply",
                         status="timeout", records=0)
@@ -225,6 +260,21 @@ class Adapter:
         )
         return SignedReply(topic=question.reply_topic, token=signed, reply=reply,
                            deadline=question.deadline)
+
+    async def _record(self, q: Question, reply: Reply,
+                      log: structlog.typing.FilteringBoundLogger) -> Reply:
+        """Enter ``reply`` in the disclosure log; if that fails, an ``error`` reply instead."""
+        disclosures = self._disclosures
+        if disclosures is None:
+            return reply
+        try:
+            await disclosures.record(disclosure_entry(q, reply, replica=self.config.replica))
+        except Exception as exc:  # fail closed: nothing leaves without a log entry
+            log.error("disclosure log unavailable: replying error", error=type(exc).__name__,
+                      detail=str(exc)[:200])
+            return Reply(query_id=q.query_id, producer=self.config.producer, status="error",
+                         reason="disclosure log unavailable")
+        return reply
 
     def verify_question(self, token: bytes | str) -> Question:
         """Verify and decode a question token; raises :class:`QuestionRefused`."""
@@ -299,7 +349,8 @@ class Adapter:
         try:
             blocks: list[Block] = await blocks_source.blocks_for(q.subject)
         except Exception as exc:  # fail closed: never answer as if there were no blocks
-            log.error("block register unavailable", error=type(exc).__name__)
+            log.error("block register unavailable", error=type(exc).__name__,
+                      detail=str(exc)[:200])
             return error("block register unavailable")
         try:
             result = await backend.fetch(q.subject, types, q.period)

@@ -4,13 +4,18 @@
     ├── AdapterConfigError(AdapterError, ValueError)  bad config, key, data dir or block file;
     │                                                 the message names the file and key
     ├── BackendError(AdapterError)                    the record system failed to answer
-    ├── BlockSourceError(AdapterError)                the block register could not be read:
-    │                                                 the adapter fails closed
+    ├── BlockSourceError(AdapterError)                the block register could not be read
+    │                                                 (or written): the adapter fails closed
+    ├── BlockRefused(AdapterError, ValueError)        the register refuses a registration
+    │   │                                             (guardian, foreign target, duplicate)
+    │   └── BlockNotFound(BlockRefused, LookupError)  no such block to remove
+    ├── DisclosureLogError(AdapterError)              the disclosure log cannot be written
+    │                                                 or read: the reply says ``error``
     ├── QuestionRefused(AdapterError)                 a question is dropped unanswered;
     │                                                 ``reason`` is a stable short word
     └── TransportError(AdapterError, ConnectionError) the MQTT link cannot publish now
 
-Third-party errors (msgspec, aiomqtt, OSError) are translated at the edge with
+Third-party errors (msgspec, aiomqtt, sqlite3, OSError) are translated at the edge with
 ``raise ... from exc``.
 """
 
@@ -20,7 +25,10 @@ __all__ = [
     "AdapterConfigError",
     "AdapterError",
     "BackendError",
+    "BlockNotFound",
+    "BlockRefused",
     "BlockSourceError",
+    "DisclosureLogError",
     "QuestionRefused",
     "TransportError",
 ]
@@ -40,6 +48,18 @@ class BackendError(AdapterError):
 
 class BlockSourceError(AdapterError):
     """The block register is unreadable; the reply says ``error`` and discloses nothing."""
+
+
+class BlockRefused(AdapterError, ValueError):
+    """A block the register will not take (or remove); the message says which rule."""
+
+
+class BlockNotFound(BlockRefused, LookupError):
+    """The block to remove is not in the register."""
+
+
+class DisclosureLogError(AdapterError):
+    """The disclosure log cannot be written or read; nothing is disclosed without it."""
 
 
 class QuestionRefused(AdapterError):

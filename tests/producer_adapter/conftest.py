@@ -215,3 +215,42 @@ def write_key(path: Path, key: PrivateKey) -> None:
 def kit() -> Any:
     """This module: constants and builders, reachable from tests in any import mode."""
     return sys.modules[__name__]
+
+
+ADAPTER_TOML = """
+[adapter]
+producer = "{producer}"
+registry = "registry.toml"
+key = "keys/{producer}.jwk"
+excluded_units = ["{excluded}"]
+replica = "a"
+
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+prefix = "{prefix}"
+protocol = "{protocol}"
+shared_subscriptions = false
+
+[backend]
+kind = "json_dir"
+path = "data/{producer}"
+
+[blocks]
+kind = "sqlite"
+path = "blocks.db"
+lock_timeout = 0.2
+"""
+
+
+def write_adapter_dir(root: Path, keys: Keys, settings: MqttSettings | None = None) -> Path:
+    """A registry, the producer's key and an ``adapter.toml`` with an SQLite block register;
+    the config's path. The records are the ``data_dir`` fixture's (``root/data/...``)."""
+    settings = settings or MqttSettings(port=18830, protocol="3.1.1")
+    (root / "registry.toml").write_text(
+        registry_text(keys.broker, keys.producer, keys.org, keys.consumer), encoding="utf-8")
+    write_key(root / "keys" / f"{PRODUCER}.jwk", keys.producer)
+    config = root / "adapter.toml"
+    config.write_text(ADAPTER_TOML.format(
+        producer=PRODUCER, excluded=EXCLUDED_UNIT, port=settings.port, prefix=settings.prefix,
+        protocol=settings.protocol), encoding="utf-8")
+    return config

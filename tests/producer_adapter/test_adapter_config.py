@@ -168,7 +168,10 @@ def test_blocks_table(config_dir: Path, kit: Any) -> None:
 @pytest.mark.parametrize(
     "table, message",
     [
-        ('kind = "sqlite"', r'\[blocks\] kind must be "json_file"'),
+        ('kind = "postgres"', r'\[blocks\] kind must be "sqlite" or "json_file"'),
+        ('kind = "sqlite"', r"\[blocks\] path must be"),
+        ('kind = "sqlite"\npath = "b.db"\nlock_timeout = 0', r"\[blocks\] lock_timeout must be"),
+        ('kind = "json_file"\npath = "b.json"\nlock_timeout = 1', r"\[blocks\] has unknown keys"),
         ('kind = "json_file"', r"\[blocks\] path must be"),
         ('kind = "json_file"\npath = "b.json"\nx = 1', r"\[blocks\] has unknown keys: x"),
     ],
