@@ -56,9 +56,6 @@ def merge(
         kept: list[Record] = []
         reply = outcome.reply
         if reply is not None and status in ("ok", "no_data"):
-            if reply.blocked:
-                blocked_exists = True
-                blocked_at.append(producer.id)
             for record in reply.records:
                 if record.scope not in DISCLOSABLE_SCOPES or (
                     record.blocked and producer.id not in readable
@@ -74,6 +71,9 @@ def merge(
                                             system=record.source.system),
                     )
                 kept.append(record)
+            if reply.blocked or any(r.blocked for r in kept):
+                blocked_exists = True
+                blocked_at.append(producer.id)
             status = "ok" if kept else "no_data"
             if kept:
                 counts = disclosed.setdefault(producer.id, {})
