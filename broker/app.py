@@ -10,6 +10,7 @@ from aiohttp import web
 from schemas.jose import PrivateKey, load_private_key
 from schemas.registry import Registry, load_registry
 
+from .accesslog import AccessLogError, open_access_log
 from .config import BrokerConfig
 from .errors import ConfigError
 from .http_api import create_app
@@ -57,6 +58,13 @@ class BrokerServer:
                         message="the in-process MQTT server (amqtt) is for a laptop demo only: "
                                 "MQTT 3.1.1, no shared subscriptions, no TLS/ACLs. Never use it "
                                 "in production; use Mosquitto or an MQTT cluster.")
+        access_log = open_access_log(self.config.access_log, key=self.key,
+                                     instance=self.config.instance)
+        try:
+            await access_log.open()
+        except AccessLogError as exc:
+            raise ConfigError(f"cannot open the access log: {exc}") from exc
+        self.service.access_log = access_log
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
@@ -74,4 +82,5 @@ class BrokerServer:
                 await shutdown.wait()
         finally:
             await runner.cleanup()
+            await access_log.close()
             log.info("broker_stopped", instance=self.config.instance)

@@ -15,6 +15,10 @@
 
     [mqtt]                         # see schemas.transport.MqttSettings
     url = "mqtt://127.0.0.1:1883"
+
+    [access_log]                   # see broker.accesslog.config
+    kind = "sqlite"
+    path = "access-log.db"
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 
 from schemas.transport import MqttSettings
 
+from .accesslog.config import AccessLogConfig, access_log_config_from_table
 from .errors import ConfigError
 
 __all__ = ["BrokerConfig", "load_broker_config"]
@@ -46,6 +51,8 @@ class BrokerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     mqtt: MqttSettings = field(default_factory=MqttSettings)
+    access_log: AccessLogConfig = field(
+        default_factory=lambda: AccessLogConfig(path=Path("access-log.db")))
     default_deadline_ms: int = 5000
     max_deadline_ms: int = 30000
     max_body_bytes: int = 65536
@@ -84,9 +91,15 @@ def load_broker_config(path: str | Path) -> BrokerConfig:
                                            "max_body_bytes", "clock_skew_s", "max_in_flight")
                 if k in table}
         extra: dict[str, Any] = {"instance": str(table["instance"])} if "instance" in table else {}
+        access_log = doc.get("access_log", {})
+        if not isinstance(access_log, dict):
+            raise ConfigError(f"{p}: [access_log] must be a table")
         return BrokerConfig(
             registry_path=base / table["registry"], key_path=base / table["key"],
-            host=host or "127.0.0.1", port=int(port), mqtt=mqtt, **ints, **extra,
+            host=host or "127.0.0.1", port=int(port), mqtt=mqtt,
+            access_log=access_log_config_from_table(access_log, base=base), **ints, **extra,
         )
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from exc
     except ValueError as exc:
         raise ConfigError(f"{p}: {exc}") from exc

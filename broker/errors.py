@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Final
+from typing import Any, ClassVar, Final
 
 __all__ = [
     "PROBLEM_BASE",
@@ -53,6 +53,8 @@ class QueryRejected(BrokerError):
         self.slug = slug
         self.detail = detail
         self.rule = rule
+        self.context: dict[str, Any] = {}
+        """What was verified before the refusal (participant, claims, subject): for the log."""
 
     @property
     def type(self) -> str:

@@ -24,7 +24,9 @@ from .errors import (
     MalformedQuery,
     Overloaded,
     PayloadTooLarge,
+    PolicyRefused,
     QueryRejected,
+    Unauthenticated,
     UnsupportedMediaType,
 )
 from .service import QueryService
@@ -66,8 +68,12 @@ async def post_query(request: web.Request) -> web.Response:
                                        f"send the signed query as {QUERY_MEDIA_TYPE}")
         if not body:
             raise MalformedQuery("malformed-token", "the body is empty")
-        query = service.authenticate(body)
-        merged = await service.ask(query)
+        try:
+            query = service.authenticate(body)
+        except (Unauthenticated, PolicyRefused) as exc:
+            await service.log_refusal(exc)
+            raise
+        merged = await service.answer(query)
     except QueryRejected as exc:
         log.info("query_refused", status=exc.status, problem=exc.slug, rule=exc.rule)
         return problem_response(exc, instance=request.path)
@@ -76,6 +82,23 @@ async def post_query(request: web.Request) -> web.Response:
              records=len(answer.records), sources=len(answer.sources),
              ms=round((time.perf_counter() - started) * 1000, 1))
     return web.Response(body=msgspec.json.encode(answer), content_type=ANSWER_MEDIA_TYPE,
+                        headers=_NO_STORE)
+
+
+async def post_extract(request: web.Request) -> web.Response:
+    """``POST /v1/access-log/extract``: who accessed the person's documentation."""
+    service = request.app[SERVICE]
+    try:
+        body = await _read_body(request, service.config.max_body_bytes)
+        if request.content_type != QUERY_MEDIA_TYPE:
+            raise UnsupportedMediaType("unsupported-media-type",
+                                       f"send the signed request as {QUERY_MEDIA_TYPE}")
+        response = await service.extract(body)
+    except QueryRejected as exc:
+        log.info("extract_refused", status=exc.status, problem=exc.slug)
+        return problem_response(exc, instance=request.path)
+    log.info("extract_answered", accesses=len(response.accesses))
+    return web.Response(body=msgspec.json.encode(response), content_type=ANSWER_MEDIA_TYPE,
                         headers=_NO_STORE)
 
 
@@ -88,6 +111,8 @@ async def readyz(request: web.Request) -> web.Response:
     reasons = []
     if service.bus is None or not service.bus.connected.is_set():
         reasons.append("not connected to MQTT")
+    if service.access_log is None or not await service.access_log.writable():
+        reasons.append("the access log is not writable")
     if reasons:
         return web.json_response({"status": "not ready", "reasons": reasons}, status=503)
     return web.json_response({"status": "ready"})
@@ -113,6 +138,7 @@ def create_app(service: QueryService) -> web.Application:
     app = web.Application(client_max_size=service.config.max_body_bytes)
     app[SERVICE] = service
     app.router.add_post("/v1/queries", post_query)
+    app.router.add_post("/v1/access-log/extract", post_extract)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/producers", list_producers)

@@ -12,11 +12,20 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
+from zoneinfo import ZoneInfo
 
 import msgspec
 import structlog
 
+from schemas.accesslog import (
+    EXTRACT_TYP,
+    AccessEntry,
+    ExtractClaims,
+    ExtractResponse,
+    LoggedSource,
+    LoggedUser,
+)
 from schemas.errors import BadSignature, BadToken, InvalidPersonId, UnknownKey
 from schemas.identity import normalise
 from schemas.jose import PrivateKey, b64url_decode, sign, verify
@@ -31,7 +40,15 @@ from schemas.registry import Participant, Registry
 
 from . import policy
 from .config import BrokerConfig
-from .errors import MalformedQuery, NotReady, Overloaded, PolicyRefused, Unauthenticated
+from .accesslog import AccessLog, AccessLogError
+from .errors import (
+    MalformedQuery,
+    NotReady,
+    Overloaded,
+    PolicyRefused,
+    QueryRejected,
+    Unauthenticated,
+)
 from .fanout import Gatherer, Outcome
 from .merge import Merged, merge
 from .ports import QuestionBus
@@ -42,13 +59,18 @@ __all__ = ["AuthenticatedQuery", "QueryService"]
 
 log = structlog.get_logger("samsvar.broker")
 
+SWEDEN: Final = ZoneInfo("Europe/Stockholm")
+"""Ages are counted on the Swedish calendar date (basis ``child``)."""
+
 
 class _Issuer(msgspec.Struct):
     iss: str
 
 
+_Claims = TypeVar("_Claims", QueryClaims, ExtractClaims)
 _issuer_decoder: Final = msgspec.json.Decoder(_Issuer)
 _claims_decoder: Final = msgspec.json.Decoder(QueryClaims)
+_extract_decoder: Final = msgspec.json.Decoder(ExtractClaims)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +105,19 @@ class QueryService:
         self.gatherer = Gatherer(registry)
         self.replay = ReplayGuard()
         self.bus: QuestionBus | None = None
+        self.access_log: AccessLog | None = None
         self.in_flight = 0
 
     # -- authentication and the law -------------------------------------------------
 
-    def authenticate(self, token: bytes) -> AuthenticatedQuery:
-        """Check a query JWT end to end; raises a :class:`QueryRejected` subclass."""
+    def _verified(
+        self, token: bytes, *, typ: str, role: str, decoder: msgspec.json.Decoder[_Claims],
+    ) -> tuple[_Claims, Participant, str]:
+        """Signature, issuer, role, audience, lifetime, replay and ``sub`` of a JWT.
+
+        A missing ``consumer`` role is a 401 (not a registered consumer); any other missing
+        role is a 403 (a known participant asking for what it may not).
+        """
         parts = token.strip().split(b".")
         if len(parts) != 3:
             raise MalformedQuery("malformed-token", "the body must be a compact JWS (a signed JWT)")
@@ -99,41 +128,70 @@ class QueryService:
         participant = self.registry.participants.get(issuer)
         if participant is None:
             raise Unauthenticated("unknown-issuer", f"issuer {issuer!r} is not a registered participant")
-        if "consumer" not in participant.roles:
+        if role == "consumer" and role not in participant.roles:
             raise Unauthenticated("not-a-consumer", f"issuer {issuer!r} lacks the consumer role")
         try:
-            _, payload = verify(token, lambda h: self.registry.participant_key(issuer, h),
-                                typ=QUERY_TYP)
+            _, payload = verify(token, lambda h: self.registry.participant_key(issuer, h), typ=typ)
         except UnknownKey as exc:
             raise Unauthenticated("unknown-key", str(exc)) from exc
         except BadSignature as exc:
             raise Unauthenticated("bad-signature", str(exc)) from exc
         except BadToken as exc:
             raise Unauthenticated("bad-token", str(exc)) from exc
+        if role not in participant.roles:
+            refusal = PolicyRefused(f"{role}-role-required",
+                                    f"issuer {issuer!r} lacks the {role} role", rule=f"{role}-role-required")
+            refusal.context["participant"] = participant
+            raise refusal
         try:
-            claims = _claims_decoder.decode(payload)
+            claims = decoder.decode(payload)
         except msgspec.ValidationError as exc:
             raise MalformedQuery("malformed-claims", f"the JWT claims are invalid: {exc}") from exc
         except msgspec.DecodeError as exc:
             raise MalformedQuery("malformed-token", f"the JWT payload is not JSON: {exc}") from exc
-        return self._check_claims(claims, participant)
-
-    def _check_claims(self, claims: QueryClaims, participant: Participant) -> AuthenticatedQuery:
         cfg = self.config
-        if claims.aud != self.registry.broker.id:
-            raise Unauthenticated("wrong-audience",
-                                  f"aud must be this broker's id {self.registry.broker.id!r}")
-        now = self._clock()
-        if claims.exp < now - cfg.clock_skew_s:
-            raise Unauthenticated("expired", "the token has expired")
-        if claims.iat > now + cfg.clock_skew_s:
-            raise Unauthenticated("not-yet-valid", "the token is issued in the future")
-        if not 0 < claims.exp - claims.iat <= cfg.max_token_lifetime_s:
-            raise Unauthenticated("lifetime", f"exp - iat must be 1..{cfg.max_token_lifetime_s} s")
         try:
-            subject = normalise(claims.sub)
-        except InvalidPersonId as exc:
-            raise MalformedQuery("invalid-person-id", f"sub: {exc}") from exc
+            if claims.aud != self.registry.broker.id:
+                raise Unauthenticated("wrong-audience",
+                                      f"aud must be this broker's id {self.registry.broker.id!r}")
+            now = self._clock()
+            if claims.exp < now - cfg.clock_skew_s:
+                raise Unauthenticated("expired", "the token has expired")
+            if claims.iat > now + cfg.clock_skew_s:
+                raise Unauthenticated("not-yet-valid", "the token is issued in the future")
+            if not 0 < claims.exp - claims.iat <= cfg.max_token_lifetime_s:
+                raise Unauthenticated("lifetime",
+                                      f"exp - iat must be 1..{cfg.max_token_lifetime_s} s")
+            try:
+                subject = normalise(claims.sub)
+            except InvalidPersonId as exc:
+                raise MalformedQuery("invalid-person-id", f"sub: {exc}") from exc
+            if not self.replay.first_use(participant.id, claims.jti, claims.exp, now=int(now)):
+                raise Unauthenticated("replayed", "this jti has been used before")
+        except QueryRejected as exc:
+            exc.context.setdefault("participant", participant)
+            if isinstance(claims, QueryClaims):
+                exc.context.setdefault("claims", claims)
+            raise
+        return claims, participant, subject
+
+    def authenticate(self, token: bytes) -> AuthenticatedQuery:
+        """Check a query JWT end to end, the law included; raises :class:`QueryRejected`."""
+        claims, participant, subject = self._verified(token, typ=QUERY_TYP, role="consumer",
+                                                      decoder=_claims_decoder)
+        try:
+            return self._check_query(claims, participant, subject)
+        except QueryRejected as exc:
+            exc.context.update(participant=participant, claims=claims)
+            raise
+
+    def authenticate_extract(self, token: bytes) -> tuple[ExtractClaims, Participant, str]:
+        """Check a log-extract JWT: only a participant with the log-extract role."""
+        return self._verified(token, typ=EXTRACT_TYP, role="log-extract",
+                              decoder=_extract_decoder)
+
+    def _check_query(self, claims: QueryClaims, participant: Participant,
+                     subject: str) -> AuthenticatedQuery:
         if not claims.types:
             raise MalformedQuery("no-types", "types must name at least one information type")
         period = claims.period
@@ -141,13 +199,13 @@ class QueryService:
             raise MalformedQuery("invalid-period", "period.from is after period.to")
         if claims.deadline_ms is not None and claims.deadline_ms <= 0:
             raise MalformedQuery("invalid-deadline", "deadline_ms must be positive")
-        if not self.replay.first_use(participant.id, claims.jti, claims.exp, now=int(now)):
-            raise Unauthenticated("replayed", "this jti has been used before")
-        today = dt.datetime.fromtimestamp(now, dt.UTC).date()
+        today = dt.datetime.fromtimestamp(self._clock(), SWEDEN).date()
         decision = policy.decide(claims, kind=participant.kind, subject=subject, today=today)
         if not decision.allowed:
             assert decision.rule is not None
-            raise PolicyRefused(decision.rule, decision.reason, rule=decision.rule)
+            refusal = PolicyRefused(decision.rule, decision.reason, rule=decision.rule)
+            refusal.context["subject"] = subject
+            raise refusal
         return AuthenticatedQuery(str(uuid.uuid4()), claims, participant, subject, decision)
 
     # -- fan out and gather -------------------------------------------------------
@@ -230,3 +288,79 @@ class QueryService:
             log.warning("producer_violation", query_id=query.query_id, producer=producer_id,
                         dropped_records=count)
         return merged
+
+    # -- the access log -----------------------------------------------------------
+
+    async def answer(
+        self,
+        query: AuthenticatedQuery,
+        *,
+        on_outcome: Callable[[Outcome], None] | None = None,
+    ) -> Merged:
+        """Ask, then log durably; the answer may leave only after this returns."""
+        merged = await self.ask(query, on_outcome=on_outcome)
+        await self._append(self._answered_entry(query, merged))
+        return merged
+
+    async def log_refusal(self, exc: QueryRejected) -> None:
+        """Log a 401 or 403; what was not verified is not logged as fact."""
+        ctx = exc.context
+        participant: Participant | None = ctx.get("participant")
+        claims: QueryClaims | None = ctx.get("claims")
+        entry = AccessEntry(
+            time=dt.datetime.fromtimestamp(self._clock(), dt.UTC), query_id=str(uuid.uuid4()),
+            instance=self.config.instance, outcome="refused", status=exc.status,
+            rule=exc.rule or exc.slug,
+            consumer=participant.ref if participant else None,
+            consumer_kind=participant.kind if participant else None,
+            unit=claims.user.unit if claims else None,
+            user=_logged_user(claims) if claims else None,
+            basis=claims.basis if claims else None,
+            unblock=claims.unblock if claims else None,
+            subject=ctx.get("subject"),
+            types=sorted(set(claims.types)) if claims else [],
+            period=claims.period if claims else None,
+        )
+        await self._append(entry)
+
+    def _answered_entry(self, query: AuthenticatedQuery, merged: Merged) -> AccessEntry:
+        claims = query.claims
+        answer = merged.answer
+        return AccessEntry(
+            time=dt.datetime.fromtimestamp(self._clock(), dt.UTC), query_id=query.query_id,
+            instance=self.config.instance, outcome="answered", status=200,
+            consumer=query.participant.ref, consumer_kind=query.participant.kind,
+            unit=claims.user.unit, user=_logged_user(claims), basis=claims.basis,
+            flags=sorted(query.decision.flags), unblock=claims.unblock, subject=query.subject,
+            types=sorted(set(claims.types)), period=claims.period,
+            sources=[LoggedSource(producer=s.producer, organisation=s.organisation,
+                                  status=s.status,
+                                  disclosed=merged.disclosed.get(s.producer, {}))
+                     for s in answer.sources],
+            blocked_information_exists=answer.blocked_information_exists,
+        )
+
+    async def _append(self, entry: AccessEntry) -> None:
+        if self.access_log is None:
+            raise NotReady("access-log-unavailable", "the access log is not open")
+        try:
+            await self.access_log.append(entry)
+        except AccessLogError as exc:
+            log.error("access_log_failed", query_id=entry.query_id, reason=str(exc))
+            raise NotReady("access-log-unavailable",
+                           "the access log cannot be written; nothing is disclosed") from exc
+
+    async def extract(self, token: bytes) -> ExtractResponse:
+        """The person's log extract: every access to ``sub`` in the period."""
+        claims, _, subject = self.authenticate_extract(token)
+        if self.access_log is None:
+            raise NotReady("access-log-unavailable", "the access log is not open")
+        try:
+            accesses = await self.access_log.extract(subject, claims.period)
+        except AccessLogError as exc:
+            raise NotReady("access-log-unavailable", "the access log cannot be read") from exc
+        return ExtractResponse(subject=subject, period=claims.period, accesses=accesses)
+
+
+def _logged_user(claims: QueryClaims) -> LoggedUser:
+    return LoggedUser(id=claims.user.id, name=claims.user.name, role=claims.user.role)

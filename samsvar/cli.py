@@ -48,9 +48,9 @@ def cmd_broker(args: argparse.Namespace) -> int:
     configure_logging(args.log_format, level=args.log_level)
     try:
         server = BrokerServer(load_broker_config(args.config))
+        _run_until_signal(lambda shutdown: server.run(shutdown=shutdown))
     except ConfigError as exc:
         raise CliError(str(exc)) from exc
-    _run_until_signal(lambda shutdown: server.run(shutdown=shutdown))
     return 0
 
 
@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="the adapter's TOML config")
     _log_options(p)
     p.set_defaults(func=cmd_adapter)
+    from .adapter_cli import add_adapter_commands
+
+    add_adapter_commands(p)
 
     keys = sub.add_parser("keys", help="key pairs").add_subparsers(dest="keys_cmd", required=True)
     p = keys.add_parser("generate", help="make a key pair; print the public JWK")
@@ -173,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = reg_sub.add_parser(action, help=text)
         p.add_argument("file", help="the registry TOML file")
         p.set_defaults(func=cmd_registry)
+
+    from .log_cli import add_log_commands
+
+    add_log_commands(sub)
 
     p = sub.add_parser("query", help="ask the broker one question and print the answer")
     p.add_argument("--workdir", help="a demo workdir: take broker, audience and keys from "

@@ -28,7 +28,7 @@ from rich.console import Console
 from broker import BrokerServer, load_broker_config
 from consumer_client import Client
 from consumer_client.render import render_answer
-from producer_adapter import Adapter, load_adapter_config
+from producer_adapter import Adapter, BlockScope, SqliteBlockRegister, load_adapter_config
 from schemas.jose import PrivateKey, generate_key, load_private_key
 from schemas.messages import User
 from schemas.records import UnitRef
@@ -123,6 +123,24 @@ def _data_root() -> Any:
     return resources.files("samsvar") / "demo_data"
 
 
+def _write_blocks(pdir: Path, prod: dict[str, Any], data_root: Any) -> None:
+    """A fresh block register for one producer, seeded from ``demo_data/blocks.json``.
+
+    Every block there is one the person registered themselves.
+    """
+    for stale in ("blocks.db", "blocks.db-journal", "blocks.json"):
+        (pdir / stale).unlink(missing_ok=True)
+    scope = BlockScope(producer=prod["id"], organisation=prod["organisation"],
+                       units=frozenset(u for u, _ in prod["units"]))
+    register = SqliteBlockRegister(pdir / "blocks.db", scope=scope)
+    register.create()
+    for b in json.loads((data_root / "blocks.json").read_text(encoding="utf-8")):
+        if b["producer"] == prod["id"]:
+            register.add(subject=b["subject"], level=b["level"], target=b["target"],
+                         registered_by=b["registered_by"], operator="samsvar demo",
+                         note=b.get("note", ""))
+
+
 def build_workdir(root: Path, *, port: int, mqtt: MqttSettings) -> Workdir:
     """Write every file the demo federation uses into ``root``."""
     root.mkdir(parents=True, exist_ok=True)
@@ -161,10 +179,7 @@ def build_workdir(root: Path, *, port: int, mqtt: MqttSettings) -> Workdir:
             for item in source.iterdir():
                 if item.name.endswith(".json"):
                     (data_dir / item.name).write_bytes(item.read_bytes())
-        blocks = [b for b in json.loads((data_root / "blocks.json").read_text(encoding="utf-8"))
-                  if b["producer"] == prod["id"]]
-        (pdir / "blocks.json").write_text(json.dumps(blocks, indent=2, ensure_ascii=False),
-                                          encoding="utf-8")
+        _write_blocks(pdir, prod, data_root)
         config = pdir / "adapter.toml"
         config.write_text("\n".join([
             f"# Producer adapter for {prod['name']} (written by `samsvar demo`).",
@@ -173,7 +188,8 @@ def build_workdir(root: Path, *, port: int, mqtt: MqttSettings) -> Workdir:
             f"excluded_units = {_toml_list(prod['excluded_units'])}", "",
             "[mqtt]", *mqtt_table, "",
             "[backend]", 'kind = "json_dir"', 'path = "data"', "",
-            "[blocks]", 'kind = "json_file"', 'path = "blocks.json"', "",
+            "[blocks]", 'kind = "sqlite"', 'path = "blocks.db"', "",
+            "[disclosure_log]", 'path = "disclosures.db"', "",
         ]), encoding="utf-8")
         adapter_configs.append(config)
     (root / "registry.toml").write_text("\n".join(lines), encoding="utf-8")

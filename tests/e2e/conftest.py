@@ -20,6 +20,7 @@ import msgspec
 import pytest
 
 from broker import BrokerConfig, BrokerServer
+from broker.accesslog import AccessLogConfig
 from consumer_client import make_claims, sign_query
 from producer_adapter import Adapter, AdapterConfig
 from producer_adapter.backends import RecordBackend
@@ -32,6 +33,7 @@ from tests.conftest import MqttServer
 BROKER_ID = "SE0000000000-TEST"
 CARE_GIVER = "SE2321000999-RE01"
 SOCIAL_CARE_GIVER = "SE2120009999-EK01"
+CITIZEN_PORTAL = "SE5560000000-INV1"
 PERSON = "193803039142"  # from Skatteverket's test personnummer
 USER = User(id="SE2321000999-ANLI", name="Anna Lind", role="Läkare",
             unit=UnitRef(id="SE2321000999-U100", name="Akuten"))
@@ -86,7 +88,7 @@ class Federation:
         config = BrokerConfig(
             registry_path=self.tmp / "registry.toml", key_path=self.tmp / "broker.jwk",
             instance=f"b-{uuid.uuid4().hex[:6]}", port=0, mqtt=self.server.settings(self.prefix),
-            **overrides,
+            access_log=AccessLogConfig(path=self.tmp / "access-log.db"), **overrides,
         )
         self.broker = BrokerServer(config, registry=self.registry, key=self.keys["broker"])
         self.tasks.append(asyncio.create_task(self.broker.run(shutdown=self.shutdown)))
@@ -164,7 +166,8 @@ class Federation:
 def build_federation(tmp: Path, server: MqttServer, prefix: str,
                      producers: Sequence[ProducerSpec]) -> Federation:
     keys = {"broker": generate_key("EdDSA"), CARE_GIVER: generate_key("ES256"),
-            SOCIAL_CARE_GIVER: generate_key("EdDSA"), "PRODORG": generate_key("EdDSA")}
+            SOCIAL_CARE_GIVER: generate_key("EdDSA"), CITIZEN_PORTAL: generate_key("EdDSA"),
+            "PRODORG": generate_key("EdDSA")}
     for spec in producers:
         keys[spec.id] = generate_key("EdDSA")
 
@@ -178,6 +181,8 @@ def build_federation(tmp: Path, server: MqttServer, prefix: str,
              "[[participants]]", f'id = "{SOCIAL_CARE_GIVER}"', 'name = "Exempel kommun"',
              'kind = "omsorgsgivare"', 'roles = ["consumer"]',
              f"keys = {jwk(SOCIAL_CARE_GIVER)}", "",
+             "[[participants]]", f'id = "{CITIZEN_PORTAL}"', 'name = "Invånartjänst"',
+             'kind = "annan"', 'roles = ["log-extract"]', f"keys = {jwk(CITIZEN_PORTAL)}", "",
              "[[participants]]", 'id = "PRODORG"', 'name = "Producentorganisation"',
              'kind = "vårdgivare"', 'roles = ["producer"]', f"keys = {jwk('PRODORG')}", ""]
     for spec in producers:

@@ -1,0 +1,203 @@
+"""The access log on top of a :class:`LogStore`: group commit and signed checkpoints.
+
+``append`` queues the entry and waits on a future. One writer task drains the queue and
+commits up to ``max_batch`` entries in one transaction, then resolves every waiter; if
+the commit fails, every waiter of that batch gets :class:`AccessLogError` (the broker
+answers 503: no answer leaves without its entry). A second task signs an ``interval``
+checkpoint every ``checkpoint_interval_s`` when entries were committed since the last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import structlog
+
+from schemas.accesslog import AccessEntry, Checkpoint, StoredEntry
+from schemas.jose import PrivateKey
+from schemas.messages import Period
+
+from .chain import CheckpointReason, Encoded, canonical, seal
+from .errors import AccessLogClosed, AccessLogError
+from .extract import decode_entries, period_bounds
+from .ports import LogStore
+
+__all__ = ["ChainedAccessLog"]
+
+_log = structlog.get_logger("broker.accesslog")
+
+
+@dataclass(slots=True)
+class _Waiter:
+    item: Encoded
+    future: asyncio.Future[StoredEntry]
+
+
+_STOP: Final = object()
+"""Queued by ``close``: the writer commits what is ahead of it, then returns."""
+
+
+def _copy(exc: AccessLogError) -> AccessLogError:
+    """A fresh exception per waiter (one raised object in many tasks tangles tracebacks)."""
+    err = type(exc)(str(exc))
+    err.__cause__ = exc.__cause__ or exc
+    return err
+
+
+class ChainedAccessLog:
+    """:class:`AccessLog` over any :class:`LogStore`; ``commits`` counts its transactions."""
+
+    def __init__(self, store: LogStore, *, key: PrivateKey, instance: str,
+                 checkpoint_interval_s: float = 60, max_batch: int = 512) -> None:
+        self._store = store
+        self._key = key
+        self._instance = instance
+        self._interval = checkpoint_interval_s
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[_Waiter | object] = asyncio.Queue()
+        self._runner: asyncio.Task[None] | None = None
+        self._writer_done = asyncio.Event()
+        self._closing = False
+        self._dirty = False
+
+    @property
+    def commits(self) -> int:
+        return self._store.commits
+
+    async def open(self) -> None:
+        if self._runner is not None:
+            raise AccessLogError("the access log is already open")
+        await self._store.open(create=True)
+        self._runner = asyncio.create_task(self._run(), name="accesslog")
+
+    async def _run(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._write_loop(), name="accesslog-writer")
+                tg.create_task(self._checkpoint_loop(), name="accesslog-checkpointer")
+        except Exception:  # noqa: BLE001 - a bug in the writer: logged; appends then fail
+            _log.exception("access_log_stopped")
+        finally:
+            self._writer_done.set()
+            while not self._queue.empty():
+                waiter = self._queue.get_nowait()
+                if isinstance(waiter, _Waiter) and not waiter.future.done():
+                    waiter.future.set_exception(AccessLogClosed("the access log has stopped"))
+
+    def _usable(self) -> None:
+        if self._runner is None:
+            raise AccessLogClosed("the access log is not open")
+        if self._closing or self._runner.done():
+            raise AccessLogClosed("the access log is closed")
+
+    async def append(self, entry: AccessEntry) -> StoredEntry:
+        self._usable()
+        future: asyncio.Future[StoredEntry] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Waiter(Encoded(entry, canonical(entry)), future))
+        return await future
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                first = await self._queue.get()
+                if first is _STOP:
+                    return
+                assert isinstance(first, _Waiter)
+                batch, stop = [first], False
+                while len(batch) < self._max_batch and not self._queue.empty():
+                    item = self._queue.get_nowait()
+                    if item is _STOP:
+                        stop = True
+                        break
+                    assert isinstance(item, _Waiter)
+                    batch.append(item)
+                await self._commit(batch)
+                if stop:
+                    return
+        finally:
+            self._writer_done.set()
+
+    async def _commit(self, batch: Sequence[_Waiter]) -> None:
+        try:
+            rows = await self._store.append([w.item for w in batch])
+        except AccessLogError as exc:
+            self._fail(batch, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - an adapter let a library error through:
+            # this batch fails like any other, and the log keeps serving the next one
+            _log.exception("access_log_unexpected_error")
+            failure = AccessLogError(f"{type(exc).__name__}: {exc}")
+            failure.__cause__ = exc
+            self._fail(batch, failure)
+            return
+        except BaseException:  # cancelled: no waiter may hang, and it propagates
+            for w in batch:
+                if not w.future.done():
+                    w.future.set_exception(
+                        AccessLogClosed("the access log stopped before the entry was committed"))
+            raise
+        self._dirty = True
+        for w, row in zip(batch, rows, strict=True):
+            if not w.future.done():
+                w.future.set_result(StoredEntry(seq=row.seq, prev_hash=row.prev_hash,
+                                                hash=row.hash, entry=row.entry))
+
+    @staticmethod
+    def _fail(batch: Sequence[_Waiter], exc: AccessLogError) -> None:
+        _log.error("access_log_commit_failed", entries=len(batch), error=str(exc))
+        for w in batch:
+            if not w.future.done():
+                w.future.set_exception(_copy(exc))
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            if not self._dirty:
+                continue
+            try:
+                await self.checkpoint("interval")
+            except AccessLogError as exc:
+                _log.warning("access_log_checkpoint_failed", error=str(exc))
+            except Exception:  # noqa: BLE001 - as in _commit: try again next interval
+                _log.exception("access_log_checkpoint_failed")
+
+    async def checkpoint(self, reason: CheckpointReason) -> Checkpoint:
+        dirty, self._dirty = self._dirty, False
+        try:
+            checkpoint = await self._store.write_checkpoint(
+                lambda head: seal(head, key=self._key, instance=self._instance, reason=reason))
+        except BaseException:
+            self._dirty = self._dirty or dirty
+            raise
+        _log.info("access_log_checkpoint", seq=checkpoint.seq, reason=reason)
+        return checkpoint
+
+    async def extract(self, subject: str, period: Period | None) -> list[AccessEntry]:
+        return decode_entries(await self._store.extract(subject, *period_bounds(period)))
+
+    async def writable(self) -> bool:
+        if self._runner is None or self._closing or self._runner.done():
+            return False
+        return await self._store.writable()
+
+    async def close(self) -> None:
+        runner = self._runner
+        if runner is None or self._closing:
+            return
+        self._closing = True
+        self._queue.put_nowait(_STOP)
+        try:
+            try:
+                await self._writer_done.wait()
+            finally:
+                runner.cancel()
+                await asyncio.wait([runner])  # the runner's own cancellation is not ours
+            try:
+                await self.checkpoint("shutdown")
+            except AccessLogError as exc:
+                _log.warning("access_log_checkpoint_failed", reason="shutdown", error=str(exc))
+        finally:
+            await self._store.close()

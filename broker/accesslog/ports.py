@@ -1,0 +1,128 @@
+"""The access log's ports: what the broker uses (:class:`AccessLog`) and the storage
+underneath it (:class:`LogStore`), with its SQLite and PostgreSQL adapters."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from schemas.accesslog import AccessEntry, Checkpoint, StoredEntry
+from schemas.messages import Period
+
+from .chain import CheckpointReason, Encoded, Head, NewRow
+
+__all__ = ["AccessLog", "CheckpointRow", "EntryRow", "LogSnapshot", "LogStore", "Sealer"]
+
+
+class AccessLog(Protocol):
+    """The broker's access log: tamper-evident, durable before the answer leaves."""
+
+    @property
+    def commits(self) -> int:
+        """Append transactions committed by this object (entries share them under load)."""
+        ...
+
+    async def open(self) -> None:
+        """Connect, create or migrate the tables, start the writer and the checkpointer."""
+        ...
+
+    async def append(self, entry: AccessEntry) -> StoredEntry:
+        """Return once ``entry`` is committed durably; raise :class:`AccessLogError` if not."""
+        ...
+
+    async def extract(self, subject: str, period: Period | None) -> list[AccessEntry]:
+        """Every entry about ``subject`` whose date is in ``period``, oldest first."""
+        ...
+
+    async def checkpoint(self, reason: CheckpointReason) -> Checkpoint:
+        """Sign and store the chain's current head."""
+        ...
+
+    async def close(self) -> None:
+        """Commit what is queued, sign a ``shutdown`` checkpoint, disconnect."""
+        ...
+
+    async def writable(self) -> bool:
+        """Whether an append could commit now (for ``/readyz``)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRow:
+    """A stored entry as read back, unchecked."""
+
+    seq: int
+    time: str
+    """As :func:`chain.time_text` writes it (verify compares it with the body)."""
+    day: str
+    """ISO date."""
+    subject: str | None
+    prev_hash: str
+    hash: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRow:
+    """A stored checkpoint: its ``seq`` column and its token (the token is what counts)."""
+
+    id: int
+    seq: int
+    token: str
+
+
+Sealer = Callable[[Head], tuple[Checkpoint, str]]
+"""Signs a head: returns the checkpoint and its compact JWS."""
+
+
+class LogSnapshot(Protocol):
+    """A consistent read-only view of the log (for verify)."""
+
+    async def checkpoints(self) -> list[CheckpointRow]:
+        ...
+
+    async def entries(self, after_seq: int, limit: int) -> list[EntryRow]:
+        """Up to ``limit`` entries with ``seq > after_seq``, in seq order."""
+        ...
+
+
+class LogStore(Protocol):
+    """Storage for the chain. Each write is one transaction that reads the head inside it,
+    so the chain is one history whoever writes. Raises :class:`AccessLogError` only."""
+
+    commits: int
+    """Append transactions committed."""
+
+    async def open(self, *, create: bool) -> None:
+        """Connect; with ``create``, make or migrate the tables, else require them."""
+        ...
+
+    async def close(self) -> None:
+        ...
+
+    async def append(self, batch: Sequence[Encoded]) -> list[NewRow]:
+        """Chain and insert ``batch`` in one transaction; return the rows once committed."""
+        ...
+
+    async def write_checkpoint(self, sealer: Sealer) -> Checkpoint:
+        """Sign the current head with ``sealer`` and store it, in one transaction."""
+        ...
+
+    async def prune(self, before: dt.datetime, sealer: Sealer) -> int:
+        """Delete the longest prefix of entries older than ``before`` and store a checkpoint
+        (``sealer`` gets the new start) in the same transaction; return how many went."""
+        ...
+
+    async def extract(self, subject: str, since: dt.date | None,
+                      until: dt.date | None) -> list[bytes]:
+        """The bodies of ``subject``'s entries dated in [since, until], oldest first."""
+        ...
+
+    def snapshot(self) -> AbstractAsyncContextManager[LogSnapshot]:
+        ...
+
+    async def writable(self) -> bool:
+        ...

@@ -1,0 +1,276 @@
+"""The PostgreSQL adapter (asyncpg): for deployment, shared by several broker instances.
+
+One chain, one history, however many brokers write: every write transaction (append,
+checkpoint, prune) first takes ``pg_advisory_xact_lock(k)`` where ``k`` is derived from
+the schema name, then reads the chain's head, then inserts. Transactions run at READ
+COMMITTED so the head is read in a snapshot taken after the lock was granted; the lock
+is released by COMMIT or ROLLBACK. The primary key on ``seq`` backs this up: two
+writers can never store the same ``seq``. A commit returns once the server has flushed
+its WAL (``synchronous_commit`` is forced ``on`` for these connections).
+
+Tables live in the configured schema (``schema``, default ``public``); ``open`` creates
+or migrates them under the same lock, so instances may start at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
+
+from schemas.accesslog import Checkpoint
+
+from .chain import GENESIS, Encoded, Head, NewRow, link_batch, time_text, utc
+from .errors import AccessLogClosed, AccessLogError
+from .ports import CheckpointRow, EntryRow, LogSnapshot, Sealer
+
+__all__ = ["PostgresStore", "lock_key"]
+
+_CONNECT_TIMEOUT_S: Final = 10.0
+_COMMAND_TIMEOUT_S: Final = 30.0
+_PROBE_TIMEOUT_S: Final = 5.0
+_POOL_SIZE: Final = 4
+_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+                  OSError, TimeoutError)
+
+
+def _migrations(s: str) -> tuple[tuple[str, ...], ...]:
+    return (
+        (   # 1: entries and checkpoints
+            f"""CREATE TABLE {s}.access_log_entries (
+                seq bigint PRIMARY KEY,
+                time timestamptz NOT NULL,
+                day date NOT NULL,
+                subject text,
+                prev_hash text NOT NULL,
+                hash text NOT NULL,
+                body text NOT NULL)""",
+            f"CREATE INDEX access_log_entries_subject ON {s}.access_log_entries (subject, day)",
+            f"""CREATE TABLE {s}.access_log_checkpoints (
+                id bigserial PRIMARY KEY,
+                seq bigint NOT NULL,
+                head_hash text NOT NULL,
+                time timestamptz NOT NULL,
+                instance text NOT NULL,
+                reason text NOT NULL,
+                first_seq bigint NOT NULL,
+                token text NOT NULL)""",
+            f"CREATE INDEX access_log_checkpoints_seq ON {s}.access_log_checkpoints (seq)",
+        ),
+    )
+
+
+SCHEMA_VERSION: Final = len(_migrations("s"))
+
+
+def lock_key(schema: str) -> int:
+    """The advisory lock serialising writes to the log in ``schema`` (a signed 64-bit int)."""
+    digest = hashlib.sha256(f"samsvar.accesslog:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class PostgresStore:
+    """:class:`LogStore` in a PostgreSQL schema."""
+
+    def __init__(self, *, dsn: str, schema: str = "public") -> None:
+        self._dsn = dsn
+        self.schema = schema
+        s = f'"{schema}"'  # the config allows plain identifiers only
+        self._s = s
+        self._entries = f"{s}.access_log_entries"
+        self._checkpoints = f"{s}.access_log_checkpoints"
+        self._lock = lock_key(schema)
+        self._pool: Any = None
+        self.commits = 0
+
+    def _fail(self, exc: BaseException) -> AccessLogError:
+        return AccessLogError(f"postgresql schema {self.schema!r}: {type(exc).__name__}: {exc}")
+
+    @asynccontextmanager
+    async def _transaction(self, *, isolation: str = "read_committed",
+                           readonly: bool = False, lock: bool = True) -> AsyncIterator[Any]:
+        if self._pool is None:
+            raise AccessLogClosed(f"postgresql schema {self.schema!r}: the access log is closed")
+        try:
+            async with self._pool.acquire() as conn, conn.transaction(isolation=isolation,
+                                                                      readonly=readonly):
+                if lock:
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", self._lock)
+                yield conn
+        except _ERRORS as exc:
+            raise self._fail(exc) from exc
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self, *, create: bool) -> None:
+        if self._pool is not None:
+            raise AccessLogError(f"postgresql schema {self.schema!r}: already open")
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=1, max_size=_POOL_SIZE, timeout=_CONNECT_TIMEOUT_S,
+                command_timeout=_COMMAND_TIMEOUT_S,
+                server_settings={"synchronous_commit": "on",
+                                 "application_name": f"samsvar-accesslog:{self.schema}"[:63]},
+            )
+        except _ERRORS as exc:
+            raise self._fail(exc) from exc
+        try:
+            if create:
+                await self._migrate()
+            else:
+                await self._check_version()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _migrate(self) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self._s}")
+            await conn.execute(f"CREATE TABLE IF NOT EXISTS {self._s}.access_log_schema "
+                               "(version integer NOT NULL)")
+            version = await conn.fetchval(f"SELECT version FROM {self._s}.access_log_schema")
+            if version is None:
+                await conn.execute(f"INSERT INTO {self._s}.access_log_schema VALUES (0)")
+                version = 0
+            if version > SCHEMA_VERSION:
+                raise AccessLogError(f"postgresql schema {self.schema!r}: schema version "
+                                     f"{version} is newer than this samsvar's ({SCHEMA_VERSION})")
+            for steps in _migrations(self._s)[version:]:
+                for sql in steps:
+                    await conn.execute(sql)
+            await conn.execute(f"UPDATE {self._s}.access_log_schema SET version = $1",
+                               SCHEMA_VERSION)
+
+    async def _check_version(self) -> None:
+        async with self._transaction(lock=False, readonly=True) as conn:
+            table = await conn.fetchval("SELECT to_regclass($1)",
+                                        f"{self._s}.access_log_schema")
+            if table is None:
+                raise AccessLogError(f"postgresql schema {self.schema!r}: no access log here")
+            version = await conn.fetchval(f"SELECT version FROM {self._s}.access_log_schema")
+        if version != SCHEMA_VERSION:
+            raise AccessLogError(f"postgresql schema {self.schema!r}: schema version {version}, "
+                                 f"expected {SCHEMA_VERSION} (start the broker to migrate)")
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            async with asyncio.timeout(_CONNECT_TIMEOUT_S):
+                await pool.close()
+        except _ERRORS:
+            pool.terminate()
+
+    # -- writes ------------------------------------------------------------------------
+
+    async def _head(self, conn: Any) -> Head:
+        row = await conn.fetchrow(
+            f"SELECT seq, hash FROM {self._entries} ORDER BY seq DESC LIMIT 1")
+        if row is None:  # empty, or emptied by a prune: the last checkpoint holds the head
+            row = await conn.fetchrow(f"SELECT seq, head_hash AS hash FROM {self._checkpoints} "
+                                      "ORDER BY seq DESC, id DESC LIMIT 1")
+        seq, digest = (row["seq"], row["hash"]) if row is not None else (0, GENESIS)
+        first = await conn.fetchval(f"SELECT min(seq) FROM {self._entries}")
+        return Head(seq=seq, hash=digest, first_seq=first if first is not None else seq + 1)
+
+    async def append(self, batch: Sequence[Encoded]) -> list[NewRow]:
+        async with self._transaction() as conn:
+            row = await conn.fetchrow(
+                f"SELECT seq, hash FROM {self._entries} ORDER BY seq DESC LIMIT 1")
+            head = (row["seq"], row["hash"]) if row is not None else None
+            if head is None:
+                found = await self._head(conn)
+                head = (found.seq, found.hash)
+            rows = link_batch(head[0], head[1], batch)
+            await conn.execute(
+                f"INSERT INTO {self._entries} (seq, time, day, subject, prev_hash, hash, body) "
+                "SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::date[], $4::text[], "
+                "$5::text[], $6::text[], $7::text[])",
+                [r.seq for r in rows], [r.time for r in rows], [r.day for r in rows],
+                [r.subject for r in rows], [r.prev_hash for r in rows], [r.hash for r in rows],
+                [r.body for r in rows],
+            )
+        self.commits += 1
+        return rows
+
+    async def _insert_checkpoint(self, conn: Any, cp: Checkpoint, token: str) -> None:
+        await conn.execute(
+            f"INSERT INTO {self._checkpoints} (seq, head_hash, time, instance, reason, first_seq, "
+            "token) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            cp.seq, cp.head_hash, utc(cp.time), cp.instance, cp.reason, cp.first_seq, token,
+        )
+
+    async def write_checkpoint(self, sealer: Sealer) -> Checkpoint:
+        async with self._transaction() as conn:
+            cp, token = sealer(await self._head(conn))
+            await self._insert_checkpoint(conn, cp, token)
+        return cp
+
+    async def prune(self, before: dt.datetime, sealer: Sealer) -> int:
+        async with self._transaction() as conn:
+            head = await self._head(conn)
+            row = await conn.fetchrow(f"SELECT seq, prev_hash FROM {self._entries} "
+                                      "WHERE time >= $1 ORDER BY seq LIMIT 1", utc(before))
+            keep, boundary = ((row["seq"], row["prev_hash"]) if row is not None
+                              else (head.seq + 1, head.hash))
+            if keep <= head.first_seq:
+                return 0
+            status = await conn.execute(f"DELETE FROM {self._entries} WHERE seq < $1", keep)
+            await conn.execute(f"DELETE FROM {self._checkpoints} WHERE seq < $1", keep - 1)
+            cp, token = sealer(Head(seq=keep - 1, hash=boundary, first_seq=keep))
+            await self._insert_checkpoint(conn, cp, token)
+        return int(status.split()[-1])
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def extract(self, subject: str, since: dt.date | None,
+                      until: dt.date | None) -> list[bytes]:
+        async with self._transaction(lock=False, readonly=True) as conn:
+            rows = await conn.fetch(
+                f"SELECT body FROM {self._entries} WHERE subject = $1 "
+                "AND ($2::date IS NULL OR day >= $2) AND ($3::date IS NULL OR day <= $3) "
+                "ORDER BY time, seq", subject, since, until)
+        return [str(r["body"]).encode("utf-8") for r in rows]
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[LogSnapshot]:
+        async with self._transaction(isolation="repeatable_read", readonly=True,
+                                     lock=False) as conn:
+            yield _Snapshot(self, conn)
+
+    async def writable(self) -> bool:
+        if self._pool is None:
+            return False
+        try:
+            async with asyncio.timeout(_PROBE_TIMEOUT_S), self._pool.acquire() as conn:
+                return not await conn.fetchval("SELECT pg_is_in_recovery()")
+        except _ERRORS:
+            return False
+
+
+class _Snapshot:
+    def __init__(self, store: PostgresStore, conn: Any) -> None:
+        self._store = store
+        self._conn = conn
+
+    async def checkpoints(self) -> list[CheckpointRow]:
+        rows = await self._conn.fetch(
+            f"SELECT id, seq, token FROM {self._store._checkpoints} ORDER BY id")
+        return [CheckpointRow(id=r["id"], seq=r["seq"], token=r["token"]) for r in rows]
+
+    async def entries(self, after_seq: int, limit: int) -> list[EntryRow]:
+        rows = await self._conn.fetch(
+            f"SELECT seq, time, day, subject, prev_hash, hash, body FROM {self._store._entries} "
+            "WHERE seq > $1 ORDER BY seq LIMIT $2", after_seq, limit)
+        return [
+            EntryRow(seq=r["seq"], time=time_text(r["time"]), day=r["day"].isoformat(),
+                     subject=r["subject"], prev_hash=r["prev_hash"], hash=r["hash"],
+                     body=str(r["body"]).encode("utf-8"))
+            for r in rows
+        ]

@@ -1,0 +1,302 @@
+"""The SQLite adapter: the default, embedded store.
+
+One connection, used only from one dedicated thread (a single-thread executor), in WAL
+mode with ``synchronous=FULL``: a commit has reached the disk when ``append`` returns.
+Every write is a ``BEGIN IMMEDIATE`` transaction that reads the chain's head inside it.
+
+One broker instance per SQLite file, on a local disk: several brokers need the
+PostgreSQL store (SQLite's file lock would make them queue for each other, and it does
+not hold on network file systems). The ``samsvar log`` commands may run beside the
+broker: the file lock serialises their writes, and readers see a snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager, suppress
+from pathlib import Path
+from typing import Final, TypeVar
+
+from schemas.accesslog import Checkpoint
+
+from .chain import GENESIS, Encoded, Head, NewRow, link_batch, time_text
+from .errors import AccessLogClosed, AccessLogError
+from .ports import CheckpointRow, EntryRow, LogSnapshot, Sealer
+
+__all__ = ["SqliteStore"]
+
+_T = TypeVar("_T")
+_BUSY_TIMEOUT_S: Final = 10.0
+
+_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (   # 1: entries and checkpoints
+        """CREATE TABLE access_log_entries (
+            seq INTEGER PRIMARY KEY,
+            time TEXT NOT NULL,
+            day TEXT NOT NULL,
+            subject TEXT,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            body TEXT NOT NULL)""",
+        "CREATE INDEX access_log_entries_subject ON access_log_entries (subject, day)",
+        """CREATE TABLE access_log_checkpoints (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            seq INTEGER NOT NULL,
+            head_hash TEXT NOT NULL,
+            time TEXT NOT NULL,
+            instance TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            first_seq INTEGER NOT NULL,
+            token TEXT NOT NULL)""",
+        "CREATE INDEX access_log_checkpoints_seq ON access_log_checkpoints (seq)",
+    ),
+)
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+
+
+def _head(conn: sqlite3.Connection) -> Head:
+    row = conn.execute(
+        "SELECT seq, hash FROM access_log_entries ORDER BY seq DESC LIMIT 1").fetchone()
+    if row is None:  # empty, or emptied by a prune: the last checkpoint holds the head
+        row = conn.execute("SELECT seq, head_hash FROM access_log_checkpoints "
+                           "ORDER BY seq DESC, id DESC LIMIT 1").fetchone()
+    seq, digest = row if row is not None else (0, GENESIS)
+    first = conn.execute("SELECT min(seq) FROM access_log_entries").fetchone()[0]
+    return Head(seq=seq, hash=digest, first_seq=first if first is not None else seq + 1)
+
+
+def _insert_checkpoint(conn: sqlite3.Connection, cp: Checkpoint, token: str) -> None:
+    conn.execute(
+        "INSERT INTO access_log_checkpoints (seq, head_hash, time, instance, reason, first_seq, "
+        "token) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (cp.seq, cp.head_hash, time_text(cp.time), cp.instance, cp.reason, cp.first_seq, token),
+    )
+
+
+class SqliteStore:
+    """:class:`LogStore` in one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.commits = 0
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None  # touched only on the executor's thread
+
+    async def _call(self, fn: Callable[..., _T], *args: object) -> _T:
+        if self._executor is None:
+            raise AccessLogClosed(f"{self.path}: the access log is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(self._guard, fn, *args))
+
+    def _guard(self, fn: Callable[..., _T], *args: object) -> _T:
+        try:
+            return fn(*args)
+        except (sqlite3.Error, OSError) as exc:
+            raise AccessLogError(f"{self.path}: {exc}") from exc
+
+    @property
+    def _c(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise AccessLogClosed(f"{self.path}: the access log is closed")
+        return self._conn
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self, *, create: bool) -> None:
+        if self._executor is not None:
+            raise AccessLogError(f"{self.path}: already open")
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="accesslog-sqlite")
+        try:
+            await self._call(self._open, create)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
+
+    def _open(self, create: bool) -> None:
+        if not create and not self.path.is_file():
+            raise AccessLogError(f"{self.path}: no access log here")
+        uri = f"{self.path.resolve().as_uri()}?mode={'rwc' if create else 'rw'}"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=_BUSY_TIMEOUT_S)
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise AccessLogError(f"{self.path}: cannot use WAL mode (got {mode!r})")
+            conn.execute("PRAGMA synchronous=FULL")
+            if create:
+                self._migrate(conn)
+            else:
+                self._check_version(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        with _transaction(conn):
+            conn.execute("CREATE TABLE IF NOT EXISTS access_log_schema (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT version FROM access_log_schema").fetchone()
+            if row is None:
+                conn.execute("INSERT INTO access_log_schema (version) VALUES (0)")
+            version = row[0] if row is not None else 0
+            if version > SCHEMA_VERSION:
+                raise AccessLogError(f"{self.path}: schema version {version} is newer than "
+                                     f"this samsvar's ({SCHEMA_VERSION})")
+            for steps in _MIGRATIONS[version:]:
+                for sql in steps:
+                    conn.execute(sql)
+            conn.execute("UPDATE access_log_schema SET version = ?", (SCHEMA_VERSION,))
+
+    def _check_version(self, conn: sqlite3.Connection) -> None:
+        try:
+            row = conn.execute("SELECT version FROM access_log_schema").fetchone()
+        except sqlite3.OperationalError as exc:
+            raise AccessLogError(f"{self.path}: not an access log") from exc
+        if row is None or row[0] != SCHEMA_VERSION:
+            raise AccessLogError(f"{self.path}: schema version {row[0] if row else 0}, "
+                                 f"expected {SCHEMA_VERSION} (start the broker to migrate)")
+
+    async def close(self) -> None:
+        executor = self._executor
+        if executor is None:
+            return
+        try:
+            await self._call(self._close)
+        finally:
+            self._executor = None
+            executor.shutdown(wait=False)
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    # -- writes ------------------------------------------------------------------------
+
+    async def append(self, batch: Sequence[Encoded]) -> list[NewRow]:
+        rows = await self._call(self._append, batch)
+        self.commits += 1
+        return rows
+
+    def _append(self, batch: Sequence[Encoded]) -> list[NewRow]:
+        conn = self._c
+        with _transaction(conn):
+            head = _head(conn)
+            rows = link_batch(head.seq, head.hash, batch)
+            conn.executemany(
+                "INSERT INTO access_log_entries (seq, time, day, subject, prev_hash, hash, body) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(r.seq, time_text(r.time), r.day.isoformat(), r.subject, r.prev_hash, r.hash, r.body)
+                 for r in rows],
+            )
+        return rows
+
+    async def write_checkpoint(self, sealer: Sealer) -> Checkpoint:
+        return await self._call(self._write_checkpoint, sealer)
+
+    def _write_checkpoint(self, sealer: Sealer) -> Checkpoint:
+        conn = self._c
+        with _transaction(conn):
+            cp, token = sealer(_head(conn))
+            _insert_checkpoint(conn, cp, token)
+        return cp
+
+    async def prune(self, before: dt.datetime, sealer: Sealer) -> int:
+        return await self._call(self._prune, before, sealer)
+
+    def _prune(self, before: dt.datetime, sealer: Sealer) -> int:
+        conn = self._c
+        with _transaction(conn):
+            head = _head(conn)
+            row = conn.execute("SELECT seq, prev_hash FROM access_log_entries WHERE time >= ? "
+                               "ORDER BY seq LIMIT 1", (time_text(before),)).fetchone()
+            keep, boundary = row if row is not None else (head.seq + 1, head.hash)
+            if keep <= head.first_seq:
+                return 0
+            removed = conn.execute("DELETE FROM access_log_entries WHERE seq < ?",
+                                   (keep,)).rowcount
+            conn.execute("DELETE FROM access_log_checkpoints WHERE seq < ?", (keep - 1,))
+            cp, token = sealer(Head(seq=keep - 1, hash=boundary, first_seq=keep))
+            _insert_checkpoint(conn, cp, token)
+        return int(removed)
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def extract(self, subject: str, since: dt.date | None,
+                      until: dt.date | None) -> list[bytes]:
+        return await self._call(self._extract, subject, since, until)
+
+    def _extract(self, subject: str, since: dt.date | None, until: dt.date | None) -> list[bytes]:
+        sql = "SELECT body FROM access_log_entries WHERE subject = ?"
+        args: list[object] = [subject]
+        if since is not None:
+            sql += " AND day >= ?"
+            args.append(since.isoformat())
+        if until is not None:
+            sql += " AND day <= ?"
+            args.append(until.isoformat())
+        rows = self._c.execute(sql + " ORDER BY time, seq", args).fetchall()
+        return [str(body).encode("utf-8") for (body,) in rows]
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[LogSnapshot]:
+        await self._call(self._c.execute, "BEGIN")  # deferred: the first read fixes the view
+        try:
+            yield _Snapshot(self)
+        finally:
+            await self._call(self._c.execute, "COMMIT")
+
+    def _checkpoints(self) -> list[CheckpointRow]:
+        rows = self._c.execute(
+            "SELECT id, seq, token FROM access_log_checkpoints ORDER BY id").fetchall()
+        return [CheckpointRow(id=i, seq=s, token=str(t)) for i, s, t in rows]
+
+    def _entries(self, after_seq: int, limit: int) -> list[EntryRow]:
+        rows = self._c.execute(
+            "SELECT seq, time, day, subject, prev_hash, hash, body FROM access_log_entries "
+            "WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)).fetchall()
+        return [
+            EntryRow(seq=seq, time=str(time), day=str(day), subject=subject,
+                     prev_hash=str(prev), hash=str(digest), body=str(body).encode("utf-8"))
+            for seq, time, day, subject, prev, digest, body in rows
+        ]
+
+    async def writable(self) -> bool:
+        try:
+            await self._call(self._probe)
+        except AccessLogError:
+            return False
+        return True
+
+    def _probe(self) -> None:
+        with _transaction(self._c):
+            pass
+
+
+class _Snapshot:
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    async def checkpoints(self) -> list[CheckpointRow]:
+        return await self._store._call(self._store._checkpoints)
+
+    async def entries(self, after_seq: int, limit: int) -> list[EntryRow]:
+        return await self._store._call(self._store._entries, after_seq, limit)
