@@ -42,7 +42,7 @@ class BrokerServer:
         self.bus = MqttBus(
             config.mqtt, instance=config.instance,
             on_reply=self.service.gatherer.on_reply,
-            on_presence=self.service.presence.update,
+            on_presence=self.service.on_presence,
             on_disconnect=self.service.presence.mark_all_offline,
         )
         self.service.bus = self.bus

@@ -12,6 +12,7 @@
     max_body_bytes = 65536         # larger request bodies get 413 before parsing
     clock_skew_s = 30              # allowed skew on iat/exp
     max_in_flight = 2000           # queries in flight on this instance; beyond: 429
+    max_in_flight_per_consumer = 500   # ... and per consumer organisation
 
     [mqtt]                         # see schemas.transport.MqttSettings
     url = "mqtt://127.0.0.1:1883"
@@ -59,12 +60,13 @@ class BrokerConfig:
     clock_skew_s: int = 30
     max_token_lifetime_s: int = 300
     max_in_flight: int = 2000
+    max_in_flight_per_consumer: int = 500
     embedded_mqtt: bool = False
     """True when the MQTT server is the in-process amqtt one (demo only): warned at start-up."""
 
 
 _KNOWN = {"registry", "key", "instance", "listen", "default_deadline_ms", "max_deadline_ms",
-          "max_body_bytes", "clock_skew_s", "max_in_flight"}
+          "max_body_bytes", "clock_skew_s", "max_in_flight", "max_in_flight_per_consumer"}
 
 
 def load_broker_config(path: str | Path) -> BrokerConfig:
@@ -88,7 +90,8 @@ def load_broker_config(path: str | Path) -> BrokerConfig:
     try:
         mqtt = MqttSettings.from_table(doc.get("mqtt", {}), base=base)
         ints = {k: int(table[k]) for k in ("default_deadline_ms", "max_deadline_ms",
-                                           "max_body_bytes", "clock_skew_s", "max_in_flight")
+                                           "max_body_bytes", "clock_skew_s", "max_in_flight",
+                                           "max_in_flight_per_consumer")
                 if k in table}
         extra: dict[str, Any] = {"instance": str(table["instance"])} if "instance" in table else {}
         access_log = doc.get("access_log", {})

@@ -111,6 +111,17 @@ class Gatherer:
                     outcome.reason = pending.suspect[pid]
         return pending
 
+    def producer_gone(self, producer_id: str) -> None:
+        """The producer went offline (its last will): stop waiting for it anywhere."""
+        now = time.monotonic()
+        for pending in list(self._pending.values()):
+            if producer_id in pending.waiting and producer_id not in pending.suspect:
+                producer = pending.outcomes[producer_id].producer
+                self._finish(pending, Outcome(
+                    producer, "unavailable",
+                    latency_ms=int((now - pending.started) * 1000),
+                    reason="the producer went offline while the question was open"))
+
     def _finish(self, pending: PendingQuery, outcome: Outcome) -> None:
         pending.outcomes[outcome.producer.id] = outcome
         pending.waiting.discard(outcome.producer.id)

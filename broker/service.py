@@ -107,6 +107,7 @@ class QueryService:
         self.bus: QuestionBus | None = None
         self.access_log: AccessLog | None = None
         self.in_flight = 0
+        self._in_flight_by_org: dict[str, int] = {}
 
     # -- authentication and the law -------------------------------------------------
 
@@ -226,11 +227,28 @@ class QueryService:
             raise NotReady("mqtt-disconnected", "the broker is not connected to MQTT")
         if self.in_flight >= self.config.max_in_flight:
             raise Overloaded("overloaded", "too many queries in flight; retry shortly")
+        org = query.participant.id
+        if self._in_flight_by_org.get(org, 0) >= self.config.max_in_flight_per_consumer:
+            raise Overloaded("overloaded-consumer",
+                             f"too many queries in flight for {org}; retry shortly")
         self.in_flight += 1
+        self._in_flight_by_org[org] = self._in_flight_by_org.get(org, 0) + 1
         try:
             return await self._ask(bus, query, on_outcome)
         finally:
             self.in_flight -= 1
+            left = self._in_flight_by_org[org] - 1
+            if left:
+                self._in_flight_by_org[org] = left
+            else:
+                del self._in_flight_by_org[org]
+
+    def on_presence(self, producer_id: str, payload: bytes) -> None:
+        """A presence message: a producer that goes offline ends its waits as ``unavailable``."""
+        was_online = self.presence.is_online(producer_id)
+        if self.presence.update(producer_id, payload) and was_online and \
+                not self.presence.is_online(producer_id):
+            self.gatherer.producer_gone(producer_id)
 
     async def _ask(
         self, bus: QuestionBus, query: AuthenticatedQuery,
