@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 from schemas.messages import Period
 from schemas.records import Record
 
-__all__ = ["BackendResult", "RecordBackend", "in_period"]
+__all__ = ["BackendFactory", "BackendResult", "RecordBackend", "in_period", "newest_per_type"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,6 +36,24 @@ class RecordBackend(Protocol):
         ...
 
 
+class BackendFactory(Protocol):
+    """What a backend ``kind`` names: usually the backend class itself.
+
+    It may also have ``check_config(table) -> None``, called when the config is read, which
+    raises ``ValueError`` (or :class:`~producer_adapter.errors.AdapterConfigError`) whose
+    message names the bad key of ``[backend]``.
+    """
+
+    async def open(
+        self, table: Mapping[str, Any], *, base: Path, producer_id: str
+    ) -> RecordBackend:
+        """The backend for the whole ``[backend]`` table; relative paths are against ``base``.
+
+        Raises :class:`~producer_adapter.errors.AdapterConfigError` when it cannot start.
+        """
+        ...
+
+
 def in_period(record: Record, period: Period | None) -> bool:
     """True when the record's date lies within ``period`` (both ends inclusive)."""
     if period is None:
@@ -42,3 +62,24 @@ def in_period(record: Record, period: Period | None) -> bool:
     if period.from_ is not None and day < period.from_:
         return False
     return period.to is None or day <= period.to
+
+
+def newest_per_type(
+    records: Iterable[Record], limit: int | None, type_of: Callable[[Record], str]
+) -> tuple[list[Record], bool]:
+    """At most ``limit`` records of each type (the newest), in their given order.
+
+    ``type_of`` maps a record to its type. The flag says whether any type was cut.
+    """
+    kept = list(records)
+    if limit is None:
+        return kept, False
+    by_type: dict[str, list[int]] = {}
+    for i, record in enumerate(kept):
+        by_type.setdefault(type_of(record), []).append(i)
+    dropped: set[int] = set()
+    for indexes in by_type.values():
+        if len(indexes) > limit:
+            newest = sorted(indexes, key=lambda i: kept[i].time, reverse=True)
+            dropped.update(newest[limit:])
+    return [r for i, r in enumerate(kept) if i not in dropped], bool(dropped)

@@ -101,7 +101,9 @@ def test_defaults(config_dir: Path) -> None:
         ('replica = "a"', 'replica = "a/b"', r"\[adapter\] replica must be"),
         ('url = "mqtt://127.0.0.1:18830"', 'url = "http://x"', r"\[mqtt\]: MQTT url must be"),
         ('protocol = "3.1.1"', 'protocol = "4"', r"\[mqtt\]: \[mqtt\] protocol must be"),
-        ('kind = "json_dir"', 'kind = "sql"', r"\[backend\] kind must be one of json_dir"),
+        ('kind = "json_dir"', 'kind = "nosuch"',
+         r"\[backend\] kind 'nosuch' is neither built in \(fhir, json_dir, sql\) nor an "
+         r"installed plugin"),
         ("[backend]", "[backend2]", r"unknown tables: backend2"),
         ("[adapter]", "[adapter", r"not valid TOML"),
     ],

@@ -119,7 +119,7 @@ async def test_open_backend_by_kind(data_dir: Path, kit: Any) -> None:
 @pytest.mark.parametrize(
     "table, message",
     [
-        ({"kind": "sql"}, "kind must be one of json_dir, not 'sql'"),
+        ({"kind": "nosuch"}, "kind 'nosuch' is neither built in"),
         ({}, "kind must be one of"),
         ({"kind": "json_dir"}, "path must be a non-empty string"),
         ({"kind": "json_dir", "path": "x", "dsn": "y"}, "unknown keys: dsn"),
