@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 from collections.abc import Callable
 from typing import Final
 
@@ -20,7 +21,7 @@ from paho.mqtt.properties import Properties
 from schemas.topics import presence_topic, question_topic, reply_topic
 from schemas.transport import MqttSettings
 
-from .errors import NotReady
+from .errors import ConfigError, NotReady
 
 __all__ = ["MqttBus"]
 
@@ -52,6 +53,10 @@ class MqttBus:
         self.reply_topic = reply_topic(settings.prefix, instance)
         self._presence_prefix = presence_topic(settings.prefix, "")
         self._v5 = settings.protocol == "5"
+        try:
+            self._tls = settings.ssl_context()
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"[mqtt] TLS files cannot be used: {exc}") from exc
 
     def _new_client(self) -> aiomqtt.Client:
         s = self._settings
@@ -59,7 +64,7 @@ class MqttBus:
             s.host, s.port, username=s.username, password=s.password,
             identifier=f"samsvar-broker-{self._instance}",
             protocol=aiomqtt.ProtocolVersion.V5 if self._v5 else aiomqtt.ProtocolVersion.V311,
-            keepalive=s.keepalive, tls_context=s.ssl_context(),
+            keepalive=s.keepalive, tls_context=self._tls,
             clean_session=None if self._v5 else True,
             max_inflight_messages=1000, timeout=10,
         )
@@ -111,13 +116,18 @@ class MqttBus:
             payload = message.payload
             if not isinstance(payload, bytes | bytearray):
                 continue
-            if topic == reply:
-                self._on_reply(bytes(payload))
-            elif topic.startswith(presence):
-                producer = topic[len(presence):]
-                if producer and "/" not in producer:
-                    self._on_presence(producer, bytes(payload))
-            # anything else: a retained message amqtt sent us unasked; ignore it
+            try:
+                if topic == reply:
+                    self._on_reply(bytes(payload))
+                elif topic.startswith(presence):
+                    producer = topic[len(presence):]
+                    if producer and "/" not in producer:
+                        self._on_presence(producer, bytes(payload))
+                # anything else: a retained message amqtt sent us unasked; ignore it
+            except Exception as exc:  # noqa: BLE001 - one hostile message must not stop the broker
+                # Synchronous callbacks: no cancellation can pass through here.
+                log.error("mqtt_message_failed", topic=topic, error=type(exc).__name__,
+                          detail=str(exc)[:200])
 
     async def publish_question(self, producer_id: str, token: bytes, *, expiry_s: int) -> None:
         client = self._client

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from schemas.errors import HOSTILE_DECODE_ERRORS
 from schemas.messages import Presence
 
 __all__ = ["PresenceTable", "ProducerPresence"]
@@ -37,7 +38,7 @@ class PresenceTable:
             return True
         try:
             msg = _decoder.decode(payload)
-        except msgspec.DecodeError:
+        except HOSTILE_DECODE_ERRORS:
             return False
         if msg.producer != producer_id:
             return False

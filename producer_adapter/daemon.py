@@ -30,6 +30,7 @@ import msgspec
 import structlog
 
 from schemas.errors import (
+    HOSTILE_DECODE_ERRORS,
     BadSignature,
     BadToken,
     InvalidPersonId,
@@ -288,7 +289,7 @@ class Adapter:
             raise QuestionRefused("not-a-jws", str(exc)) from exc
         try:
             q = _question_decoder.decode(payload)
-        except msgspec.DecodeError as exc:
+        except HOSTILE_DECODE_ERRORS as exc:
             raise QuestionRefused("bad-payload", str(exc)) from exc
         if q.broker != self.registry.broker.id:
             raise QuestionRefused("wrong-broker", f"from {q.broker!r}")

@@ -26,6 +26,7 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from schemas.errors import HOSTILE_DECODE_ERRORS
 from schemas.messages import Presence
 from schemas.topics import presence_topic, question_topic, shared
 from schemas.transport import MqttSettings
@@ -206,7 +207,7 @@ class MqttLink:
     async def _on_presence(self, client: aiomqtt.Client, payload: bytes) -> None:
         try:
             presence = _presence_decoder.decode(payload)
-        except msgspec.DecodeError:
+        except HOSTILE_DECODE_ERRORS:
             self._log.warning("malformed presence message ignored")
             return
         if presence.producer != self.producer_id or presence.online or self._closing.is_set():

@@ -12,7 +12,12 @@
 
 from __future__ import annotations
 
+from typing import Final
+
+import msgspec
+
 __all__ = [
+    "HOSTILE_DECODE_ERRORS",
     "BadSignature",
     "BadToken",
     "DecodeError",
@@ -60,3 +65,8 @@ class UnknownKey(JoseError, LookupError):
 
 class BadSignature(JoseError):
     """The signature does not verify, or the algorithm does not fit the key."""
+
+
+HOSTILE_DECODE_ERRORS: Final = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+"""What decoding untrusted JSON can raise: schema or syntax errors, invalid UTF-8 inside a
+string, and nesting deeper than the decoder follows. Catch all three at every trust edge."""

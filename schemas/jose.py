@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from .errors import BadSignature, BadToken, UnknownKey
+from .errors import HOSTILE_DECODE_ERRORS, BadSignature, BadToken, UnknownKey
 
 __all__ = [
     "ALGORITHMS",
@@ -260,7 +260,8 @@ def read_header(token: str | bytes) -> Header:
     head, _, _ = _split(token)
     try:
         header = _header_decoder.decode(b64url_decode(head))
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except HOSTILE_DECODE_ERRORS as exc:
+        # RecursionError: JSON nested deeper than the decoder will follow (hostile input).
         raise BadToken(f"JWS header is invalid: {exc}") from exc
     if header.alg not in ALGORITHMS:
         raise BadSignature(f"algorithm {header.alg!r} is not accepted (use EdDSA or ES256)")
