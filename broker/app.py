@@ -13,7 +13,7 @@ from schemas.registry import Registry, load_registry
 from .accesslog import AccessLogError, open_access_log
 from .config import BrokerConfig
 from .errors import ConfigError
-from .http_api import create_app
+from .http_api import METRICS, create_app
 from .mqtt import MqttBus
 from .service import QueryService
 
@@ -43,10 +43,12 @@ class BrokerServer:
             config.mqtt, instance=config.instance,
             on_reply=self.service.gatherer.on_reply,
             on_presence=self.service.on_presence,
-            on_disconnect=self.service.presence.mark_all_offline,
+            on_disconnect=self.service.on_disconnect,
         )
         self.service.bus = self.bus
         self.app = create_app(self.service)
+        self.metrics = self.app[METRICS]
+        """This broker's Prometheus metrics, in a registry of their own."""
         self.started = asyncio.Event()
         self.port = config.port
 

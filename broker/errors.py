@@ -10,14 +10,20 @@
         ├── PayloadTooLarge(QueryRejected)       413
         ├── Overloaded(QueryRejected)            429, with ``retry_after``
         └── NotReady(QueryRejected)              503
+
+:data:`PROBLEM_TYPES` lists every slug the broker raises, with its status: the OpenAPI
+document is built from it and a test keeps it in step with the code.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Final
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar, Final, Literal, NamedTuple
 
 __all__ = [
     "PROBLEM_BASE",
+    "PROBLEM_TYPES",
     "BrokerError",
     "ConfigError",
     "MalformedQuery",
@@ -25,6 +31,7 @@ __all__ = [
     "Overloaded",
     "PayloadTooLarge",
     "PolicyRefused",
+    "ProblemType",
     "QueryRejected",
     "Unauthenticated",
     "UnsupportedMediaType",
@@ -32,6 +39,55 @@ __all__ = [
 
 PROBLEM_BASE: Final = "urn:samsvar:problem:"
 """Every problem ``type`` is this prefix and a stable slug, e.g. ``urn:samsvar:problem:replayed``."""
+
+
+class ProblemType(NamedTuple):
+    """What one problem slug means, its HTTP status, and which endpoints raise it."""
+
+    status: int
+    summary: str
+    endpoints: Literal["query", "extract", "both"] = "both"
+
+
+PROBLEM_TYPES: Final[Mapping[str, ProblemType]] = MappingProxyType({
+    "malformed-token": ProblemType(400, "the body is not a compact JWS, or its payload not JSON"),
+    "malformed-claims": ProblemType(400, "the claims do not match their schema"),
+    "invalid-person-id": ProblemType(400, "`sub` is not a valid personnummer or samordningsnummer"),
+    "no-types": ProblemType(400, "`types` names no information type", "query"),
+    "invalid-period": ProblemType(400, "`period.from` is after `period.to`"),
+    "invalid-deadline": ProblemType(400, "`deadline_ms` is not positive", "query"),
+    "unknown-issuer": ProblemType(401, "`iss` is not a registered participant"),
+    "not-a-consumer": ProblemType(401, "the issuer lacks the consumer role", "query"),
+    "unknown-key": ProblemType(401, "`kid` is not registered for the issuer"),
+    "bad-signature": ProblemType(401, "the signature does not verify, or `alg` is not accepted"),
+    "bad-token": ProblemType(401, "the JOSE header is unreadable, or `typ` is wrong"),
+    "wrong-audience": ProblemType(401, "`aud` is not this broker's id"),
+    "expired": ProblemType(401, "`exp` has passed"),
+    "not-yet-valid": ProblemType(401, "`iat` is in the future"),
+    "lifetime": ProblemType(401, "`exp - iat` is not 1..300 s (the configured maximum)"),
+    "replayed": ProblemType(401, "this `jti` has been used before, within its lifetime"),
+    "log-extract-role-required": ProblemType(403, "the issuer lacks the log-extract role",
+                                             "extract"),
+    "relation-required": ProblemType(403, "`relation` is not true", "query"),
+    "emergency-care-giver-only": ProblemType(
+        403, "basis `emergency`: only a care giver (vårdgivare)", "query"),
+    "child-under-18": ProblemType(403, "basis `child`: the person is 18 or older", "query"),
+    "unblock-basis": ProblemType(
+        403, "lifting a block needs basis `consent` or `emergency`", "query"),
+    "unblock-emergency-care-giver-only": ProblemType(
+        403, "a social care giver never lifts a block in an emergency", "query"),
+    "unblock-read-names-producers": ProblemType(
+        403, "unblock step `read` must name the producers", "query"),
+    "too-large": ProblemType(413, "the body exceeds the configured maximum"),
+    "unsupported-media-type": ProblemType(415, "the body is not sent as `application/jwt`"),
+    "overloaded": ProblemType(429, "too many queries in flight; see `Retry-After`", "query"),
+    "overloaded-consumer": ProblemType(
+        429, "too many queries in flight for this consumer organisation", "query"),
+    "mqtt-disconnected": ProblemType(503, "the broker is not connected to MQTT", "query"),
+    "access-log-unavailable": ProblemType(
+        503, "the access log cannot be written or read; nothing is disclosed"),
+})
+"""Every problem slug the broker raises. A 403's slug is the rule of the law that refused."""
 
 
 class BrokerError(Exception):

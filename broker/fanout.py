@@ -19,7 +19,7 @@ from typing import Final
 import msgspec
 import structlog
 
-from schemas.errors import JoseError
+from schemas.errors import HOSTILE_DECODE_ERRORS, JoseError
 from schemas.jose import b64url_decode, verify
 from schemas.messages import REPLY_TYP, Reply, SourceStatus
 from schemas.registry import Producer, Registry
@@ -111,16 +111,23 @@ class Gatherer:
                     outcome.reason = pending.suspect[pid]
         return pending
 
+    def everyone_gone(self) -> None:
+        """This instance lost MQTT: every open wait ends as ``unavailable``."""
+        for pending in list(self._pending.values()):
+            for producer_id in list(pending.waiting):
+                self.producer_gone(producer_id)
+
     def producer_gone(self, producer_id: str) -> None:
         """The producer went offline (its last will): stop waiting for it anywhere."""
         now = time.monotonic()
         for pending in list(self._pending.values()):
-            if producer_id in pending.waiting and producer_id not in pending.suspect:
+            if producer_id in pending.waiting:
                 producer = pending.outcomes[producer_id].producer
+                suspect = pending.suspect.get(producer_id)
                 self._finish(pending, Outcome(
-                    producer, "unavailable",
+                    producer, "error" if suspect else "unavailable",
                     latency_ms=int((now - pending.started) * 1000),
-                    reason="the producer went offline while the question was open"))
+                    reason=suspect or "the producer went offline while the question was open"))
 
     def _finish(self, pending: PendingQuery, outcome: Outcome) -> None:
         pending.outcomes[outcome.producer.id] = outcome
@@ -138,7 +145,7 @@ class Gatherer:
             return
         try:
             routing = _routing_decoder.decode(b64url_decode(parts[1]))
-        except (msgspec.DecodeError, JoseError):
+        except (JoseError, *HOSTILE_DECODE_ERRORS):
             self.counters.malformed += 1
             log.warning("reply_dropped", reason="malformed")
             return
@@ -168,7 +175,7 @@ class Gatherer:
             return
         try:
             reply = _reply_decoder.decode(payload)
-        except msgspec.DecodeError as exc:
+        except HOSTILE_DECODE_ERRORS as exc:
             # Signed by the producer itself: its answer is final, and it is an error.
             log.warning("reply_invalid", query_id=pending.query_id, producer=pid,
                         reason=str(exc))

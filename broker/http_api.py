@@ -12,14 +12,23 @@ from typing import Final
 import msgspec
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client.registry import CollectorRegistry
 
 from schemas.messages import (
     ANSWER_MEDIA_TYPE,
+    FHIR_MEDIA_TYPE,
+    NDJSON_MEDIA_TYPE,
     PROBLEM_MEDIA_TYPE,
     QUERY_MEDIA_TYPE,
+    Health,
+    ListedProducer,
     Problem,
+    ProducerListing,
+    StreamLine,
 )
 
+from .dashboard import CSP, render_page, snapshot
 from .errors import (
     MalformedQuery,
     Overloaded,
@@ -29,14 +38,25 @@ from .errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
-from .service import QueryService
+from .fhir import FHIR_ENCODER, answer_bundle
+from .metrics import BrokerMetrics
+from .negotiation import choose_format
+from .openapi import build_openapi
+from .service import AuthenticatedQuery, QueryService
+from .streaming import stream_answer
 
-__all__ = ["SERVICE", "create_app", "problem_response"]
+__all__ = ["METRICS", "OPENAPI", "SERVICE", "create_app", "problem_response"]
 
 log = structlog.get_logger("samsvar.broker")
 
 SERVICE: Final = web.AppKey("service", QueryService)
+METRICS: Final = web.AppKey("metrics", BrokerMetrics)
+"""This app's Prometheus metrics, in a registry of their own."""
+OPENAPI: Final = web.AppKey("openapi", bytes)
+"""The encoded OpenAPI document, built once at start-up from the routes the app serves."""
 _NO_STORE: Final = {"Cache-Control": "no-store"}
+_ANSWER_HEADERS: Final = {**_NO_STORE, "Vary": "Accept"}
+_line_encoder: Final = msgspec.json.Encoder()
 
 
 def problem_response(exc: QueryRejected, *, instance: str | None = None) -> web.Response:
@@ -58,7 +78,8 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
         raise PayloadTooLarge("too-large", f"the body exceeds {limit} bytes") from exc
 
 
-async def post_query(request: web.Request) -> web.Response:
+async def post_query(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/queries``: JSON, a FHIR Bundle or a stream of lines, as ``Accept`` asks."""
     service = request.app[SERVICE]
     started = time.perf_counter()
     try:
@@ -71,18 +92,60 @@ async def post_query(request: web.Request) -> web.Response:
         try:
             query = service.authenticate(body)
         except (Unauthenticated, PolicyRefused) as exc:
-            await service.log_refusal(exc)
+            structlog.contextvars.bind_contextvars(query_id=await service.log_refusal(exc))
             raise
+        # every line logged for this query from here on carries its id (_log_context clears)
+        structlog.contextvars.bind_contextvars(query_id=query.query_id)
+        form = choose_format(request.headers.get("Accept"))
+        if form == NDJSON_MEDIA_TYPE:
+            return await _stream_query(request, service, query, started)
         merged = await service.answer(query)
     except QueryRejected as exc:
+        service.observers.query_rejected(status=exc.status, reason=exc.rule or exc.slug)
         log.info("query_refused", status=exc.status, problem=exc.slug, rule=exc.rule)
         return problem_response(exc, instance=request.path)
     answer = merged.answer
     log.info("query_answered", query_id=answer.query_id, complete=answer.complete,
              records=len(answer.records), sources=len(answer.sources),
              ms=round((time.perf_counter() - started) * 1000, 1))
+    if form == FHIR_MEDIA_TYPE:
+        return web.Response(body=FHIR_ENCODER.encode(answer_bundle(answer)),
+                            content_type=FHIR_MEDIA_TYPE, headers=_ANSWER_HEADERS)
     return web.Response(body=msgspec.json.encode(answer), content_type=ANSWER_MEDIA_TYPE,
-                        headers=_NO_STORE)
+                        headers=_ANSWER_HEADERS)
+
+
+async def _stream_query(request: web.Request, service: QueryService, query: AuthenticatedQuery,
+                        started: float) -> web.StreamResponse:
+    """The answer as ``application/x-ndjson``. Raises :class:`QueryRejected` only before
+    the first byte; the logging guarantee is :mod:`broker.streaming`'s."""
+    response = web.StreamResponse(headers={**_ANSWER_HEADERS, "X-Accel-Buffering": "no"})
+    response.content_type = NDJSON_MEDIA_TYPE
+
+    async def start() -> None:
+        try:
+            await response.prepare(request)
+        except ConnectionError as exc:  # aiohttp's reset errors are ConnectionErrors too
+            raise ConnectionError(f"the consumer went away: {exc}") from exc
+
+    async def send(line: StreamLine) -> None:
+        try:
+            await response.write(_line_encoder.encode(line) + b"\n")
+        except ConnectionError as exc:
+            raise ConnectionError(f"the consumer went away: {exc}") from exc
+
+    merged = await stream_answer(service, query, start=start, send=send)
+    if merged is not None:
+        answer = merged.answer
+        log.info("query_answered", query_id=answer.query_id, complete=answer.complete,
+                 records=len(answer.records), sources=len(answer.sources), streamed=True,
+                 ms=round((time.perf_counter() - started) * 1000, 1))
+    if response.prepared:
+        try:
+            await response.write_eof()
+        except ConnectionError:
+            pass  # gone already; stream_answer has logged it
+    return response
 
 
 async def post_extract(request: web.Request) -> web.Response:
@@ -102,8 +165,14 @@ async def post_extract(request: web.Request) -> web.Response:
                         headers=_NO_STORE)
 
 
+def _json(body: msgspec.Struct, *, status: int = 200,
+          headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=msgspec.json.encode(body), status=status,
+                        content_type=ANSWER_MEDIA_TYPE, headers=headers)
+
+
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "alive"})
+    return _json(Health(status="alive"))
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -114,8 +183,8 @@ async def readyz(request: web.Request) -> web.Response:
     if service.access_log is None or not await service.access_log.writable():
         reasons.append("the access log is not writable")
     if reasons:
-        return web.json_response({"status": "not ready", "reasons": reasons}, status=503)
-    return web.json_response({"status": "ready"})
+        return _json(Health(status="not ready", reasons=reasons), status=503)
+    return _json(Health(status="ready"))
 
 
 async def list_producers(request: web.Request) -> web.Response:
@@ -123,23 +192,68 @@ async def list_producers(request: web.Request) -> web.Response:
     producers = []
     for p in service.registry.producers.values():
         state = service.presence.get(p.id)
-        producers.append({
-            "id": p.id,
-            "name": p.name,
-            "organisation": {"id": p.organisation.id, "name": p.organisation.name},
-            "types": sorted(p.types),
-            "online": bool(state and state.online),
-            "changed_at": state.changed_at if state else None,
-        })
-    return web.json_response({"producers": producers}, headers=_NO_STORE)
+        producers.append(ListedProducer(
+            id=p.id, name=p.name, organisation=p.organisation.ref,
+            types=sorted(p.types),  # type: ignore[arg-type]  # the registry checks the types
+            online=bool(state and state.online),
+            changed_at=state.changed_at if state else None,
+        ))
+    return _json(ProducerListing(producers=producers), headers=_NO_STORE)
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    """``GET /openapi.json``: OpenAPI 3.1, generated from the wire types."""
+    return web.Response(body=request.app[OPENAPI], content_type=ANSWER_MEDIA_TYPE)
+
+
+async def _build_openapi(app: web.Application) -> None:
+    routes = [(route.method, route.resource.canonical) for route in app.router.routes()
+              if route.resource is not None]
+    app[OPENAPI] = msgspec.json.encode(build_openapi(routes=routes))
+
+
+@web.middleware
+async def _log_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """What a handler binds to structlog's context (a ``query_id``) ends with its request."""
+    try:
+        return await handler(request)
+    finally:
+        structlog.contextvars.clear_contextvars()
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    """``GET /metrics``: Prometheus text format."""
+    body, content_type = request.app[METRICS].exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type, **_NO_STORE})
+
+
+async def get_dashboard(request: web.Request) -> web.Response:
+    """``GET /``: the operator dashboard, which polls ``/v1/dashboard``."""
+    page = render_page(snapshot(request.app[SERVICE]))
+    return web.Response(text=page, content_type="text/html", headers={
+        **_NO_STORE, "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff"})
+
+
+async def get_dashboard_data(request: web.Request) -> web.Response:
+    """``GET /v1/dashboard``: what the dashboard shows, as JSON."""
+    return web.Response(body=msgspec.json.encode(snapshot(request.app[SERVICE])),
+                        content_type="application/json", headers=_NO_STORE)
 
 
 def create_app(service: QueryService) -> web.Application:
-    app = web.Application(client_max_size=service.config.max_body_bytes)
+    app = web.Application(client_max_size=service.config.max_body_bytes,
+                          middlewares=[_log_context])
     app[SERVICE] = service
+    app[METRICS] = metrics = BrokerMetrics(CollectorRegistry(), service)
+    service.observers.add(metrics)
     app.router.add_post("/v1/queries", post_query)
     app.router.add_post("/v1/access-log/extract", post_extract)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/producers", list_producers)
+    app.router.add_get("/openapi.json", get_openapi)
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/", get_dashboard)
+    app.router.add_get("/v1/dashboard", get_dashboard_data)
+    app.on_startup.append(_build_openapi)  # once every route is added
     return app

@@ -3,6 +3,10 @@
 The broker enforces again what it can see of stage 1: a record whose marking may never be
 disclosed (``sol_other``) is dropped and counted as the producer's violation, and blocked
 records are kept only from producers the consumer asked to ``read``.
+
+:func:`filter_source` is that rule for one source; :func:`merge` applies it to every
+source of a whole answer, and :mod:`broker.streaming` to each source as it answers, so a
+streamed line and the merged answer can never disagree.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from schemas.records import DISCLOSABLE_SCOPES, Record, RecordSource, record_typ
 
 from .fanout import Outcome
 
-__all__ = ["Merged", "merge"]
+__all__ = ["Merged", "SourcePart", "filter_source", "merge", "readable_producers"]
 
 
 @dataclass(slots=True)
@@ -29,8 +33,84 @@ class Merged:
     """Producer id → information type → records disclosed: what the access log needs."""
 
 
+@dataclass(frozen=True, slots=True)
+class SourcePart:
+    """One source after the broker's filtering.
+
+    ``result`` and ``records`` are what the consumer may see; ``blocked``, ``dropped`` and
+    ``disclosed`` are for the answer's summary, the operator's log and the access log.
+    """
+
+    result: SourceResult
+    records: list[Record]
+    """Newest first."""
+    blocked: bool
+    """The source holds blocked information (said only as the answer's
+    ``blocked_information_exists`` and ``blocked_at``, never in the source's status)."""
+    dropped: int
+    """Records the law forbids that the producer sent anyway."""
+    disclosed: dict[str, int]
+    """Information type → records kept."""
+
+
 def _time_key(record: Record) -> float:
     return record.time.timestamp()
+
+
+def readable_producers(unblock: Unblock | None) -> frozenset[str]:
+    """The producers whose blocked records an unblock ``read`` step releases."""
+    if unblock is None or unblock.step != "read":
+        return frozenset()
+    return frozenset(unblock.producers or ())
+
+
+def filter_source(outcome: Outcome, *, readable: frozenset[str],
+                  types: frozenset[str]) -> SourcePart:
+    """What the consumer may see of one source: scope and block rules, verified producer.
+
+    A record of a type nobody asked for, or that the producer is not registered to serve,
+    is dropped like a forbidden one: a producer cannot widen the question.
+    """
+    producer = outcome.producer
+    status = outcome.status
+    reply = outcome.reply
+    kept: list[Record] = []
+    dropped = 0
+    blocked = False
+    disclosed: dict[str, int] = {}
+    if reply is not None and status in ("ok", "no_data"):
+        for record in reply.records:
+            if record.scope not in DISCLOSABLE_SCOPES or (
+                record.blocked and producer.id not in readable
+            ) or not _wanted(record, types, producer.types):
+                dropped += 1
+                continue
+            if record.source.producer != producer.id:
+                record = msgspec.structs.replace(
+                    record,
+                    source=RecordSource(producer=producer.id,
+                                        organisation=record.source.organisation,
+                                        unit=record.source.unit,
+                                        system=record.source.system),
+                )
+            kept.append(record)
+        blocked = reply.blocked or any(r.blocked for r in kept)
+        status = "ok" if kept else "no_data"
+        for record in kept:
+            kind = record_type(record)
+            disclosed[kind] = disclosed.get(kind, 0) + 1
+        kept.sort(key=_time_key, reverse=True)
+    result = SourceResult(
+        producer=producer.id, organisation=producer.organisation.ref, status=status,
+        records=len(kept), latency_ms=outcome.latency_ms,
+        truncated=bool(reply and reply.truncated),
+    )
+    return SourcePart(result, kept, blocked, dropped, disclosed)
+
+
+def _wanted(record: Record, asked: frozenset[str], served: frozenset[str]) -> bool:
+    kind = record_type(record)
+    return kind in asked and kind in served
 
 
 def merge(
@@ -39,59 +119,35 @@ def merge(
     subject: str,
     outcomes: Iterable[Outcome],
     unblock: Unblock | None,
+    types: frozenset[str],
 ) -> Merged:
     """One answer from every source's outcome, newest record first."""
-    readable = set(unblock.producers or ()) if unblock and unblock.step == "read" else set()
-    reveal = unblock is not None
+    readable = readable_producers(unblock)
     sources: list[SourceResult] = []
     records: list[Record] = []
     blocked_at: list[str] = []
     violations: dict[str, int] = {}
     disclosed: dict[str, dict[str, int]] = {}
-    blocked_exists = False
     complete = True
     for outcome in outcomes:
-        producer = outcome.producer
-        status = outcome.status
-        kept: list[Record] = []
-        reply = outcome.reply
-        if reply is not None and status in ("ok", "no_data"):
-            for record in reply.records:
-                if record.scope not in DISCLOSABLE_SCOPES or (
-                    record.blocked and producer.id not in readable
-                ):
-                    violations[producer.id] = violations.get(producer.id, 0) + 1
-                    continue
-                if record.source.producer != producer.id:
-                    record = msgspec.structs.replace(
-                        record,
-                        source=RecordSource(producer=producer.id,
-                                            organisation=record.source.organisation,
-                                            unit=record.source.unit,
-                                            system=record.source.system),
-                    )
-                kept.append(record)
-            if reply.blocked or any(r.blocked for r in kept):
-                blocked_exists = True
-                blocked_at.append(producer.id)
-            status = "ok" if kept else "no_data"
-            if kept:
-                counts = disclosed.setdefault(producer.id, {})
-                for record in kept:
-                    kind = record_type(record)
-                    counts[kind] = counts.get(kind, 0) + 1
-            records.extend(kept)
-        if status in ("timeout", "unavailable", "error"):
+        part = filter_source(outcome, readable=readable, types=types)
+        pid = part.result.producer
+        if part.dropped:
+            violations[pid] = part.dropped
+        if part.blocked:
+            blocked_at.append(pid)
+        if part.disclosed:
+            disclosed[pid] = part.disclosed
+        if part.result.status in ("timeout", "unavailable", "error"):
             complete = False
-        sources.append(SourceResult(
-            producer=producer.id, organisation=producer.organisation.ref, status=status,
-            records=len(kept), latency_ms=outcome.latency_ms,
-            truncated=bool(reply and reply.truncated),
-        ))
+        sources.append(part.result)
+        records.extend(part.records)
+    # Stable: records with equal times keep the sources' order, as a streamed answer's
+    # consumer reassembling it (consumer_client.assemble_answer) gets them.
     records.sort(key=_time_key, reverse=True)
     answer = Answer(
         query_id=query_id, subject=subject, complete=complete,
-        blocked_information_exists=blocked_exists, sources=sources, records=records,
-        blocked_at=sorted(blocked_at) if reveal else None,
+        blocked_information_exists=bool(blocked_at), sources=sources, records=records,
+        blocked_at=sorted(blocked_at) if unblock is not None else None,
     )
     return Merged(answer, violations, disclosed)

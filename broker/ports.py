@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-__all__ = ["QuestionBus"]
+from schemas.messages import SourceStatus
+
+__all__ = ["QueryObserver", "QuestionBus"]
 
 
 class QuestionBus(Protocol):
@@ -21,4 +23,29 @@ class QuestionBus(Protocol):
 
     async def publish_question(self, producer_id: str, token: bytes, *, expiry_s: int) -> None:
         """Publish one signed question to one producer's topic; raises when not connected."""
+        ...
+
+
+class QueryObserver(Protocol):
+    """Told what became of each query: the Prometheus metrics and the dashboard listen.
+
+    Called synchronously on the event loop; an observer must be quick and must not raise.
+    Events carry no content and no person: ids, statuses, slugs and durations only.
+    """
+
+    def query_answered(self, seconds: float) -> None:
+        """A query was answered (logged durably); ``seconds`` from fan-out to commit."""
+        ...
+
+    def query_rejected(self, *, status: int, reason: str) -> None:
+        """A query got a problem instead of an answer; ``reason`` is its rule or slug."""
+        ...
+
+    def source_finished(self, producer: str, status: SourceStatus,
+                        latency_s: float | None) -> None:
+        """One producer's final status for one query; ``latency_s`` only when it replied."""
+        ...
+
+    def access_log_committed(self, seconds: float) -> None:
+        """An access-log entry is durable, ``seconds`` after it was handed to the log."""
         ...

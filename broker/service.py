@@ -10,7 +10,7 @@ import asyncio
 import datetime as dt
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, TypeVar
 from zoneinfo import ZoneInfo
@@ -26,7 +26,13 @@ from schemas.accesslog import (
     LoggedSource,
     LoggedUser,
 )
-from schemas.errors import BadSignature, BadToken, InvalidPersonId, UnknownKey
+from schemas.errors import (
+    HOSTILE_DECODE_ERRORS,
+    BadSignature,
+    BadToken,
+    InvalidPersonId,
+    UnknownKey,
+)
 from schemas.identity import normalise
 from schemas.jose import PrivateKey, b64url_decode, sign, verify
 from schemas.messages import (
@@ -39,8 +45,8 @@ from schemas.messages import (
 from schemas.registry import Participant, Registry
 
 from . import policy
+from .accesslog import AccessLog, AccessLogError, collapse_streams
 from .config import BrokerConfig
-from .accesslog import AccessLog, AccessLogError
 from .errors import (
     MalformedQuery,
     NotReady,
@@ -51,9 +57,11 @@ from .errors import (
 )
 from .fanout import Gatherer, Outcome
 from .merge import Merged, merge
+from .observe import Observers
 from .ports import QuestionBus
 from .presence import PresenceTable
 from .replay import ReplayGuard
+from .stats import RollingStats
 
 __all__ = ["AuthenticatedQuery", "QueryService"]
 
@@ -108,6 +116,9 @@ class QueryService:
         self.access_log: AccessLog | None = None
         self.in_flight = 0
         self._in_flight_by_org: dict[str, int] = {}
+        self.stats = RollingStats()
+        self.observers = Observers(self.stats)
+        """Told what became of each query: the dashboard's stats, and the metrics."""
 
     # -- authentication and the law -------------------------------------------------
 
@@ -124,7 +135,7 @@ class QueryService:
             raise MalformedQuery("malformed-token", "the body must be a compact JWS (a signed JWT)")
         try:
             issuer = _issuer_decoder.decode(b64url_decode(parts[1])).iss
-        except (BadToken, msgspec.DecodeError) as exc:
+        except (BadToken, *HOSTILE_DECODE_ERRORS) as exc:
             raise MalformedQuery("malformed-token", f"the JWT payload is unreadable: {exc}") from exc
         participant = self.registry.participants.get(issuer)
         if participant is None:
@@ -148,7 +159,7 @@ class QueryService:
             claims = decoder.decode(payload)
         except msgspec.ValidationError as exc:
             raise MalformedQuery("malformed-claims", f"the JWT claims are invalid: {exc}") from exc
-        except msgspec.DecodeError as exc:
+        except HOSTILE_DECODE_ERRORS as exc:
             raise MalformedQuery("malformed-token", f"the JWT payload is not JSON: {exc}") from exc
         cfg = self.config
         try:
@@ -220,8 +231,13 @@ class QueryService:
         query: AuthenticatedQuery,
         *,
         on_outcome: Callable[[Outcome], None] | None = None,
+        on_admitted: Callable[[], Awaitable[None]] | None = None,
     ) -> Merged:
-        """Ask every producer serving the types; return the merged answer."""
+        """Ask every producer serving the types; return the merged answer.
+
+        ``on_admitted`` is awaited once the query is admitted (connected, under the
+        in-flight limits) and before any producer is asked; what it raises ends the query.
+        """
         bus = self.bus
         if bus is None or not bus.connected.is_set():
             raise NotReady("mqtt-disconnected", "the broker is not connected to MQTT")
@@ -234,6 +250,8 @@ class QueryService:
         self.in_flight += 1
         self._in_flight_by_org[org] = self._in_flight_by_org.get(org, 0) + 1
         try:
+            if on_admitted is not None:
+                await on_admitted()
             return await self._ask(bus, query, on_outcome)
         finally:
             self.in_flight -= 1
@@ -242,6 +260,11 @@ class QueryService:
                 self._in_flight_by_org[org] = left
             else:
                 del self._in_flight_by_org[org]
+
+    def on_disconnect(self) -> None:
+        """MQTT is gone: nobody's reply can reach this instance, so no question waits on."""
+        self.presence.mark_all_offline()
+        self.gatherer.everyone_gone()
 
     def on_presence(self, producer_id: str, payload: bytes) -> None:
         """A presence message: a producer that goes offline ends its waits as ``unavailable``."""
@@ -278,8 +301,10 @@ class QueryService:
                  unavailable=len(offline), deadline_ms=deadline_ms)
         try:
             expiry_s = -(-deadline_ms // 1000)
+            # A publish may never wait past the question's deadline (e.g. MQTT going away).
             results = await asyncio.gather(
-                *(bus.publish_question(p.id, token, expiry_s=expiry_s) for p in online),
+                *(asyncio.wait_for(bus.publish_question(p.id, token, expiry_s=expiry_s),
+                                   deadline_ms / 1000) for p in online),
                 return_exceptions=True,
             )
             for p, result in zip(online, results, strict=True):
@@ -301,10 +326,15 @@ class QueryService:
             self.gatherer.close(query.query_id)
         merged = merge(query_id=query.query_id, subject=query.subject,
                        outcomes=[pending.outcomes[p.id] for p in producers],
-                       unblock=claims.unblock)
+                       unblock=claims.unblock, types=frozenset(claims.types))
         for producer_id, count in merged.violations.items():
             log.warning("producer_violation", query_id=query.query_id, producer=producer_id,
                         dropped_records=count)
+        for source in merged.answer.sources:
+            replied = source.status not in ("timeout", "unavailable")
+            self.observers.source_finished(
+                source.producer, source.status,
+                source.latency_ms / 1000 if replied and source.latency_ms is not None else None)
         return merged
 
     # -- the access log -----------------------------------------------------------
@@ -314,14 +344,23 @@ class QueryService:
         query: AuthenticatedQuery,
         *,
         on_outcome: Callable[[Outcome], None] | None = None,
+        on_admitted: Callable[[], Awaitable[None]] | None = None,
     ) -> Merged:
-        """Ask, then log durably; the answer may leave only after this returns."""
-        merged = await self.ask(query, on_outcome=on_outcome)
+        """Ask, then log durably; the answer may leave only after this returns.
+
+        A streamed answer (:mod:`broker.streaming`) logs :meth:`log_opened` from
+        ``on_admitted`` and sends each source from ``on_outcome``; this entry, with the
+        disclosure counts, then completes it before the summary leaves.
+        """
+        started = time.monotonic()
+        merged = await self.ask(query, on_outcome=on_outcome, on_admitted=on_admitted)
         await self._append(self._answered_entry(query, merged))
+        self.observers.query_answered(time.monotonic() - started)
         return merged
 
-    async def log_refusal(self, exc: QueryRejected) -> None:
-        """Log a 401 or 403; what was not verified is not logged as fact."""
+    async def log_refusal(self, exc: QueryRejected) -> str:
+        """Log a 401 or 403 and return its query id; what was not verified is not logged
+        as fact."""
         ctx = exc.context
         participant: Participant | None = ctx.get("participant")
         claims: QueryClaims | None = ctx.get("claims")
@@ -340,6 +379,23 @@ class QueryService:
             period=claims.period if claims else None,
         )
         await self._append(entry)
+        return entry.query_id
+
+    async def log_opened(self, query: AuthenticatedQuery) -> None:
+        """Log durably that a streamed answer is about to start: who asks what about whom,
+        and every producer that will be asked (``pending``). Raises :class:`NotReady`."""
+        claims = query.claims
+        await self._append(AccessEntry(
+            time=dt.datetime.fromtimestamp(self._clock(), dt.UTC), query_id=query.query_id,
+            instance=self.config.instance, outcome="opened", status=200,
+            consumer=query.participant.ref, consumer_kind=query.participant.kind,
+            unit=claims.user.unit, user=_logged_user(claims), basis=claims.basis,
+            flags=sorted(query.decision.flags), unblock=claims.unblock, subject=query.subject,
+            types=sorted(set(claims.types)), period=claims.period,
+            sources=[LoggedSource(producer=p.id, organisation=p.organisation.ref,
+                                  status="pending")
+                     for p in self.registry.producers_for(claims.types)],
+        ))
 
     def _answered_entry(self, query: AuthenticatedQuery, merged: Merged) -> AccessEntry:
         claims = query.claims
@@ -361,23 +417,30 @@ class QueryService:
     async def _append(self, entry: AccessEntry) -> None:
         if self.access_log is None:
             raise NotReady("access-log-unavailable", "the access log is not open")
+        started = time.monotonic()
         try:
             await self.access_log.append(entry)
         except AccessLogError as exc:
             log.error("access_log_failed", query_id=entry.query_id, reason=str(exc))
             raise NotReady("access-log-unavailable",
                            "the access log cannot be written; nothing is disclosed") from exc
+        self.observers.access_log_committed(time.monotonic() - started)
 
     async def extract(self, token: bytes) -> ExtractResponse:
         """The person's log extract: every access to ``sub`` in the period."""
         claims, _, subject = self.authenticate_extract(token)
+        period = claims.period
+        if period and period.from_ and period.to and period.from_ > period.to:
+            # An empty extract would tell the person nobody looked: refuse instead.
+            raise MalformedQuery("invalid-period", "period.from is after period.to")
         if self.access_log is None:
             raise NotReady("access-log-unavailable", "the access log is not open")
         try:
             accesses = await self.access_log.extract(subject, claims.period)
         except AccessLogError as exc:
             raise NotReady("access-log-unavailable", "the access log cannot be read") from exc
-        return ExtractResponse(subject=subject, period=claims.period, accesses=accesses)
+        return ExtractResponse(subject=subject, period=claims.period,
+                               accesses=collapse_streams(accesses))
 
 
 def _logged_user(claims: QueryClaims) -> LoggedUser:

@@ -6,6 +6,7 @@ Imports only ``schemas`` from this project, so a care giver's system can use it 
 from .client import Client, make_claims, sign_query
 from .errors import BadResponse, ClientError, QueryRefused, QueryTimeout, TransportError
 from .render import render_answer
+from .streaming import assemble_answer
 
 __all__ = [
     "BadResponse",
@@ -14,6 +15,7 @@ __all__ = [
     "QueryRefused",
     "QueryTimeout",
     "TransportError",
+    "assemble_answer",
     "make_claims",
     "render_answer",
     "sign_query",

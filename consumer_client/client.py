@@ -6,6 +6,10 @@
                       key=key, audience="SE0000000000-BRK1", user=user) as client:
         answer = await client.query(subject="19380303-9142", types=["medication"],
                                     basis="consent")
+        # or line by line, as each producer answers:
+        async for line in client.stream(subject="19380303-9142", types=["medication"],
+                                        basis="consent"):
+            ...  # SourceLine per source, then one SummaryLine (assemble_answer joins them)
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import email.utils
 import json
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Iterable
+from contextlib import aclosing
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self, cast, get_args
@@ -28,20 +33,26 @@ from schemas.identity import normalise
 from schemas.jose import PrivateKey
 from schemas.messages import (
     ANSWER_MEDIA_TYPE,
+    NDJSON_MEDIA_TYPE,
     PROBLEM_MEDIA_TYPE,
     QUERY_MEDIA_TYPE,
     QUERY_TYP,
     Answer,
     Basis,
+    ErrorLine,
     Period,
     Problem,
     QueryClaims,
+    SourceLine,
+    StreamLine,
+    SummaryLine,
     Unblock,
     User,
 )
 from schemas.records import INFORMATION_TYPES, InfoType
 
 from .errors import BadResponse, QueryRefused, QueryTimeout, TransportError
+from .streaming import split_lines
 
 __all__ = ["DEFAULT_LIFETIME", "MAX_LIFETIME", "Client", "make_claims", "sign_query"]
 
@@ -55,6 +66,7 @@ _DEADLINE_MARGIN: Final = 5.0
 
 _answer_decoder: Final = msgspec.json.Decoder(Answer)
 _problem_decoder: Final = msgspec.json.Decoder(Problem)
+_line_decoder: Final = msgspec.json.Decoder(StreamLine)
 
 
 def make_claims(
@@ -318,3 +330,81 @@ class Client:
             status=status, content_type=content_type,
         )
 
+    async def stream(
+        self,
+        *,
+        subject: str,
+        types: Iterable[str],
+        basis: Basis,
+        relation: bool = True,
+        period: Period | None = None,
+        unblock: Unblock | None = None,
+        deadline_ms: int | None = None,
+    ) -> AsyncGenerator[SourceLine | SummaryLine, None]:
+        """Ask like :meth:`query`, and yield the answer as it comes: one
+        :class:`~schemas.messages.SourceLine` per source as it answers, then the
+        :class:`~schemas.messages.SummaryLine`. :func:`~consumer_client.assemble_answer`
+        makes the lines the :class:`Answer` that :meth:`query` would return.
+
+        Raises like :meth:`query`; besides, :class:`QueryRefused` when the broker ends the
+        stream with an error line (e.g. 503: its access log could not complete the entry),
+        and :class:`TransportError` when the stream ends before its summary.
+        """
+        claims = self.claims(subject=subject, types=types, basis=basis, relation=relation,
+                             period=period, unblock=unblock, deadline_ms=deadline_ms)
+        token = sign_query(claims, self.key)
+        async with aclosing(self.send_stream(token, deadline_ms=deadline_ms)) as lines:
+            async for line in lines:
+                yield line
+
+    async def send_stream(
+        self, token: str, *, deadline_ms: int | None = None,
+    ) -> AsyncGenerator[SourceLine | SummaryLine, None]:
+        """POST an already signed query JWT asking for a stream: :meth:`stream` without
+        building and signing."""
+        if self._session is None:
+            raise RuntimeError("use the Client as `async with Client(...) as client`")
+        total = self.timeout
+        if deadline_ms is not None:
+            total = max(total, deadline_ms / 1000 + _DEADLINE_MARGIN)
+        url = f"{self.broker_url}/v1/queries"
+        headers = {
+            "Content-Type": QUERY_MEDIA_TYPE,
+            "Accept": f"{NDJSON_MEDIA_TYPE}, {PROBLEM_MEDIA_TYPE}",
+        }
+        try:
+            async with self._session.post(
+                url, data=token.encode("ascii"), headers=headers,
+                timeout=aiohttp.ClientTimeout(total=total),
+            ) as resp:
+                status, reason = resp.status, resp.reason or ""
+                content_type = resp.content_type
+                if content_type == PROBLEM_MEDIA_TYPE:
+                    body = await resp.read()
+                    raise QueryRefused(_problem(body, status, reason),
+                                       retry_after=_retry_after(resp.headers.get("Retry-After")))
+                if status != 200 or content_type != NDJSON_MEDIA_TYPE:
+                    raise BadResponse(
+                        f"unexpected response {status} {reason} "
+                        f"({content_type or 'no content type'})",
+                        status=status, content_type=content_type)
+                async for raw in split_lines(resp.content.iter_any()):
+                    try:
+                        line = _line_decoder.decode(raw)
+                    except msgspec.DecodeError as exc:
+                        raise BadResponse(f"a line of the answer does not match the schema: "
+                                          f"{exc}", status=status,
+                                          content_type=content_type) from exc
+                    match line:
+                        case ErrorLine():
+                            raise QueryRefused(line.problem)
+                        case SummaryLine():
+                            yield line
+                            return
+                        case SourceLine():
+                            yield line
+        except TimeoutError as exc:
+            raise QueryTimeout(f"no whole answer from {url} within {total:g} s") from exc
+        except aiohttp.ClientError as exc:
+            raise TransportError(f"the answer stream from {url} broke: {exc}") from exc
+        raise TransportError(f"the answer stream from {url} ended before its summary line")

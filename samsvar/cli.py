@@ -169,13 +169,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.set_defaults(func=cmd_keys_generate)
 
-    reg = sub.add_parser("registry", help="check and list the federation registry")
+    reg = sub.add_parser("registry", help="check and list the federation registry; "
+                         "generate Mosquitto TLS and ACLs")
     reg_sub = reg.add_subparsers(dest="action", required=True)
     for action, text in (("check", "check the file; errors name the line"),
                          ("list", "check, then list participants and producers")):
         p = reg_sub.add_parser(action, help=text)
         p.add_argument("file", help="the registry TOML file")
         p.set_defaults(func=cmd_registry)
+    from .mosquitto_security import add_mosquitto_command
+
+    add_mosquitto_command(reg_sub)
 
     from .log_cli import add_log_commands
 

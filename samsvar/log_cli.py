@@ -173,7 +173,9 @@ def _print_table(subject: str, period: Period | None, entries: list[AccessEntry]
     for e in entries:
         basis = ", ".join([*([e.basis] if e.basis else []), *e.flags,
                            *([f"unblock {e.unblock.step}"] if e.unblock else [])])
-        outcome = (e.outcome if e.outcome == "answered"
+        outcome = ("answered" if e.outcome == "answered"
+                   # only a broken stream's "opened" entry is left after collapse_streams
+                   else "streamed, not completed" if e.outcome == "opened"
                    else f"refused ({e.rule})" if e.rule else "refused")
         table.add_row(
             e.time.astimezone().strftime("%Y-%m-%d %H:%M"),

@@ -1,4 +1,10 @@
-"""``samsvar query``: sign one question as a consumer organisation and print the answer."""
+"""``samsvar query``: sign one question as a consumer organisation and print the answer.
+
+The answer is asked for as a stream (``application/x-ndjson``), so a progress bar on
+standard error shows the producers answering (on a terminal only); then the whole answer
+is printed as before. ``--json`` prints the :class:`~schemas.messages.Answer` assembled from
+the stream, which is the JSON the API returns without streaming.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +17,11 @@ from typing import Any
 
 import msgspec
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from consumer_client import Client, ClientError, QueryRefused
+from consumer_client import Client, ClientError, QueryRefused, assemble_answer
 from consumer_client.render import render_answer
-from schemas.messages import Period, Unblock, User
+from schemas.messages import Answer, Period, SourceLine, SummaryLine, Unblock, User
 from schemas.records import UnitRef
 
 __all__ = ["run_query"]
@@ -39,6 +46,27 @@ def _from_workdir(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"{issuer!r} is not a participant in {path}")
     return {"broker": args.broker or demo["broker_url"], "aud": args.aud or demo["aud"],
             "key": args.key or str(Path(args.workdir) / match["key_file"]), "issuer": issuer}
+
+
+async def _streamed_answer(client: Client, progress_to: Console,
+                           **question: Any) -> Answer:
+    """Ask as a stream, with a bar of the producers answered; return the whole answer."""
+    lines: list[SourceLine | SummaryLine] = []
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[last]}", markup=False), TimeElapsedColumn(),
+        console=progress_to, disable=not progress_to.is_terminal,
+    )
+    with progress:
+        task = progress.add_task("Källor / sources", total=None, last="")
+        async for line in client.stream(**question):
+            lines.append(line)
+            if isinstance(line, SourceLine):
+                source = line.source
+                progress.update(task, total=line.total, completed=line.done,
+                                last=f"{source.organisation.name or source.producer}: "
+                                     f"{source.status}")
+    return assemble_answer(lines)
 
 
 def _date(text: str | None, flag: str) -> dt.date | None:
@@ -71,7 +99,8 @@ async def run_query(args: argparse.Namespace) -> int:
         client = Client.from_files(opts["broker"], opts["key"], opts["issuer"], opts["aud"], user)
         types = [t.strip() for t in args.types.split(",") if t.strip()]
         async with client:
-            answer = await client.query(
+            answer = await _streamed_answer(
+                client, Console(stderr=True),
                 subject=args.subject, types=types, basis=args.basis,
                 relation=not args.no_relation, period=period, unblock=unblock,
                 deadline_ms=args.deadline_ms,

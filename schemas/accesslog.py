@@ -46,18 +46,26 @@ class LoggedSource(_Log, frozen=True, kw_only=True):
 
     producer: str
     organisation: OrgRef
-    status: SourceStatus
+    status: SourceStatus | Literal["pending"]
+    """``pending`` only in an ``opened`` entry: asked, not yet answered."""
     disclosed: dict[str, int] = {}
     """Information type → number of records that reached the consumer."""
 
 
 class AccessEntry(_Log, frozen=True, kw_only=True):
-    """One question, answered or refused. Written durably before the answer leaves."""
+    """One question, answered or refused. Written durably before the answer leaves.
+
+    A streamed answer (``application/x-ndjson``) has two entries with one ``query_id``:
+    ``opened`` (every producer asked, status ``pending``) before its first line leaves,
+    and ``answered`` (the disclosure counts) before its summary line. An ``opened`` entry
+    with no ``answered`` one means the stream broke: read it as "anything the listed
+    producers hold may have been disclosed".
+    """
 
     time: dt.datetime
     query_id: str
     instance: str
-    outcome: Literal["answered", "refused"]
+    outcome: Literal["opened", "answered", "refused"]
     status: int
     """The HTTP status the consumer got."""
     rule: str | None = None

@@ -15,6 +15,8 @@ from .records import InfoType, OrgRef, Record, UnitRef
 
 __all__ = [
     "ANSWER_MEDIA_TYPE",
+    "FHIR_MEDIA_TYPE",
+    "NDJSON_MEDIA_TYPE",
     "PROBLEM_MEDIA_TYPE",
     "QUERY_MEDIA_TYPE",
     "QUERY_TYP",
@@ -23,16 +25,23 @@ __all__ = [
     "Answer",
     "Basis",
     "Consumer",
+    "ErrorLine",
+    "Health",
+    "ListedProducer",
     "ParticipantKind",
     "Period",
     "Presence",
     "Problem",
+    "ProducerListing",
     "ProducerStatus",
     "QueryClaims",
     "Question",
     "Reply",
+    "SourceLine",
     "SourceResult",
     "SourceStatus",
+    "StreamLine",
+    "SummaryLine",
     "Unblock",
     "User",
 ]
@@ -43,6 +52,10 @@ REPLY_TYP: Final = "samsvar-reply+jws"
 QUERY_MEDIA_TYPE: Final = "application/jwt"
 ANSWER_MEDIA_TYPE: Final = "application/json"
 PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
+NDJSON_MEDIA_TYPE: Final = "application/x-ndjson"
+"""A streamed answer: one :data:`StreamLine` per line."""
+FHIR_MEDIA_TYPE: Final = "application/fhir+json"
+"""The answer as a FHIR R4 ``Bundle`` (``docs/fhir.md``)."""
 
 Basis = Literal["consent", "emergency", "lacks_capacity", "child"]
 """Legal basis for the access (SPEC section 6)."""
@@ -183,3 +196,72 @@ class Problem(_Msg, frozen=True, kw_only=True):
     instance: str | None = None
     rule: str | None = None
     """The named rule of the law that refused the query, for 403s."""
+
+
+class Health(_Msg, frozen=True, kw_only=True):
+    """``GET /healthz`` and ``GET /readyz``: ``alive``, ``ready``, or ``not ready`` with reasons."""
+
+    status: Literal["alive", "ready", "not ready"]
+    reasons: list[str] = []
+
+
+class ListedProducer(_Msg, frozen=True, kw_only=True, omit_defaults=False):
+    """One producer in ``GET /v1/producers``: its registry entry and its live presence."""
+
+    id: str
+    name: str
+    organisation: OrgRef
+    types: list[InfoType]
+    online: bool
+    changed_at: float | None = None
+    """Epoch seconds when the broker learnt of the last presence change; null if never seen."""
+
+
+class ProducerListing(_Msg, frozen=True, kw_only=True):
+    """``GET /v1/producers``: every registered producer, in registry order."""
+
+    producers: list[ListedProducer]
+
+
+class _Line(_Msg, frozen=True, kw_only=True, tag_field="kind"):
+    pass
+
+
+class SourceLine(_Line, frozen=True, kw_only=True, tag="source"):
+    """One source's part of a streamed answer, sent as soon as that source is settled.
+
+    ``records`` went through exactly the filtering of the whole answer, newest first. A
+    source holding only blocked information looks like ``no_data`` here too: whether
+    anything is blocked is said only by the summary.
+    """
+
+    source: SourceResult
+    records: list[Record]
+    done: int
+    """Sources settled so far, this one included."""
+    total: int
+    """Sources asked: the summary will list this many."""
+
+
+class SummaryLine(_Line, frozen=True, kw_only=True, tag="summary"):
+    """The last line of a streamed answer: the :class:`Answer` without its records.
+
+    Sent only after the access-log entry with the disclosure counts is committed.
+    """
+
+    query_id: str
+    subject: str
+    complete: bool
+    blocked_information_exists: bool
+    sources: list[SourceResult]
+    blocked_at: list[str] | None = None
+
+
+class ErrorLine(_Line, frozen=True, kw_only=True, tag="error"):
+    """Ends a stream that cannot be completed (no summary follows)."""
+
+    problem: Problem
+
+
+StreamLine = SourceLine | SummaryLine | ErrorLine
+"""One line of ``application/x-ndjson``, tagged by ``kind``."""

@@ -22,7 +22,7 @@ from schemas.jose import PrivateKey
 from .chain import GENESIS, CheckpointReason
 from .config import AccessLogConfig, access_log_config_from_table
 from .errors import AccessLogClosed, AccessLogError
-from .extract import extract_log
+from .extract import collapse_streams, extract_log
 from .log import ChainedAccessLog
 from .ports import AccessLog, LogStore
 from .prune import prune
@@ -40,6 +40,7 @@ __all__ = [
     "LogStore",
     "VerifyReport",
     "access_log_config_from_table",
+    "collapse_streams",
     "extract_log",
     "open_access_log",
     "prune",

@@ -16,7 +16,7 @@ from .errors import AccessLogError
 from .ports import LogStore
 from .stores import store_for
 
-__all__ = ["decode_entries", "extract_log", "period_bounds"]
+__all__ = ["collapse_streams", "decode_entries", "extract_log", "period_bounds"]
 
 _entry_decoder: Final = msgspec.json.Decoder(AccessEntry)
 
@@ -34,12 +34,21 @@ def decode_entries(bodies: Sequence[bytes]) -> list[AccessEntry]:
         raise AccessLogError(f"a stored entry cannot be read: {exc}") from exc
 
 
+def collapse_streams(entries: Sequence[AccessEntry]) -> list[AccessEntry]:
+    """The person's view: a streamed answer's ``opened`` entry is left out when its
+    ``answered`` entry is there too (that one says everything, counts included). An
+    ``opened`` entry alone stays: the stream broke, and the access still happened."""
+    completed = {e.query_id for e in entries if e.outcome != "opened"}
+    return [e for e in entries if e.outcome != "opened" or e.query_id not in completed]
+
+
 async def extract_log(config: AccessLogConfig, *, subject: str,
                       period: Period | None) -> list[AccessEntry]:
     """Read the extract from a log no broker here has open (``samsvar log extract``)."""
     store: LogStore = store_for(config)
     await store.open(create=False)
     try:
-        return decode_entries(await store.extract(subject, *period_bounds(period)))
+        entries = decode_entries(await store.extract(subject, *period_bounds(period)))
+        return collapse_streams(entries)
     finally:
         await store.close()
