@@ -19,7 +19,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from schemas.topics import presence_topic, question_topic, reply_topic
-from schemas.transport import MqttSettings
+from schemas.transport import NODELAY, MqttSettings
 
 from .errors import ConfigError, NotReady
 
@@ -64,7 +64,7 @@ class MqttBus:
             s.host, s.port, username=s.username, password=s.password,
             identifier=f"samsvar-broker-{self._instance}",
             protocol=aiomqtt.ProtocolVersion.V5 if self._v5 else aiomqtt.ProtocolVersion.V311,
-            keepalive=s.keepalive, tls_context=self._tls,
+            keepalive=s.keepalive, tls_context=self._tls, socket_options=NODELAY,
             clean_session=None if self._v5 else True,
             max_inflight_messages=1000, timeout=10,
         )

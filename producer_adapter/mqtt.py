@@ -29,7 +29,7 @@ from paho.mqtt.properties import Properties
 from schemas.errors import HOSTILE_DECODE_ERRORS
 from schemas.messages import Presence
 from schemas.topics import presence_topic, question_topic, shared
-from schemas.transport import MqttSettings
+from schemas.transport import NODELAY, MqttSettings
 
 from .errors import AdapterConfigError, TransportError
 
@@ -117,6 +117,7 @@ class MqttLink:
             protocol=_PROTOCOLS[s.protocol],
             keepalive=s.keepalive,
             tls_context=self._tls,
+            socket_options=NODELAY,
             # The will cannot know when the connection will die: ``since`` 0 means unknown.
             will=aiomqtt.Will(self.presence_topic, self._presence(online=False, since=0),
                               qos=s.qos, retain=True),
