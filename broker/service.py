@@ -59,7 +59,7 @@ from .fanout import Gatherer, Outcome
 from .merge import Merged, merge
 from .observe import Observers
 from .ports import QuestionBus
-from .presence import PresenceTable
+from .presence import OFFLINE_GRACE_S, PresenceTable
 from .replay import ReplayGuard
 from .stats import RollingStats
 
@@ -269,8 +269,17 @@ class QueryService:
     def on_presence(self, producer_id: str, payload: bytes) -> None:
         """A presence message: a producer that goes offline ends its waits as ``unavailable``."""
         was_online = self.presence.is_online(producer_id)
-        if self.presence.update(producer_id, payload) and was_online and \
-                not self.presence.is_online(producer_id):
+        if not (self.presence.update(producer_id, payload) and was_online):
+            return
+        state = self.presence.get(producer_id)
+        if state is not None and not state.online:
+            # Another replica may re-announce at once: decide after the grace period.
+            asyncio.get_running_loop().call_later(OFFLINE_GRACE_S, self._gone_unless_back,
+                                                  producer_id)
+
+    def _gone_unless_back(self, producer_id: str) -> None:
+        state = self.presence.get(producer_id)
+        if state is None or not state.online:
             self.gatherer.producer_gone(producer_id)
 
     async def _ask(
