@@ -1,0 +1,892 @@
+"""The whole job against the raw transport (issue 7): ``python -m bench``.
+
+    python -m bench --scenario latency|throughput|cpu|memory|log|profile|all [--quick]
+                    [--producers 311] [--runs 3] [--out bench/RESULTS.md] [--dsn URL]
+
+On this machine only. Starts its own Mosquitto (``set_tcp_nodelay true``, free port, no
+persistence), writes a federation of N producers into a temporary folder, starts the
+producer adapters (grouped: at most 8 processes, each hosting N/8 real
+``producer_adapter.Adapter`` instances, one MQTT connection each) and the broker as a process
+(``python -m samsvar broker``), and drives it from a load-generator process that signs
+real query JWTs. Beside it, over the same Mosquitto, the raw baseline: one question to N
+topics, N replies of the same size back, with a minimal client per MQTT library and nothing
+else. Every scenario has a hard time budget; everything started is stopped at the end,
+on Ctrl-C and on errors too.
+
+Scenarios (each figure is the median of several runs, with min–max):
+
+* latency: one query at a time at fan-out 1, 10, 100 and N: answer p50/p99, ratio to raw;
+* throughput: fan-out 5, 64 queries in flight: answers/s, p50/p99, ratio to raw;
+* cpu: the broker process's CPU time per answer (fan-out 5) and per reply (fan-out N);
+* memory: broker RSS per in-flight query, 10,000 in flight against producers that never
+  answer;
+* log: access-log commits (or entries) per second under the throughput load, SQLite and
+  PostgreSQL;
+* profile: py-spy on the broker under the throughput load: where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import select
+import shlex
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._procs import PYTHON, Processes, free_port, wait_for_port, which
+from .federation import Federation, build, fanout_type
+from .report import Spread, Table, Target, fmt_ms, percentile, ratio, spread
+
+SCENARIOS = ("latency", "throughput", "cpu", "memory", "log", "profile")
+RAW_CLIENTS: tuple[tuple[str, str, bool], ...] = (
+    # label, library, TCP_NODELAY on the client socket
+    ("aiomqtt", "aiomqtt", False),
+    ("aiomqtt+nodelay", "aiomqtt", True),
+    ("gmqtt", "gmqtt", False),
+    ("paho+nodelay", "paho", True),
+)
+MAX_GROUPS = 8
+HELD = 10_000
+DEFAULT_DSN = os.environ.get("SAMSVAR_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long and how often: the full run, or ``--quick``."""
+
+    runs: int
+    warmup: float
+    latency_window: dict[int, float]
+    latency_count: int
+    raw_factor: float
+    """Raw windows are this fraction of the product's (the raw path is much faster)."""
+    throughput_window: float
+    cpu_window: float
+    budgets: dict[str, float]
+
+
+FULL = Plan(runs=3, warmup=1.0, latency_window={1: 3, 10: 3, 100: 5, 311: 10},
+            latency_count=400, raw_factor=0.5, throughput_window=8, cpu_window=8,
+            budgets={"setup": 120, "latency": 330, "throughput": 150, "cpu": 120, "log": 75,
+                     "memory": 170, "profile": 60})
+QUICK = Plan(runs=1, warmup=0.5, latency_window={1: 1.5, 10: 1.5, 100: 2, 311: 4},
+             latency_count=200, raw_factor=0.5, throughput_window=3, cpu_window=3,
+             budgets={"setup": 90, "latency": 60, "throughput": 30, "cpu": 20, "log": 30,
+                      "memory": 60, "profile": 25})
+
+
+class Budget:
+    """A scenario's hard time budget: measurements are skipped once it is spent."""
+
+    def __init__(self, name: str, seconds: float) -> None:
+        self.name, self.seconds, self.started = name, seconds, time.monotonic()
+        self.skipped = 0
+
+    def left(self) -> float:
+        return self.seconds - (time.monotonic() - self.started)
+
+    def allows(self, needed: float) -> bool:
+        if self.left() >= needed:
+            return True
+        self.skipped += 1
+        return False
+
+
+def say(*parts: object) -> None:
+    print(time.strftime("%H:%M:%S"), *parts, file=sys.stderr, flush=True)
+
+
+# -- the running parts ---------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, procs: Processes, root: Path, args: argparse.Namespace, plan: Plan) -> None:
+        self.procs, self.root, self.args, self.plan = procs, root, args, plan
+        self.fed: Federation | None = None
+        self.broker: subprocess.Popen[bytes] | None = None
+        self.broker_url = ""
+        self.raw_prefix: dict[str, str] = {}
+        self.notes: list[str] = []
+
+    # mosquitto, producers, raw responders -------------------------------------------
+
+    def start_mosquitto(self) -> int:
+        port = free_port()
+        conf = self.root / "mosquitto.conf"
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                        "set_tcp_nodelay true\npersistence false\n"
+                        "max_queued_messages 1000000\n", encoding="utf-8")
+        self.procs.start("mosquitto", [which("mosquitto"), "-c", str(conf)])
+        wait_for_port(port)
+        return port
+
+    def start_federation(self, total: int) -> Federation:
+        port = self.start_mosquitto()
+        prefix = f"bench/{uuid.uuid4().hex[:8]}/samsvar/v1"
+        self.fed = build(self.root, total=total, mqtt_port=port, prefix=prefix)
+        groups = min(MAX_GROUPS, total)
+        for g in range(groups):
+            spec = self.fed.group_spec(g, groups)
+            self.procs.start(f"producers-{g}", [PYTHON, "-m", "bench.producers", str(spec)])
+        say(f"federation: {total} producers in {groups} processes; signed reply "
+            f"{self.fed.reply_bytes} B, signed question {self.fed.question_bytes} B")
+        return self.fed
+
+    def start_raw_responders(self) -> None:
+        assert self.fed is not None
+        waiting = []
+        for label, lib, nodelay in RAW_CLIENTS:
+            prefix = f"bench/raw/{uuid.uuid4().hex[:6]}"
+            self.raw_prefix[label] = prefix
+            argv = [PYTHON, "-m", "bench.raw", "respond", "--lib", lib,
+                    "--port", str(self.fed.mqtt_port), "--prefix", prefix,
+                    "--n", str(self.fed.total), "--reply-bytes", str(self.fed.reply_bytes),
+                    *(["--nodelay"] if nodelay else [])]
+            waiting.append((label, self.procs.start(f"raw-{label}", argv,
+                                                    stdout=subprocess.PIPE)))
+        for label, proc in waiting:
+            line = _readline(proc, 120)
+            if line.strip() != "ready":
+                self.procs.check_alive()
+                raise RuntimeError(f"raw responders {label} not ready: {line!r}")
+        say(f"raw responders ready: {', '.join(self.raw_prefix)} "
+            f"({self.fed.total} connections each, one process per client)")
+
+    # the broker ---------------------------------------------------------------------
+
+    def start_broker(self, name: str, **log: Any) -> None:
+        assert self.fed is not None
+        self.stop_broker()
+        for attempt in range(3):
+            # A free port can be taken by another connection's ephemeral port before the
+            # broker binds it: try another one.
+            port = free_port()
+            config = self.fed.broker_config(name, port=port, **log)
+            self.broker = self.procs.start(
+                f"broker-{name}",
+                [PYTHON, "-m", "samsvar", "broker", "--config", str(config),
+                 "--log-level", "warning"],
+                grace=8)
+            self.broker_url = f"http://127.0.0.1:{port}"
+            try:
+                self.wait_online(120)
+                return
+            except RuntimeError as exc:
+                if "address already in use" not in str(exc) or attempt == 2:
+                    raise
+                self.procs.stop(self.broker)
+                self.broker = None
+
+    def stop_broker(self) -> None:
+        if self.broker is not None:
+            self.procs.stop(self.broker)
+            self.broker = None
+
+    def wait_online(self, timeout: float) -> None:
+        """Until the broker answers and every producer is online (GET /v1/producers)."""
+        end = time.monotonic() + timeout
+        online = 0
+        while time.monotonic() < end:
+            self.procs.check_alive()
+            try:
+                with urllib.request.urlopen(f"{self.broker_url}/v1/producers", timeout=5) as r:
+                    listing = json.load(r)["producers"]
+                online = sum(p["online"] for p in listing)
+                if online == len(listing):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.25)
+        raise RuntimeError(f"only {online} producers online after {timeout:g} s")
+
+    def metrics(self) -> str | None:
+        try:
+            with urllib.request.urlopen(f"{self.broker_url}/metrics", timeout=5) as r:
+                return r.read().decode() if r.status == 200 else None
+        except OSError:
+            return None
+
+    # measuring ----------------------------------------------------------------------
+
+    def _child_json(self, name: str, argv: list[str], timeout: float) -> dict[str, Any]:
+        proc = self.procs.start(name, argv, stdout=subprocess.PIPE)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.procs.stop(proc)
+            raise RuntimeError(f"{name} took longer than {timeout:.0f} s") from None
+        self.procs.stop(proc)
+        if proc.returncode != 0:
+            log = (self.root / f"{name}.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{name} failed ({proc.returncode}):\n{log}")
+        result: dict[str, Any] = json.loads(out)
+        return result
+
+    def product(self, n: int, *, concurrency: int, warmup: float, seconds: float,
+                count: int = 10**9, type_: str | None = None) -> dict[str, Any]:
+        assert self.fed is not None and self.broker is not None
+        argv = [PYTHON, "-m", "bench.loadgen", "--url", self.broker_url,
+                "--key", str(self.fed.consumer_key), "--type",
+                type_ or fanout_type(n, self.fed.total), "--concurrency", str(concurrency),
+                "--warmup", str(warmup), "--seconds", str(seconds), "--count", str(count),
+                "--broker-pid", str(self.broker.pid)]
+        if self.args.metrics:
+            argv.append("--metrics")
+        result = self._child_json("loadgen", argv, timeout=warmup + seconds + 90)
+        return _summarise(result, n)
+
+    def raw(self, label: str, n: int, *, concurrency: int, warmup: float, seconds: float,
+            count: int = 10**9) -> dict[str, Any]:
+        assert self.fed is not None
+        lib, nodelay = next((lib, nd) for lb, lib, nd in RAW_CLIENTS if lb == label)
+        argv = [PYTHON, "-m", "bench.raw", "request", "--lib", lib,
+                "--port", str(self.fed.mqtt_port), "--prefix", self.raw_prefix[label],
+                "--n", str(n), "--question-bytes", str(self.fed.question_bytes),
+                "--reply-bytes", str(self.fed.reply_bytes), "--concurrency", str(concurrency),
+                "--warmup", str(warmup), "--seconds", str(seconds), "--count", str(count),
+                *(["--nodelay"] if nodelay else [])]
+        return _summarise(self._child_json(f"raw-request-{label}", argv,
+                                           timeout=warmup + seconds + 90), n)
+
+
+def _readline(proc: subprocess.Popen[bytes], timeout: float) -> str:
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    return proc.stdout.readline().decode(errors="replace") if ready else ""
+
+
+def _summarise(result: dict[str, Any], n: int) -> dict[str, Any]:
+    lat = result.pop("latencies_ms")
+    answers = len(lat)
+    result.update(n=n, answers=answers, p50=percentile(lat, 0.5), p99=percentile(lat, 0.99),
+                  per_s=answers / result["elapsed_s"] if result["elapsed_s"] else float("nan"))
+    cpu = result.get("broker_cpu_s", result.get("cpu_s"))  # the broker / the raw requester
+    if cpu is not None and answers:
+        result["cpu_us_per_answer"] = cpu / answers * 1e6
+        result["cpu_us_per_reply"] = cpu / (answers * n) * 1e6
+    return result
+
+
+# -- scenarios ------------------------------------------------------------------------------
+
+@dataclass
+class Results:
+    latency: dict[int, dict[str, list[dict[str, Any]]]]
+    throughput: dict[str, list[dict[str, Any]]]
+    cpu311: dict[str, list[dict[str, Any]]]
+    log: dict[str, Any]
+    memory: dict[str, Any] | None
+    profile: dict[str, dict[str, Any]]
+    skipped: dict[str, int]
+
+
+def scenario_latency(b: Bench, res: Results, budget: Budget) -> None:
+    assert b.fed is not None
+    plan = b.plan
+    fanouts = [n for n in (1, 10, 100, 311) if n < b.fed.total] + [b.fed.total]
+    for run in range(plan.runs):
+        for n in fanouts:
+            window = plan.latency_window.get(n, plan.latency_window[311])
+            if not budget.allows(window + 4):
+                continue
+            slot = res.latency.setdefault(n, {})
+            r = b.product(n, concurrency=1, warmup=plan.warmup, seconds=window,
+                          count=plan.latency_count)
+            slot.setdefault("samsvar", []).append(r)
+            line = [f"samsvar p50 {r['p50']:.2f}"]
+            for label, _, _ in RAW_CLIENTS:
+                if not budget.allows(window * plan.raw_factor + 3):
+                    continue
+                rr = b.raw(label, n, concurrency=1, warmup=plan.warmup / 2,
+                           seconds=window * plan.raw_factor, count=plan.latency_count * 2)
+                slot.setdefault(label, []).append(rr)
+                line.append(f"{label} {rr['p50']:.2f}")
+            say(f"latency run {run + 1} N={n}: " + ", ".join(line) + " ms")
+
+
+def scenario_throughput(b: Bench, res: Results, budget: Budget, *, with_raw: bool) -> None:
+    plan = b.plan
+    for run in range(plan.runs):
+        if not budget.allows(plan.throughput_window + 5):
+            break
+        r = b.product(5, concurrency=64, warmup=plan.warmup * 2, seconds=plan.throughput_window)
+        res.throughput.setdefault("samsvar", []).append(r)
+        line = [f"samsvar {r['per_s']:.0f}/s"]
+        if with_raw:
+            for label, _, _ in RAW_CLIENTS:
+                if not budget.allows(plan.throughput_window * plan.raw_factor + 4):
+                    continue
+                rr = b.raw(label, 5, concurrency=64, warmup=plan.warmup,
+                           seconds=plan.throughput_window * plan.raw_factor)
+                res.throughput.setdefault(label, []).append(rr)
+                line.append(f"{label} {rr['per_s']:.0f}/s")
+        say(f"throughput run {run + 1} N=5 x64: " + ", ".join(line))
+
+
+def scenario_cpu311(b: Bench, res: Results, budget: Budget) -> None:
+    assert b.fed is not None
+    plan = b.plan
+    for run in range(plan.runs):
+        if not budget.allows(plan.cpu_window + 5):
+            break
+        r = b.product(b.fed.total, concurrency=4, warmup=plan.warmup * 2, seconds=plan.cpu_window)
+        res.cpu311.setdefault("samsvar", []).append(r)
+        line = [f"samsvar {r['cpu_us_per_reply']:.1f} µs/reply ({r['per_s']:.1f} answers/s)"]
+        for label, _, _ in RAW_CLIENTS:
+            if not budget.allows(plan.cpu_window * plan.raw_factor + 4):
+                continue
+            rr = b.raw(label, b.fed.total, concurrency=4, warmup=plan.warmup,
+                       seconds=plan.cpu_window * plan.raw_factor)
+            res.cpu311.setdefault(label, []).append(rr)
+            line.append(f"{label} {rr['cpu_us_per_reply']:.1f}")
+        say(f"cpu run {run + 1} N={b.fed.total} x4: " + ", ".join(line))
+
+
+def _commit_counter(metrics: str | None) -> str | None:
+    if not metrics:
+        return None
+    for line in metrics.splitlines():
+        if not line.startswith("#") and re.match(r"^\w*commits?_total(\{.*\})? ", line):
+            return line.split()[0]
+    return None
+
+
+def _entries_sqlite(path: Path) -> int:
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT count(*) FROM access_log_entries").fetchone()[0])
+    finally:
+        conn.close()
+
+
+async def _pg(dsn: str, sql: str) -> Any:
+    import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
+
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        return await conn.fetchval(sql)
+    finally:
+        await conn.close()
+
+
+def scenario_log_pg(b: Bench, res: Results, budget: Budget) -> None:
+    plan = b.plan
+    schema = f"bench_accesslog_{uuid.uuid4().hex[:10]}"
+    dsn = b.args.dsn
+    try:
+        version = asyncio.run(_pg(dsn, "SHOW server_version"))
+    except Exception as exc:  # noqa: BLE001 - no PostgreSQL here: say so in the table
+        res.log["postgresql_error"] = f"{type(exc).__name__}: {exc}"
+        say(f"log: PostgreSQL unavailable: {exc}")
+        return
+    res.log["postgresql_version"] = version
+    try:
+        b.start_broker("pg", log="postgresql", dsn=dsn, schema=schema)
+        runs = []
+        for _ in range(plan.runs):
+            if not budget.allows(plan.throughput_window + 5):
+                break
+            runs.append(b.product(5, concurrency=64, warmup=plan.warmup * 2,
+                                  seconds=plan.throughput_window))
+            say(f"log run postgresql N=5 x64: {runs[-1]['per_s']:.0f} answers/s")
+        res.log["postgresql"] = runs
+        res.log["postgresql_metric"] = _commit_counter(b.metrics())
+        b.stop_broker()
+        res.log["postgresql_rows"] = asyncio.run(
+            _pg(dsn, f"SELECT count(*) FROM {schema}.access_log_entries"))
+    finally:
+        b.stop_broker()
+        try:
+            asyncio.run(_pg(dsn, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        except Exception as exc:  # noqa: BLE001 - report, never hide, a leftover schema
+            say(f"could not drop schema {schema}: {exc}")
+
+
+def scenario_memory(b: Bench, res: Results, budget: Budget) -> None:
+    assert b.fed is not None
+    b.start_broker("memory")
+    settle = max(10.0, min(130.0, budget.left() - 30))
+    argv = [PYTHON, "-m", "bench.loadgen", "--url", b.broker_url,
+            "--key", str(b.fed.consumer_key), "--type", "care_plans", "--hold", str(HELD),
+            "--deadline-ms", "170000", "--warmup", str(b.plan.warmup * 3),
+            "--seconds", str(settle), "--broker-pid", str(b.broker.pid)]  # type: ignore[union-attr]
+    r = b._child_json("loadgen-hold", argv, timeout=settle + 120)
+    held = r["in_flight_metric"] if r["in_flight_metric"] is not None else r["established"]
+    r["measured_held"] = min(HELD, int(held)) or HELD
+    r["per_query_bytes"] = (r["rss_loaded"] - r["rss_idle"]) / r["measured_held"]
+    res.memory = r
+    say(f"memory: idle {r['rss_idle'] / 2**20:.1f} MiB, {r['measured_held']} in flight "
+        f"{r['rss_loaded'] / 2**20:.1f} MiB -> {r['per_query_bytes'] / 1024:.2f} KiB/query "
+        f"(broker connections {r['established']}, in-flight metric {r['in_flight_metric']})")
+    b.stop_broker()
+
+
+def scenario_profile(b: Bench, res: Results, budget: Budget) -> None:
+    """py-spy on the broker under the throughput load, then at full fan-out."""
+    assert b.broker is not None and b.fed is not None
+    try:
+        spy = which("py-spy")
+    except RuntimeError:
+        spy = str(Path(PYTHON).parent / "py-spy")
+    loads = [("N=5, 64 in flight", 5, 64), (f"N={b.fed.total}, 4 in flight", b.fed.total, 4)]
+    for i, (label, n, concurrency) in enumerate(loads):
+        seconds = max(3, min(10, int(budget.left() / (len(loads) - i)) - 8))
+        out = b.root / f"profile-{n}.txt"
+        proc = b.procs.start(f"py-spy-{n}", [
+            spy, "record", "--pid", str(b.broker.pid), "--duration", str(seconds),
+            "--rate", "250", "--nonblocking", "--threads", "--format", "raw",
+            "--output", str(out)])
+        time.sleep(1.0)
+        r = b.product(n, concurrency=concurrency, warmup=0.2, seconds=seconds + 1)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            pass
+        b.procs.stop(proc)
+        if not out.exists():
+            res.profile[label] = {"error": (b.root / f"py-spy-{n}.log").read_text(
+                errors="replace")[-500:]}
+            continue
+        res.profile[label] = {"answers_per_s": r["per_s"], **_self_time(out)}
+        say(f"profile {label}: {res.profile[label]['samples']} samples")
+
+
+def _self_time(path: Path) -> dict[str, Any]:
+    """Samples per thread; self and total samples per function of the event-loop thread."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    by_area: dict[str, int] = {}
+    threads: dict[str, int] = {}
+    samples = main = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        samples += count
+        head, _, rest = stack.partition(": ")
+        name, _, frames_text = rest.partition(";") if head.startswith("thread (") else \
+            ("?", "", stack)
+        thread = re.sub(r"_\d+$", "", name)  # ThreadPoolExecutor-0_0 -> ThreadPoolExecutor-0
+        threads[thread] = threads.get(thread, 0) + count
+        if name != "MainThread":
+            continue
+        main += count
+        frames = [f for f in frames_text.split(";") if f]
+        if not frames:
+            continue
+        leaf = _frame(frames[-1])
+        own[leaf] = own.get(leaf, 0) + count
+        for f in set(map(_frame, frames)):
+            total[f] = total.get(f, 0) + count
+        area = _area(frames[-1])
+        by_area[area] = by_area.get(area, 0) + count
+    return {"samples": samples, "main": main,
+            "threads": sorted(threads.items(), key=lambda kv: -kv[1]),
+            "self": sorted(own.items(), key=lambda kv: -kv[1])[:25],
+            "total": sorted(((k, v) for k, v in total.items() if _ours(k)),
+                            key=lambda kv: -kv[1])[:25],
+            "areas": sorted(by_area.items(), key=lambda kv: -kv[1])[:15]}
+
+
+def _frame(frame: str) -> str:
+    """``func (path/to/file.py:123)`` → ``func (file.py)``, shortening site-packages paths."""
+    m = re.match(r"^(.*?) \((.*?)(?::\d+)?\)$", frame)
+    if not m:
+        return frame
+    func, path = m.groups()
+    path = re.sub(r"^.*/site-packages/", "", path)
+    path = re.sub(r"^.*/lib/python3\.\d+/", "stdlib/", path)
+    path = re.sub(r"^.*/work/main/", "", path)
+    return f"{func} ({path})"
+
+
+def _area(frame: str) -> str:
+    m = re.match(r"^.*? \((.*?)(?::\d+)?\)$", frame)
+    path = m.group(1) if m else frame
+    if "/site-packages/" in path:
+        return path.split("/site-packages/")[1].split("/")[0]
+    if re.search(r"/lib/python3\.\d+/", path):
+        return "stdlib:" + re.split(r"/lib/python3\.\d+/", path)[1].split("/")[0]
+    path = re.sub(r"^.*/work/main/", "", path)
+    return path
+
+
+def _ours(frame: str) -> bool:
+    return any(f"({p}/" in frame for p in ("broker", "schemas", "producer_adapter"))
+
+
+# -- the report -----------------------------------------------------------------------------
+
+def _versions(dsn_version: str | None) -> dict[str, str]:
+    def dist(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    try:
+        mosq = subprocess.run([which("mosquitto"), "-h"], capture_output=True, text=True,
+                              timeout=10, check=False).stdout.splitlines()[0]
+    except (RuntimeError, OSError, IndexError, subprocess.TimeoutExpired):
+        mosq = "unknown"
+    try:
+        from cryptography.hazmat.backends.openssl.backend import backend
+
+        crypto_ssl = backend.openssl_version_text()
+    except Exception:  # noqa: BLE001 - informational only
+        crypto_ssl = "unknown"
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "machine": f"{os.cpu_count()} cores, {model}, "
+                   f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB, "
+                   f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "aiomqtt": dist("aiomqtt"), "paho-mqtt": dist("paho-mqtt"), "gmqtt": dist("gmqtt"),
+        "aiohttp": dist("aiohttp"), "msgspec": dist("msgspec"),
+        "cryptography": f"{dist('cryptography')} ({crypto_ssl})",
+        "mosquitto": mosq, "openssl (ssl module)": ssl.OPENSSL_VERSION,
+        "postgresql": dsn_version or "not measured",
+    }
+
+
+def _spread(runs: list[dict[str, Any]], key: str) -> Spread:
+    return spread([r[key] for r in runs if key in r])
+
+
+def build_report(res: Results, b: Bench, command: str, started: float) -> tuple[str, str]:
+    assert b.fed is not None
+    fed = b.fed
+    targets: list[Target] = []
+    tables: list[Table] = []
+    raw_labels = [lb for lb, _, _ in RAW_CLIENTS]
+
+    if res.latency:
+        t = Table("Latency: one query at a time (ms)",
+                  ["N", "samsvar p50", "samsvar p99", *[f"{lb} p50" for lb in raw_labels],
+                   "fastest raw p50 / p99", "ratio p50", "ratio p99", "incomplete"])
+        for n, slot in sorted(res.latency.items()):
+            ours = slot.get("samsvar", [])
+            p50, p99 = _spread(ours, "p50"), _spread(ours, "p99")
+            raws = {lb: (_spread(slot.get(lb, []), "p50"), _spread(slot.get(lb, []), "p99"))
+                    for lb in raw_labels}
+            measured = {lb: v for lb, v in raws.items() if v[0].runs}
+            fastest = min(measured, key=lambda lb: measured[lb][0].median) if measured else None
+            f50, f99 = measured[fastest] if fastest else (spread([]), spread([]))
+            t.rows.append([str(n), fmt_ms(p50), fmt_ms(p99), *[fmt_ms(raws[lb][0]) for lb in
+                                                              raw_labels],
+                           f"{f50.median:.2f} / {f99.median:.2f} ({fastest})",
+                           ratio(p50.median, f50.median), ratio(p99.median, f99.median),
+                           str(sum(r["incomplete"] for r in ours))])
+            if n == fed.total:
+                targets.append(Target(f"N={n} answer p50 ≤ 2× raw p50 (fastest: {fastest})",
+                                      "≤ 2.00×", ratio(p50.median, f50.median),
+                                      None if not p50.runs or not fastest else
+                                      p50.median <= 2 * f50.median))
+        t.notes.append("samsvar: HTTP POST of a signed JWT → broker → N adapters → answer, "
+                       "measured by the load generator; raw: one question to N topics and N "
+                       "replies back, measured by the requester. Cells: median of the runs "
+                       "(min–max).")
+        tables.append(t)
+
+    if res.throughput:
+        ours = res.throughput.get("samsvar", [])
+        t = Table("Throughput: fan-out 5, 64 queries (raw: 64 scatter-gathers) in flight",
+                  ["client", "answers/s", "p50 ms", "p99 ms", "ratio answers/s to fastest raw",
+                   "incomplete"])
+        rates = {lb: _spread(res.throughput.get(lb, []), "per_s") for lb in raw_labels
+                 if res.throughput.get(lb)}
+        fastest = max(rates, key=lambda lb: rates[lb].median) if rates else None
+        best = rates[fastest].median if fastest else float("nan")
+        for label in ["samsvar", *raw_labels]:
+            runs = res.throughput.get(label, [])
+            if not runs:
+                continue
+            s = _spread(runs, "per_s")
+            t.rows.append([label + (" (fastest raw)" if label == fastest else ""),
+                           s.text("{:.0f}"), fmt_ms(_spread(runs, "p50")),
+                           fmt_ms(_spread(runs, "p99")), ratio(s.median, best),
+                           str(sum(r.get("incomplete", 0) for r in runs))])
+        tp = _spread(ours, "per_s")
+        targets.append(Target("N=5 ≥ 1,000 answers/s", "≥ 1000", tp.text("{:.0f}"),
+                              None if not tp.runs else tp.median >= 1000))
+        tables.append(t)
+
+    if res.throughput.get("samsvar") or res.cpu311.get("samsvar"):
+        t = Table("CPU: the broker process (psutil user+system, all threads) beside the raw "
+                  "requester process (its own CPU time)",
+                  ["load", "client", "µs per answer", "µs per reply", "answers/s in window",
+                   "ratio µs/answer to leanest raw"])
+        for load, slot in (("N=5, 64 in flight", res.throughput),
+                           (f"N={fed.total}, 4 in flight", res.cpu311)):
+            costs = {lb: _spread(slot.get(lb, []), "cpu_us_per_answer") for lb in raw_labels
+                     if slot.get(lb)}
+            leanest = min(costs, key=lambda lb: costs[lb].median) if costs else None
+            low = costs[leanest].median if leanest else float("nan")
+            for label in ["samsvar", *raw_labels]:
+                runs = slot.get(label, [])
+                if not runs:
+                    continue
+                per_answer = _spread(runs, "cpu_us_per_answer")
+                t.rows.append([load, ("samsvar broker" if label == "samsvar" else label)
+                               + (" (leanest raw)" if label == leanest else ""),
+                               per_answer.text("{:.0f}"),
+                               _spread(runs, "cpu_us_per_reply").text("{:.1f}"),
+                               _spread(runs, "per_s").text("{:.1f}"), ratio(per_answer.median, low)])
+        t.notes.append("The broker's figure is its whole process (HTTP, JWT, law, fan-out, "
+                       "reply verification, merge, access log thread); the raw requester does "
+                       "only the MQTT scatter-gather. Producers run on the same 2 cores in both.")
+        tables.append(t)
+        cpu5 = _spread(res.throughput.get("samsvar", []), "cpu_us_per_answer")
+        cpu311 = _spread(res.cpu311.get("samsvar", []), "cpu_us_per_reply")
+        targets.append(Target("broker CPU ≤ 500 µs per answer at N=5", "≤ 500 µs",
+                              cpu5.text("{:.0f}"), None if not cpu5.runs else cpu5.median <= 500))
+        targets.append(Target(f"broker CPU ≤ 120 µs per reply at N={fed.total}", "≤ 120 µs",
+                              cpu311.text("{:.1f}"),
+                              None if not cpu311.runs else cpu311.median <= 120))
+
+    if res.log.get("sqlite") or res.log.get("postgresql") or res.log.get("postgresql_error"):
+        t = Table("Access log under the throughput load (N=5, 64 in flight)",
+                  ["store", "entries/s (= answers/s)", "commits/s", "rows written (check)"])
+        for store in ("sqlite", "postgresql"):
+            runs = res.log.get(store) or []
+            metric = res.log.get(f"{store}_metric")
+            commits = "not observable yet"
+            if metric and runs and all("commits_per_s" in r for r in runs):
+                commits = _spread(runs, "commits_per_s").text("{:.0f}")
+            if runs:
+                t.rows.append([store, _spread(runs, "per_s").text("{:.0f}"), commits,
+                               str(res.log.get(f"{store}_rows", "?"))])
+            elif store == "postgresql" and res.log.get("postgresql_error"):
+                t.rows.append([store, "not measured: " + res.log["postgresql_error"][:80], "",
+                               ""])
+        if not (res.log.get("sqlite_metric") or res.log.get("postgresql_metric")):
+            t.notes.append("The broker's /metrics exposes no access-log commit counter "
+                           "(samsvar_access_log_commit_seconds counts entries, not commits), "
+                           "so commits per second and entries per commit cannot be read from "
+                           "outside; every 200 answer is one durable entry, so entries/s = "
+                           "answers/s. `python -m bench.accesslog_bench` measures commits of "
+                           "the log alone.")
+        tables.append(t)
+
+    if res.memory:
+        m = res.memory
+        per = m["per_query_bytes"]
+        t = Table(f"Broker memory with {HELD:,} queries in flight (fan-out 5, producers never "
+                  "answer)", ["RSS idle", "RSS loaded", "per in-flight query",
+                              "broker HTTP connections", "in-flight metric"])
+        t.rows.append([f"{m['rss_idle'] / 2**20:.1f} MiB", f"{m['rss_loaded'] / 2**20:.1f} MiB",
+                       f"{per / 1024:.2f} KiB", str(m["established"]),
+                       str(m["in_flight_metric"] if m["in_flight_metric"] is not None
+                           else "not exposed")])
+        t.notes.append("Single run (the broker is restarted for it): RSS_idle after a warm-up "
+                       "of answered queries; RSS_loaded once the broker's CPU has gone quiet "
+                       f"with {m['measured_held']:,} held (its in-flight gauge; "
+                       f"{m['settle_s']:.0f} s after the first was sent); per query = "
+                       "(RSS_loaded - RSS_idle) / held. Includes each query's HTTP connection, "
+                       "request, handler task and pending fan-out state.")
+        tables.append(t)
+        targets.append(Target("≤ 5 KB broker memory per in-flight query", "≤ 5.00 KiB",
+                              f"{per / 1024:.2f} KiB", per <= 5 * 1024))
+
+    versions = _versions(res.log.get("postgresql_version"))
+    groups = min(MAX_GROUPS, fed.total)
+    setup = [
+        (f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; whole run "
+         f"{(time.monotonic() - started) / 60:.1f} min"),
+        *[f"- {k}: {v}" for k, v in versions.items()],
+        f"- command: `{command}`",
+        ("- load on the machine besides this benchmark: load average (1/5/15 min) "
+         f"{'/'.join(f'{x:.2f}' for x in b.args.loadavg_start)} at the start, "
+         f"{'/'.join(f'{x:.2f}' for x in os.getloadavg())} at the end (2 cores; the machine "
+         "is shared with other sessions' test runs, so some runs lose CPU to them)"),
+        (f"- federation: {fed.total} producers, run as {groups} processes of "
+         f"~{fed.total // groups} `producer_adapter.Adapter`s each (asyncio tasks, one MQTT "
+         "connection each; in-memory records, no block register, no disclosure log, "
+         "max_concurrent 64); broker as `python -m samsvar broker --log-level warning` with a "
+         "SQLite access log (PostgreSQL for the log row); load generator in its own process "
+         "(aiohttp, one connector), signing EdDSA query JWTs with consumer_client.make_claims + "
+         "sign_query"),
+        (f"- messages: signed question {fed.question_bytes} B, signed reply {fed.reply_bytes} B "
+         "(2 records); the raw baseline sends payloads of exactly these sizes; QoS 1, MQTT 5 "
+         "both ways"),
+        ("- raw baseline: one responder process per client hosting N connections, one "
+         "requester process; `aiomqtt` = aiomqtt 2.x with its defaults (paho leaves Nagle "
+         "on), `+nodelay` = with TCP_NODELAY on the client socket as the broker and adapters "
+         "set it (schemas.transport.NODELAY), `gmqtt` (asyncio "
+         "transports set TCP_NODELAY), `paho+nodelay` = paho-mqtt driven by hand from one "
+         "selectors loop"),
+        ("- Mosquitto: own config, `set_tcp_nodelay true`, `persistence false`, "
+         "`max_queued_messages 1000000`, everything else default (receive-maximum 20)"),
+        (f"- runs per figure: {b.plan.runs}; raw and samsvar runs interleaved, minutes apart "
+         "at most"),
+    ]
+    if any(res.skipped.values()):
+        setup.append("- skipped for the time budget: " + ", ".join(
+            f"{k} {v}" for k, v in res.skipped.items() if v))
+    target_table = Table("Targets (PASS/MISS)", ["target", "limit", "measured", "verdict"],
+                         [[t.name, t.limit, t.measured, t.verdict] for t in targets])
+
+    md = ["# Benchmark results: the whole job against the raw transport (issue 7)", "",
+          "Produced by `python -m bench` (see bench/__main__.py). Measurement only.", "",
+          "## Set-up", "", *setup, "", target_table.markdown(),
+          "## Figures", "", *[t.markdown() for t in tables]]
+    for label, prof in res.profile.items():
+        md += [f"## Where the time goes (py-spy, broker, {label})", "", *_profile_md(prof)]
+    plain = "\n".join(t.plain() for t in [target_table, *tables])
+    return "\n".join(md) + "\n", plain
+
+
+def _profile_md(p: dict[str, Any]) -> list[str]:
+    if "error" in p:
+        return [f"py-spy could not profile the broker: `{p['error']}`", ""]
+    n = p["samples"] or 1
+    m = p["main"] or 1
+    out = [(f"py-spy `record --nonblocking --threads --rate 250` on the broker process while "
+            f"it served {p['answers_per_s']:.1f} answers/s (fewer than unprofiled: py-spy itself "
+            f"takes CPU on this 2-core machine). {p['samples']} non-idle samples; by thread:"), "",
+           "| % of samples | thread |", "|---:|---|"]
+    out += [f"| {100 * c / n:.1f} | {t} |" for t, c in p["threads"]]
+    out += ["", ("The event-loop thread (MainThread), which bounds throughput — top functions "
+                 "by self time:"), "", "| % of main-thread samples | function |", "|---:|---|"]
+    out += [f"| {100 * c / m:.1f} | `{f}` |" for f, c in p["self"][:20]]
+    out += ["", "Main-thread self time by package / module:", "", "| % | where |", "|---:|---|"]
+    out += [f"| {100 * c / m:.1f} | `{f}` |" for f, c in p["areas"]]
+    out += ["", "Main-thread inclusive time of the project's own functions:", "",
+            "| % total | function |", "|---:|---|"]
+    out += [f"| {100 * c / m:.1f} | `{f}` |" for f, c in p["total"][:15]]
+    return out + [""]
+
+
+# -- main ---------------------------------------------------------------------------------
+
+def run(args: argparse.Namespace) -> int:
+    plan = QUICK if args.quick else FULL
+    if args.runs:
+        plan = Plan(**{**plan.__dict__, "runs": args.runs})
+    wanted = set(SCENARIOS) if args.scenario == "all" else {args.scenario}
+    started = time.monotonic()
+    command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    res = Results({}, {}, {}, {}, None, {}, {})
+    args.loadavg_start = os.getloadavg()
+    tmp = tempfile.mkdtemp(prefix="samsvar-bench-")
+    try:
+        with Processes(Path(tmp)) as procs:
+            _run(args, plan, wanted, started, command, res, procs, Path(tmp))
+    finally:
+        if args.keep:
+            say(f"kept the work folder {tmp} (logs, configs, profile)")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def _run(args: argparse.Namespace, plan: Plan, wanted: set[str], started: float, command: str,
+         res: Results, procs: Processes, root: Path) -> None:
+    b = Bench(procs, root, args, plan)
+    say(f"work folder {root}; scenarios: {', '.join(sorted(wanted))}")
+    setup = Budget("setup", plan.budgets["setup"])
+    b.start_federation(args.producers)
+    if wanted & {"latency", "throughput"}:
+        b.start_raw_responders()
+    b.start_broker("sqlite")
+    say(f"broker up, all {args.producers} producers online "
+        f"({setup.seconds - setup.left():.0f} s)")
+
+    steps: list[tuple[str, Callable[[Budget], None]]] = []
+    if "latency" in wanted:
+        steps.append(("latency", lambda bu: scenario_latency(b, res, bu)))
+    if wanted & {"throughput", "cpu", "log"}:
+        steps.append(("throughput", lambda bu: scenario_throughput(
+            b, res, bu, with_raw="throughput" in wanted)))
+    if "profile" in wanted:
+        steps.append(("profile", lambda bu: scenario_profile(b, res, bu)))
+    if "cpu" in wanted:
+        steps.append(("cpu", lambda bu: scenario_cpu311(b, res, bu)))
+    if "log" in wanted:
+        def log_step(bu: Budget) -> None:
+            assert b.fed is not None
+            res.log["sqlite"] = res.throughput.get("samsvar", [])
+            res.log["sqlite_metric"] = _commit_counter(b.metrics())
+            res.log["sqlite_rows"] = _entries_sqlite(b.fed.root / "sqlite-access-log.db")
+            scenario_log_pg(b, res, bu)
+        steps.append(("log", log_step))
+    if "memory" in wanted:
+        steps.append(("memory", lambda bu: scenario_memory(b, res, bu)))
+    for name, step in steps:
+        budget = Budget(name, plan.budgets[name])
+        say(f"-- {name} (budget {budget.seconds:.0f} s)")
+        try:
+            step(budget)
+        except RuntimeError as exc:
+            say(f"{name} failed: {exc}")
+            b.notes.append(f"{name} failed: {str(exc).splitlines()[0]}")
+        res.skipped[name] = budget.skipped
+        if b.broker is None and name != steps[-1][0]:
+            b.start_broker("sqlite2")
+
+    markdown, plain = build_report(res, b, command, started)
+    if b.notes:
+        markdown += "\n## Problems in this run\n\n" + "\n".join(f"- {n}" for n in b.notes) + "\n"
+    print(plain)
+    out = Path(args.out) if args.out else (
+        root.parent / "samsvar-bench-RESULTS.md" if args.quick else
+        Path(__file__).resolve().parent / "RESULTS.md")
+    out.write_text(markdown, encoding="utf-8")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res.__dict__, default=str, indent=1))
+    say(f"wrote {out}; whole run {(time.monotonic() - started) / 60:.1f} min")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--scenario", choices=(*SCENARIOS, "all"), default="all")
+    p.add_argument("--quick", action="store_true", help="one short run per figure (~3 min)")
+    p.add_argument("--producers", type=int, default=311)
+    p.add_argument("--runs", type=int, help="runs per figure (default 3; --quick: 1)")
+    p.add_argument("--out", help="the results file (default bench/RESULTS.md; --quick: /tmp)")
+    p.add_argument("--json", help="also write the raw results as JSON here")
+    p.add_argument("--keep", action="store_true", help="keep the work folder (logs, profile)")
+    p.add_argument("--dsn", default=DEFAULT_DSN, help="PostgreSQL for the log scenario")
+    p.add_argument("--metrics", action="store_true", default=True, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        say("interrupted: everything started has been stopped")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
