@@ -19,6 +19,7 @@ samsvar_queries_in_flight                             queries being answered now
 samsvar_mqtt_connected                                1 while connected to MQTT, else 0
 samsvar_access_log_commit_seconds                     entry handed to the log → committed
 samsvar_replies_dropped_total              reason     replies not used (see Gatherer)
+samsvar_access_log_commits_total                      durable commits of the access log
 =========================================  =========  ======================================
 """
 
@@ -62,6 +63,21 @@ class _DroppedReplies:
         yield family
 
 
+class _AccessLogCommits:
+    """The access log's durable commits (one per group of entries), read when scraped."""
+
+    def __init__(self, service: QueryService) -> None:
+        self._service = service
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "samsvar_access_log_commits",
+            "Durable commits of the access log; entries / commits is the group-commit size")
+        access_log = self._service.access_log
+        family.add_metric([], access_log.commits if access_log is not None else 0)
+        yield family
+
+
 class BrokerMetrics:
     """The metrics of one broker, registered in ``registry``."""
 
@@ -96,6 +112,7 @@ class BrokerMetrics:
             "(group-commit wait included)",
             buckets=_COMMIT_BUCKETS, registry=registry)
         registry.register(_DroppedReplies(service))
+        registry.register(_AccessLogCommits(service))
         self.queries.labels("answered", "")
         for producer in service.registry.producers:
             self.producer_reply_seconds.labels(producer)

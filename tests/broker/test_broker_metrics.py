@@ -88,6 +88,8 @@ async def test_metrics_count_outcomes_sources_latencies_and_dropped_replies(
     assert value(samples, "samsvar_producer_reply_seconds_count", producer="P2") == 0
     # the answer's entry and the two refusals' (401, 403); a 400 is not logged
     assert value(samples, "samsvar_access_log_commit_seconds_count") == 3
+    # one at a time, so each entry was its own durable commit
+    assert value(samples, "samsvar_access_log_commits_total") == 3
     assert value(samples, "samsvar_mqtt_connected") == 1
     assert value(samples, "samsvar_queries_in_flight") == 0
     assert value(samples, "samsvar_replies_dropped_total", reason="malformed") == 0
