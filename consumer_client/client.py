@@ -19,8 +19,8 @@ import email.utils
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, Iterable
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self, cast, get_args
@@ -173,6 +173,19 @@ def _problem(body: bytes, status: int, reason: str) -> Problem:
     )
 
 
+def _refused(body: bytes, status: int, reason: str, retry_after: str | None) -> QueryRefused:
+    """The refusal a problem-details response (with its ``Retry-After``, if any) means."""
+    return QueryRefused(_problem(body, status, reason), retry_after=_retry_after(retry_after))
+
+
+def _unexpected(status: int, reason: str, content_type: str) -> BadResponse:
+    """A response that is neither the answer asked for nor problem details."""
+    return BadResponse(
+        f"unexpected response {status} {reason} ({content_type or 'no content type'})",
+        status=status, content_type=content_type,
+    )
+
+
 class Client:
     """A consumer system's connection to the broker; use it as ``async with``.
 
@@ -293,42 +306,25 @@ class Client:
 
         ``deadline_ms`` (the token's own claim) only lengthens the HTTP timeout to fit it.
         """
-        if self._session is None:
-            raise RuntimeError("use the Client as `async with Client(...) as client`")
-        total = self.timeout
-        if deadline_ms is not None:
-            total = max(total, deadline_ms / 1000 + _DEADLINE_MARGIN)
-        url = f"{self.broker_url}/v1/queries"
-        headers = {
-            "Content-Type": QUERY_MEDIA_TYPE,
-            "Accept": f"{ANSWER_MEDIA_TYPE}, {PROBLEM_MEDIA_TYPE}",
-        }
-        try:
-            async with self._session.post(
-                url, data=token.encode("ascii"), headers=headers,
-                timeout=aiohttp.ClientTimeout(total=total),
-            ) as resp:
-                body = await resp.read()
-                status, reason = resp.status, resp.reason or ""
-                content_type = resp.content_type
-                retry_after = _retry_after(resp.headers.get("Retry-After"))
-        except TimeoutError as exc:
-            raise QueryTimeout(f"no answer from {url} within {total:g} s") from exc
-        except aiohttp.ClientError as exc:
-            raise TransportError(f"cannot reach {url}: {exc}") from exc
+        async with self._post(
+            token, ANSWER_MEDIA_TYPE, deadline_ms,
+            on_timeout="no answer from {url} within {total:g} s",
+            on_error="cannot reach {url}: {exc}",
+        ) as resp:
+            body = await resp.read()
+            status, reason = resp.status, resp.reason or ""
+            content_type = resp.content_type
+            retry_after = resp.headers.get("Retry-After")
 
         if content_type == PROBLEM_MEDIA_TYPE:
-            raise QueryRefused(_problem(body, status, reason), retry_after=retry_after)
+            raise _refused(body, status, reason, retry_after)
         if status == 200 and content_type == ANSWER_MEDIA_TYPE:
             try:
                 return _answer_decoder.decode(body)
             except msgspec.DecodeError as exc:
                 raise BadResponse(f"the answer does not match the schema: {exc}",
                                   status=status, content_type=content_type) from exc
-        raise BadResponse(
-            f"unexpected response {status} {reason} ({content_type or 'no content type'})",
-            status=status, content_type=content_type,
-        )
+        raise _unexpected(status, reason, content_type)
 
     async def stream(
         self,
@@ -362,49 +358,64 @@ class Client:
     ) -> AsyncGenerator[SourceLine | SummaryLine, None]:
         """POST an already signed query JWT asking for a stream: :meth:`stream` without
         building and signing."""
+        async with self._post(
+            token, NDJSON_MEDIA_TYPE, deadline_ms,
+            on_timeout="no whole answer from {url} within {total:g} s",
+            on_error="the answer stream from {url} broke: {exc}",
+        ) as resp:
+            status, reason = resp.status, resp.reason or ""
+            content_type = resp.content_type
+            if content_type == PROBLEM_MEDIA_TYPE:
+                body = await resp.read()
+                raise _refused(body, status, reason, resp.headers.get("Retry-After"))
+            if status != 200 or content_type != NDJSON_MEDIA_TYPE:
+                raise _unexpected(status, reason, content_type)
+            async for raw in split_lines(resp.content.iter_any()):
+                try:
+                    line = _line_decoder.decode(raw)
+                except msgspec.DecodeError as exc:
+                    raise BadResponse(f"a line of the answer does not match the schema: "
+                                      f"{exc}", status=status,
+                                      content_type=content_type) from exc
+                match line:
+                    case ErrorLine():
+                        raise QueryRefused(line.problem)
+                    case SummaryLine():
+                        yield line
+                        return
+                    case SourceLine():
+                        yield line
+        raise TransportError(f"the answer stream from {self._url} ended before its summary line")
+
+    @asynccontextmanager
+    async def _post(
+        self, token: str, accept: str, deadline_ms: int | None, *, on_timeout: str, on_error: str,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST ``token`` to ``/v1/queries`` accepting ``accept`` or problem details, and
+        translate aiohttp's errors (in the request or the caller's reading of the response)
+        into :class:`QueryTimeout` and :class:`TransportError`.
+
+        ``on_timeout`` and ``on_error`` are the messages, formatted with ``url``, ``total``
+        (the timeout in seconds) and ``exc``. ``deadline_ms`` only lengthens the timeout.
+        """
         if self._session is None:
             raise RuntimeError("use the Client as `async with Client(...) as client`")
         total = self.timeout
         if deadline_ms is not None:
             total = max(total, deadline_ms / 1000 + _DEADLINE_MARGIN)
-        url = f"{self.broker_url}/v1/queries"
-        headers = {
-            "Content-Type": QUERY_MEDIA_TYPE,
-            "Accept": f"{NDJSON_MEDIA_TYPE}, {PROBLEM_MEDIA_TYPE}",
-        }
+        url = self._url
+        headers = {"Content-Type": QUERY_MEDIA_TYPE, "Accept": f"{accept}, {PROBLEM_MEDIA_TYPE}"}
         try:
             async with self._session.post(
                 url, data=token.encode("ascii"), headers=headers,
                 timeout=aiohttp.ClientTimeout(total=total),
             ) as resp:
-                status, reason = resp.status, resp.reason or ""
-                content_type = resp.content_type
-                if content_type == PROBLEM_MEDIA_TYPE:
-                    body = await resp.read()
-                    raise QueryRefused(_problem(body, status, reason),
-                                       retry_after=_retry_after(resp.headers.get("Retry-After")))
-                if status != 200 or content_type != NDJSON_MEDIA_TYPE:
-                    raise BadResponse(
-                        f"unexpected response {status} {reason} "
-                        f"({content_type or 'no content type'})",
-                        status=status, content_type=content_type)
-                async for raw in split_lines(resp.content.iter_any()):
-                    try:
-                        line = _line_decoder.decode(raw)
-                    except msgspec.DecodeError as exc:
-                        raise BadResponse(f"a line of the answer does not match the schema: "
-                                          f"{exc}", status=status,
-                                          content_type=content_type) from exc
-                    match line:
-                        case ErrorLine():
-                            raise QueryRefused(line.problem)
-                        case SummaryLine():
-                            yield line
-                            return
-                        case SourceLine():
-                            yield line
+                yield resp
         except TimeoutError as exc:
-            raise QueryTimeout(f"no whole answer from {url} within {total:g} s") from exc
+            raise QueryTimeout(on_timeout.format(url=url, total=total, exc=exc)) from exc
         except aiohttp.ClientError as exc:
-            raise TransportError(f"the answer stream from {url} broke: {exc}") from exc
-        raise TransportError(f"the answer stream from {url} ended before its summary line")
+            raise TransportError(on_error.format(url=url, total=total, exc=exc)) from exc
+
+    @property
+    def _url(self) -> str:
+        return f"{self.broker_url}/v1/queries"

@@ -12,7 +12,7 @@ from typing import Final, Literal
 
 import msgspec
 
-from .messages import Basis, ParticipantKind, Period, SourceStatus, Unblock
+from .messages import Basis, ParticipantKind, Period, SourceStatus, TokenClaims, Unblock
 from .records import OrgRef, UnitRef
 
 __all__ = [
@@ -107,16 +107,10 @@ class Checkpoint(_Log, frozen=True, kw_only=True):
     """The first entry still kept; after ``samsvar log prune`` it is above 1."""
 
 
-class ExtractClaims(_Log, frozen=True, kw_only=True):
+class ExtractClaims(TokenClaims, _Log, frozen=True, kw_only=True):
     """A log-extract request: a JWT (``typ`` ``samsvar-extract+jwt``) from a participant
     holding the ``log-extract`` role, e.g. a citizen portal, on the person's behalf."""
 
-    iss: str
-    aud: str
-    iat: int
-    exp: int
-    jti: str
-    sub: str
     period: Period | None = None
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "SourceStatus",
     "StreamLine",
     "SummaryLine",
+    "TokenClaims",
     "Unblock",
     "User",
 ]
@@ -93,8 +94,13 @@ class Unblock(_Msg, frozen=True, kw_only=True):
     producers: list[str] | None = None
 
 
-class QueryClaims(_Msg, frozen=True, kw_only=True):
-    """The claims of a consumer's query JWT (SPEC section 3)."""
+class TokenClaims(msgspec.Struct, frozen=True, kw_only=True):
+    """The claims every request JWT of a participant carries (RFC 7519): who signed it for
+    whom, when, its once-only id, and the person it is about.
+
+    Each kind of token adds its own claims and takes its encoding options from its family
+    (:class:`QueryClaims`, :class:`~schemas.accesslog.ExtractClaims`).
+    """
 
     iss: str
     aud: str
@@ -102,6 +108,11 @@ class QueryClaims(_Msg, frozen=True, kw_only=True):
     exp: int
     jti: str
     sub: str
+
+
+class QueryClaims(TokenClaims, _Msg, frozen=True, kw_only=True):
+    """The claims of a consumer's query JWT (SPEC section 3)."""
+
     user: User
     relation: bool
     basis: Basis

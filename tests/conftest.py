@@ -1,27 +1,41 @@
-"""Shared fixtures: a real MQTT server per test, keys, a registry.
+"""Shared fixtures: a real MQTT server per test, keys, a registry, PostgreSQL.
 
 ``mqtt_server`` starts its own Mosquitto (``set_tcp_nodelay true``) on a free port. Under
 ``CI=true`` a missing ``mosquitto`` binary is a failure, never a skip; elsewhere the tests
 fall back to the in-process amqtt server so a laptop without Mosquitto still runs them.
+
+``pg_dsn`` is the ``test`` database at 127.0.0.1:5432 (``SAMSVAR_TEST_PG_DSN`` names
+another); ``pg_schema`` and :func:`fresh_pg_schema` give a test a schema of its own,
+dropped afterwards. Under ``CI=true`` an unreachable PostgreSQL fails the tests that need
+it; elsewhere they are skipped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 import pytest
 
 from schemas.transport import MqttSettings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+PG_CANDIDATES = (
+    [os.environ["SAMSVAR_TEST_PG_DSN"]] if os.environ.get("SAMSVAR_TEST_PG_DSN") else
+    ["postgresql://postgres@127.0.0.1:5432/test", "postgresql://root@127.0.0.1:5432/test"]
+)
 
 
 def free_port() -> int:
@@ -134,3 +148,69 @@ async def mqtt_server(tmp_path: Path) -> AsyncIterator[MqttServer]:
     await broker.start()
     yield MqttServer("amqtt", port, None, None)
     await broker.shutdown()
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------
+
+
+async def _first_reachable(candidates: Sequence[str]) -> tuple[str | None, str]:
+    errors = []
+    for dsn in candidates:
+        try:
+            conn = await asyncpg.connect(dsn, timeout=5)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            errors.append(f"{dsn}: {type(exc).__name__}: {exc}")
+            continue
+        await conn.close()
+        return dsn, ""
+    return None, "; ".join(errors)
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> str:
+    """A reachable PostgreSQL; fails under CI=true when there is none, else skips."""
+    # A thread of its own: the fixture may be requested from inside a running loop.
+    with ThreadPoolExecutor(1) as pool:
+        dsn, why = pool.submit(asyncio.run, _first_reachable(PG_CANDIDATES)).result()
+    if dsn is None:
+        message = f"PostgreSQL is not reachable ({why})"
+        if IN_CI:
+            pytest.fail(f"{message}, and CI=true forbids skipping PostgreSQL tests")
+        pytest.skip(message)
+    return dsn
+
+
+@asynccontextmanager
+async def fresh_pg_schema(dsn: str, prefix: str, *, create: bool = False) -> AsyncIterator[str]:
+    """A schema name of its own (``prefix`` and 12 hex digits), dropped with all in it on
+    exit; ``create`` makes it up front, else what is tested is left to make it."""
+    schema = f"{prefix}{uuid.uuid4().hex[:12]}"
+    if create:
+        conn = await asyncpg.connect(dsn, timeout=5)
+        try:
+            await conn.execute(f'CREATE SCHEMA "{schema}"')
+        finally:
+            await conn.close()
+    try:
+        yield schema
+    finally:
+        conn = await asyncpg.connect(dsn, timeout=5)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+
+class PgSchema(NamedTuple):
+    """A reachable PostgreSQL and a fresh schema in it."""
+
+    dsn: str
+    name: str
+
+
+@pytest.fixture
+async def pg_schema(pg_dsn: str, request: pytest.FixtureRequest) -> AsyncIterator[PgSchema]:
+    """A fresh schema, created up front and dropped after the test (named after its module)."""
+    module = request.module.__name__.rpartition(".")[2].removeprefix("test_")
+    async with fresh_pg_schema(pg_dsn, f"t_{module}_", create=True) as schema:
+        yield PgSchema(pg_dsn, schema)

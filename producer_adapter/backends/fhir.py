@@ -79,8 +79,8 @@ from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, get_args
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import msgspec
@@ -91,6 +91,7 @@ from schemas.messages import Period
 from schemas.records import DISCLOSABLE_SCOPES, INFORMATION_TYPES, OrgRef, Record, UnitRef
 
 from ..errors import AdapterConfigError, BackendError
+from ._common import RECORD_CLASSES, check_keys, named_ref, positive, zone
 from .base import BackendResult, RecordBackend, in_period
 
 __all__ = [
@@ -106,9 +107,6 @@ DEFAULT_IDENTIFIER_SYSTEM: Final = "http://electronichealth.se/identifier/person
 DEFAULT_COORDINATION_SYSTEM: Final = "http://electronichealth.se/identifier/samordningsnummer"
 HSA_SYSTEM: Final = "urn:oid:1.2.752.29.4.19"
 _SCOPES: Final = frozenset({*DISCLOSABLE_SCOPES, "sol_other"})
-_RECORD_CLASSES: Final[Mapping[str, type[Any]]] = {
-    str(cls.__struct_config__.tag): cls for cls in get_args(Record)
-}
 _KEYS: Final = frozenset({
     "kind", "base_url", "organisation", "system", "token_file", "token_env", "ca", "cert",
     "key", "identifier_system", "coordination_identifier_system", "unit_identifier_system",
@@ -155,37 +153,6 @@ def _str(table: Mapping[str, Any], key: str, default: str | None = None) -> str 
     return value
 
 
-def _positive(table: Mapping[str, Any], key: str, default: float, *, integer: bool) -> Any:
-    value = table.get(key, default)
-    ok = isinstance(value, int) if integer else isinstance(value, int | float)
-    if not ok or isinstance(value, bool) or value <= 0:
-        kind = "a positive integer" if integer else "a positive number"
-        raise AdapterConfigError(f"[backend] {key} must be {kind}")
-    return value
-
-
-def _ref(value: Any, key: str, cls: type[Any]) -> Any:
-    if value is None:
-        return None
-    try:
-        ref = msgspec.convert(value, cls)
-    except msgspec.ValidationError as exc:
-        raise AdapterConfigError(
-            f"[backend] {key} must be {{ id = \"…\", name = \"…\" }}: {exc}") from exc
-    if not ref.id or not ref.name:
-        raise AdapterConfigError(f"[backend] {key} needs a non-empty id and name")
-    return ref
-
-
-def _zone(value: Any) -> ZoneInfo:
-    if not isinstance(value, str) or not value:
-        raise AdapterConfigError("[backend] timezone must be an IANA zone name")
-    try:
-        return ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise AdapterConfigError(f"[backend] timezone {value!r} is not a known zone") from exc
-
-
 def _scope_value(value: Any, where: str) -> str:
     if value not in _SCOPES:
         raise AdapterConfigError(f"{where} must be one of {', '.join(sorted(_SCOPES))}, "
@@ -208,10 +175,7 @@ class ScopeRules:
             raise AdapterConfigError(
                 "[backend.scope] is required: default = \"hsl\" (or another scope), and "
                 "optionally types, security and extension")
-        unknown = set(table) - _SCOPE_KEYS
-        if unknown:
-            raise AdapterConfigError(
-                f"[backend.scope] has unknown keys: {', '.join(sorted(unknown))}")
+        check_keys(table, _SCOPE_KEYS, "[backend.scope]")
         default = _scope_value(table.get("default"), "[backend.scope] default")
         types = table.get("types", {})
         if not isinstance(types, Mapping):
@@ -265,14 +229,11 @@ class FhirConfig:
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> FhirConfig:
         """Check a ``[backend]`` table; :class:`AdapterConfigError` names the key."""
-        unknown = set(table) - _KEYS
-        if unknown:
-            raise AdapterConfigError(
-                f"[backend] has unknown keys: {', '.join(sorted(unknown))}")
+        check_keys(table, _KEYS)
         base_url = _str(table, "base_url")
         if base_url is None or not base_url.startswith(("https://", "http://")):
             raise AdapterConfigError("[backend] base_url must be the FHIR server's http(s) URL")
-        organisation = _ref(table.get("organisation"), "organisation", OrgRef)
+        organisation = named_ref(table.get("organisation"), "organisation", OrgRef)
         if organisation is None:
             raise AdapterConfigError(
                 "[backend] organisation = { id = \"…\", name = \"…\" } is required: the care "
@@ -311,15 +272,15 @@ class FhirConfig:
             or DEFAULT_COORDINATION_SYSTEM,
             unit_identifier_system=_str(table, "unit_identifier_system", HSA_SYSTEM)
             or HSA_SYSTEM,
-            unit=_ref(table.get("unit"), "unit", UnitRef),
+            unit=named_ref(table.get("unit"), "unit", UnitRef),
             unit_extension=_str(table, "unit_extension"),
-            timeout_s=float(_positive(table, "timeout_s", 5.0, integer=False)),
-            max_records_per_type=_positive(table, "max_records_per_type", 500, integer=True),
-            page_size=_positive(table, "page_size", 100, integer=True),
+            timeout_s=float(positive(table, "timeout_s", 5.0, integer=False)),
+            max_records_per_type=positive(table, "max_records_per_type", 500, integer=True),
+            page_size=positive(table, "page_size", 100, integer=True),
             types=frozenset(types), sort=sort, observation_categories=dict(categories),
             service_request_category=_str(table, "service_request_category"),
             legal_basis_extension=_str(table, "legal_basis_extension"),
-            timezone=_zone(table.get("timezone", "Europe/Stockholm")),
+            timezone=zone(table.get("timezone", "Europe/Stockholm")),
         )
 
 
@@ -814,7 +775,7 @@ def map_resource(
                 "system": config.system},
     )
     try:
-        return msgspec.convert(values, _RECORD_CLASSES[info_type],  # type: ignore[no-any-return]
+        return msgspec.convert(values, RECORD_CLASSES[info_type],  # type: ignore[no-any-return]
                                from_attributes=True)
     except msgspec.ValidationError:
         raise ValueError("invalid") from None  # the message may quote a value

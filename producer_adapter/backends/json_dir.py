@@ -29,6 +29,7 @@ from schemas.records import Record
 
 from ..errors import AdapterConfigError
 from ..policy import record_type
+from ._common import check_keys
 from .base import BackendResult, RecordBackend, in_period, newest_per_type
 
 __all__ = ["JsonDirBackend"]
@@ -101,10 +102,7 @@ class JsonDirBackend:
     @classmethod
     def check_config(cls, table: Mapping[str, Any]) -> None:
         """Refuse unknown keys, a missing ``path`` or a bad limit."""
-        unknown = set(table) - _KEYS
-        if unknown:
-            raise AdapterConfigError(
-                f"[backend] has unknown keys: {', '.join(sorted(unknown))}")
+        check_keys(table, _KEYS)
         path = table.get("path")
         if not isinstance(path, str) or not path:
             raise AdapterConfigError("[backend] path must be a non-empty string")

@@ -67,7 +67,7 @@ from decimal import Decimal
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import Any, Final, get_args, get_origin
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 import msgspec
@@ -77,6 +77,7 @@ from schemas.messages import Period
 from schemas.records import INFORMATION_TYPES, OrgRef, Record
 
 from ..errors import AdapterConfigError, BackendError
+from ._common import RECORD_CLASSES, check_keys, named_ref, positive, zone
 from .base import BackendResult, RecordBackend, in_period
 
 __all__ = ["SqlBackend", "SqlConfig", "TypeQuery", "scan_parameters", "to_postgres"]
@@ -97,9 +98,6 @@ _EXTRA_FIELDS: Final = (*_SOURCE_FIELDS, "author_name", "author_role", "code", "
 _NOT_MAPPED: Final = frozenset({"source", "author", "blocked"})
 _IDENT: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DOLLAR_TAG: Final = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
-_RECORD_CLASSES: Final[Mapping[str, type[Any]]] = {
-    str(cls.__struct_config__.tag): cls for cls in get_args(Record)
-}
 _DB_ERRORS: Final = (sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError,
                      asyncpg.InternalClientError, OSError)
 
@@ -202,7 +200,7 @@ def _targets(record_class: type[Any]) -> dict[str, _Target]:
 
 
 _TARGETS: Final[Mapping[str, Mapping[str, _Target]]] = {
-    t: _targets(cls) for t, cls in _RECORD_CLASSES.items()
+    t: _targets(cls) for t, cls in RECORD_CLASSES.items()
 }
 
 
@@ -333,37 +331,6 @@ def _type_query(info_type: str, spec: Any, *, has_organisation: bool) -> TypeQue
                      postgres_params=pg_params)
 
 
-def _number(table: Mapping[str, Any], key: str, default: float, *, integer: bool) -> Any:
-    value = table.get(key, default)
-    ok = isinstance(value, int) if integer else isinstance(value, int | float)
-    if not ok or isinstance(value, bool) or value <= 0:
-        kind = "a positive integer" if integer else "a positive number"
-        raise AdapterConfigError(f"[backend] {key} must be {kind}")
-    return value
-
-
-def _organisation(value: Any) -> OrgRef | None:
-    if value is None:
-        return None
-    try:
-        org = msgspec.convert(value, OrgRef)
-    except msgspec.ValidationError as exc:
-        raise AdapterConfigError(
-            f"[backend] organisation must be {{ id = \"…\", name = \"…\" }}: {exc}") from exc
-    if not org.id or not org.name:
-        raise AdapterConfigError("[backend] organisation needs a non-empty id and name")
-    return org
-
-
-def _zone(value: Any) -> ZoneInfo:
-    if not isinstance(value, str) or not value:
-        raise AdapterConfigError("[backend] timezone must be an IANA zone name")
-    try:
-        return ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise AdapterConfigError(f"[backend] timezone {value!r} is not a known zone") from exc
-
-
 @dataclass(frozen=True, kw_only=True)
 class SqlConfig:
     """The ``[backend]`` table of ``kind = "sql"``, checked."""
@@ -382,10 +349,7 @@ class SqlConfig:
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> SqlConfig:
         """Check a ``[backend]`` table; :class:`AdapterConfigError` names the key."""
-        unknown = set(table) - _KEYS
-        if unknown:
-            raise AdapterConfigError(
-                f"[backend] has unknown keys: {', '.join(sorted(unknown))}")
+        check_keys(table, _KEYS)
         dsn, path = table.get("dsn"), table.get("path")
         if (dsn is None) == (path is None):
             raise AdapterConfigError(
@@ -404,7 +368,7 @@ class SqlConfig:
         system = table.get("system", "")
         if not isinstance(system, str):
             raise AdapterConfigError("[backend] system must be a string")
-        organisation = _organisation(table.get("organisation"))
+        organisation = named_ref(table.get("organisation"), "organisation", OrgRef)
         types = table.get("types")
         if not isinstance(types, Mapping) or not types:
             raise AdapterConfigError(
@@ -420,11 +384,11 @@ class SqlConfig:
                                              has_organisation=organisation is not None)
         return cls(
             dsn=dsn, path=path, schema=schema,
-            timeout_s=float(_number(table, "timeout_s", 5.0, integer=False)),
-            max_records_per_type=_number(table, "max_records_per_type", 500, integer=True),
-            timezone=_zone(table.get("timezone", "Europe/Stockholm")),
+            timeout_s=float(positive(table, "timeout_s", 5.0, integer=False)),
+            max_records_per_type=positive(table, "max_records_per_type", 500, integer=True),
+            timezone=zone(table.get("timezone", "Europe/Stockholm")),
             organisation=organisation, system=system,
-            pool_size=_number(table, "pool_size", 4, integer=True), types=queries,
+            pool_size=positive(table, "pool_size", 4, integer=True), types=queries,
         )
 
 
@@ -476,7 +440,7 @@ class _Mapper:
             values["codes"] = [*(codes if isinstance(codes, list) else ()),
                                {"system": code_system, "code": code, "display": code_display}]
         try:
-            return msgspec.convert(values, _RECORD_CLASSES[tq.type])  # type: ignore[no-any-return]
+            return msgspec.convert(values, RECORD_CLASSES[tq.type])  # type: ignore[no-any-return]
         except msgspec.ValidationError as exc:
             found = _WHERE_IN_ERROR.search(str(exc))  # the path only: the message may quote
             raise _RowError(found.group(1) if found else "?") from None  # a value

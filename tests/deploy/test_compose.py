@@ -20,25 +20,26 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 import pytest
 
 from samsvar.demo import PRODUCERS
-from tests.conftest import IN_CI, _wait_for_port, free_port, mosquitto_available
+from tests.conftest import (
+    IN_CI,
+    PgSchema,
+    _wait_for_port,
+    free_port,
+    fresh_pg_schema,
+    mosquitto_available,
+)
 from tests.deploy.conftest import DEPLOY, tool
 from tests.deploy.test_dockerfile import healthcheck_command
 
 COMPOSE = DEPLOY / "compose"
 SAMSVAR = [sys.executable, "-m", "samsvar"]
-PG_CANDIDATES = (
-    [os.environ["SAMSVAR_TEST_PG_DSN"]] if os.environ.get("SAMSVAR_TEST_PG_DSN") else
-    ["postgresql://postgres@127.0.0.1:5432/test", "postgresql://root@127.0.0.1:5432/test"]
-)
 SUBJECT = "193803039142"  # the demo's person with records at the region and the municipality
 CARE_GIVER = "SE2321000999-RE01"
 
@@ -126,33 +127,11 @@ def test_haproxy_accepts_the_config() -> None:
 # -- the federation, run without containers ------------------------------------------------------
 
 
-async def _reachable() -> str | None:
-    for dsn in PG_CANDIDATES:
-        try:
-            conn = await asyncpg.connect(dsn, timeout=5)
-        except (OSError, asyncpg.PostgresError, TimeoutError):
-            continue
-        await conn.close()
-        return dsn
-    return None
-
-
 @pytest.fixture
-async def pg_schema() -> AsyncIterator[tuple[str, str]]:
-    dsn = await _reachable()
-    if dsn is None:
-        if IN_CI:
-            pytest.fail("PostgreSQL is not reachable, and CI=true forbids skipping it")
-        pytest.skip("PostgreSQL is not reachable")
-    schema = f"t_compose_{uuid.uuid4().hex[:12]}"
-    try:
-        yield dsn, schema
-    finally:
-        conn = await asyncpg.connect(dsn, timeout=5)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
+async def pg_schema(pg_dsn: str) -> AsyncIterator[PgSchema]:
+    """A fresh schema, not created (the brokers make it), dropped after the test."""
+    async with fresh_pg_schema(pg_dsn, "t_compose_") as schema:
+        yield PgSchema(pg_dsn, schema)
 
 
 class _Processes:
@@ -213,7 +192,7 @@ async def _until(check: Any, what: str, timeout: float = 20) -> None:
 
 @pytest.mark.mosquitto
 async def test_the_compose_federation_answers_through_the_load_balancer(
-    tmp_path: Path, pg_schema: tuple[str, str], processes: _Processes,
+    tmp_path: Path, pg_schema: PgSchema, processes: _Processes,
 ) -> None:
     if not mosquitto_available():
         if IN_CI:

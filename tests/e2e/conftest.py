@@ -10,7 +10,8 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,15 +201,22 @@ def build_federation(tmp: Path, server: MqttServer, prefix: str,
                       keys=keys, producers={p.id: p for p in producers})
 
 
-@pytest.fixture
-async def federation_factory(
-    tmp_path: Path, mqtt_server: MqttServer, unique_prefix: str,
-) -> AsyncIterator[Any]:
+@asynccontextmanager
+async def federations(
+    tmp_path: Path, server: MqttServer, prefix: str, *,
+    timeout: aiohttp.ClientTimeout | None = None,
+) -> AsyncIterator[Callable[[Sequence[ProducerSpec]], Awaitable[Federation]]]:
+    """Builds federations on ``server``; on exit stops whatever in-process part they ran.
+
+    ``timeout`` bounds each request of a federation's ``http`` session (aiohttp's default
+    when None).
+    """
     made: list[Federation] = []
 
     async def make(producers: Sequence[ProducerSpec]) -> Federation:
-        fed = build_federation(tmp_path, mqtt_server, unique_prefix, producers)
-        fed.http = aiohttp.ClientSession()
+        fed = build_federation(tmp_path, server, prefix, producers)
+        fed.http = (aiohttp.ClientSession() if timeout is None
+                    else aiohttp.ClientSession(timeout=timeout))
         made.append(fed)
         return fed
 
@@ -221,6 +229,14 @@ async def federation_factory(
             await asyncio.wait_for(task, 10)
         if fed.http:
             await fed.http.close()
+
+
+@pytest.fixture
+async def federation_factory(
+    tmp_path: Path, mqtt_server: MqttServer, unique_prefix: str,
+) -> AsyncIterator[Any]:
+    async with federations(tmp_path, mqtt_server, unique_prefix) as make:
+        yield make
 
 
 def elapsed_since(t0: float) -> float:

@@ -16,105 +16,37 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import time
-import uuid
-from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 import msgspec
 import pytest
 
 from producer_adapter import DisclosureLogError, SqliteDisclosureLog
-from tests.conftest import IN_CI, MqttServer, free_port
-from tests.e2e.conftest import PERSON, Federation, ProducerSpec, build_federation, record
+from tests.conftest import MqttServer, PgSchema, free_port
+from tests.e2e.conftest import PERSON, Federation, ProducerSpec, federations, record
 from tests.e2e.processes import SAMSVAR, start_broker, wait_ready
 
 pytestmark = pytest.mark.mosquitto
 
-PG_CANDIDATES = (
-    [os.environ["SAMSVAR_TEST_PG_DSN"]] if os.environ.get("SAMSVAR_TEST_PG_DSN") else
-    ["postgresql://postgres@127.0.0.1:5432/test", "postgresql://root@127.0.0.1:5432/test"]
-)
 _TIMEOUT = aiohttp.ClientTimeout(total=30)
 
 
 # -- fixtures ------------------------------------------------------------------------------
 
 
-async def _reachable(candidates: Sequence[str]) -> tuple[str | None, str]:
-    errors = []
-    for dsn in candidates:
-        try:
-            conn = await asyncpg.connect(dsn, timeout=5)
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            errors.append(f"{dsn}: {type(exc).__name__}: {exc}")
-            continue
-        await conn.close()
-        return dsn, ""
-    return None, "; ".join(errors)
-
-
-@pytest.fixture(scope="module")
-def pg_dsn() -> str:
-    """A reachable PostgreSQL: a failure under CI=true when there is none, else a skip."""
-    with ThreadPoolExecutor(1) as pool:  # the fixture may be set up inside a running loop
-        dsn, why = pool.submit(asyncio.run, _reachable(PG_CANDIDATES)).result()
-    if dsn is None:
-        message = f"PostgreSQL is not reachable ({why})"
-        if IN_CI:
-            pytest.fail(f"{message}, and CI=true forbids skipping PostgreSQL tests")
-        pytest.skip(message)
-    return dsn
-
-
-@pytest.fixture
-async def pg_schema(pg_dsn: str) -> AsyncIterator[str]:
-    """A fresh schema for one test's access log, created up front and dropped after."""
-    schema = f"t_multi_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(pg_dsn, timeout=5)
-    try:
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-    finally:
-        await conn.close()
-    try:
-        yield schema
-    finally:
-        conn = await asyncpg.connect(pg_dsn, timeout=5)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
-
-
 @pytest.fixture
 async def federation(tmp_path: Path, mosquitto: MqttServer,
                      unique_prefix: str) -> AsyncIterator[Any]:
     """Builds a federation on the real Mosquitto; stops whatever in-process part it ran."""
-    made: list[Federation] = []
-
-    async def make(producers: Sequence[ProducerSpec]) -> Federation:
-        fed = build_federation(tmp_path, mosquitto, unique_prefix, producers)
-        fed.http = aiohttp.ClientSession(timeout=_TIMEOUT)
-        made.append(fed)
-        return fed
-
-    yield make
-    for fed in made:
-        for pid in list(fed.adapters):
-            await fed.stop_adapters(pid)
-        fed.shutdown.set()
-        for task in fed.tasks:
-            await asyncio.wait_for(task, 10)
-        if fed.http:
-            await fed.http.close()
+    async with federations(tmp_path, mosquitto, unique_prefix, timeout=_TIMEOUT) as make:
+        yield make
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -217,7 +149,7 @@ class _Load:
 
 
 async def test_two_broker_processes_share_one_verifiable_log(
-    federation: Any, pg_dsn: str, pg_schema: str,
+    federation: Any, pg_schema: PgSchema,
 ) -> None:
     fed: Federation = await federation([
         ProducerSpec("P1", records={PERSON: [record("P1", 1, when="2026-11-01T10:00:00+01:00")]}),
@@ -226,8 +158,8 @@ async def test_two_broker_processes_share_one_verifiable_log(
     for pid in fed.producers:
         await fed.start_adapter(pid)
     instances = {"broker-a": free_port(), "broker-b": free_port()}
-    configs = {name: write_pg_broker_config(fed, instance=name, port=port, dsn=pg_dsn,
-                                            schema=pg_schema)
+    configs = {name: write_pg_broker_config(fed, instance=name, port=port, dsn=pg_schema.dsn,
+                                            schema=pg_schema.name)
                for name, port in instances.items()}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in instances.items()}
     logs = {name: fed.tmp / f"{name}.log" for name in instances}

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import sqlite3
-import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +26,7 @@ from producer_adapter.backends.sql import SqlConfig, scan_parameters, to_postgre
 from producer_adapter.errors import AdapterConfigError, BackendError
 from schemas.messages import Period
 from schemas.records import Medication, SocialCareIntervention
-from tests.conftest import IN_CI
+from tests.conftest import fresh_pg_schema
 
 PRODUCER = "SE2120009999-P042"
 ORG = {"id": "SE2120009999-0001", "name": "Exempel kommun"}
@@ -40,11 +37,6 @@ PERSON = "195001182046"           # Skatteverket's test personnummer
 PERSON_2 = "195001182061"
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 ALL = frozenset({"medication", "care_documentation", "social_care_interventions"})
-
-PG_CANDIDATES = (
-    [os.environ["SAMSVAR_TEST_PG_DSN"]] if os.environ.get("SAMSVAR_TEST_PG_DSN") else
-    ["postgresql://postgres@127.0.0.1:5432/test", "postgresql://root@127.0.0.1:5432/test"]
-)
 
 # A municipal care system: persons, units, decisions (insatser), journal notes, and the
 # medication orders of the municipal home health care. Columns are Swedish, as such
@@ -192,32 +184,6 @@ def types_table(dialect: str) -> dict[str, Any]:
 
 # -- databases -------------------------------------------------------------------------
 
-async def _first_reachable(candidates: Sequence[str]) -> tuple[str | None, str]:
-    errors = []
-    for dsn in candidates:
-        try:
-            conn = await asyncpg.connect(dsn, timeout=5)
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            errors.append(f"{dsn}: {type(exc).__name__}: {exc}")
-            continue
-        await conn.close()
-        return dsn, ""
-    return None, "; ".join(errors)
-
-
-@pytest.fixture(scope="session")
-def care_pg_dsn() -> str:
-    """A reachable PostgreSQL; fails under CI=true when there is none, else skips."""
-    with ThreadPoolExecutor(1) as pool:  # the fixture may be asked for inside a loop
-        dsn, why = pool.submit(asyncio.run, _first_reachable(PG_CANDIDATES)).result()
-    if dsn is None:
-        message = f"PostgreSQL is not reachable ({why})"
-        if IN_CI:
-            pytest.fail(f"{message}, and CI=true forbids skipping PostgreSQL tests")
-        pytest.skip(message)
-    return dsn
-
-
 @dataclass
 class CareDb:
     """One test's database and the ``[backend]`` table that reads it."""
@@ -274,29 +240,28 @@ async def care_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     if request.param == "sqlite":
         yield _sqlite_db(tmp_path)
         return
-    dsn = request.getfixturevalue("care_pg_dsn")
-    schema = f"t_sqlbackend_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f"CREATE SCHEMA {schema}; SET search_path = {schema}")
-        await conn.execute(SCHEMA.format(TSTZ="timestamptz", TS="timestamp"))
-        for table, rows in DATA.items():
-            types = await conn.fetch(
-                "SELECT data_type FROM information_schema.columns WHERE table_schema = $1 "
-                "AND table_name = $2 ORDER BY ordinal_position", schema, table)
-            marks = ", ".join(f"${i + 1}" for i in range(len(rows[0])))
-            await conn.executemany(
-                f"INSERT INTO {table} VALUES ({marks})",
-                [[_pg_value(v, t["data_type"]) for v, t in zip(row, types, strict=True)]
-                 for row in rows])
+    dsn = request.getfixturevalue("pg_dsn")
+    async with fresh_pg_schema(dsn, "t_sqlbackend_") as schema:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f"CREATE SCHEMA {schema}; SET search_path = {schema}")
+            await conn.execute(SCHEMA.format(TSTZ="timestamptz", TS="timestamp"))
+            for table, rows in DATA.items():
+                types = await conn.fetch(
+                    "SELECT data_type FROM information_schema.columns WHERE table_schema = $1 "
+                    "AND table_name = $2 ORDER BY ordinal_position", schema, table)
+                marks = ", ".join(f"${i + 1}" for i in range(len(rows[0])))
+                await conn.executemany(
+                    f"INSERT INTO {table} VALUES ({marks})",
+                    [[_pg_value(v, t["data_type"]) for v, t in zip(row, types, strict=True)]
+                     for row in rows])
 
-        async def count(table: str) -> int:
-            return int(await conn.fetchval(f"SELECT count(*) FROM {schema}.{table}"))
+            async def count(table: str) -> int:
+                return int(await conn.fetchval(f"SELECT count(*) FROM {schema}.{table}"))
 
-        yield CareDb("postgresql", tmp_path, {"dsn": dsn, "schema": schema}, count)
-    finally:
-        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        await conn.close()
+            yield CareDb("postgresql", tmp_path, {"dsn": dsn, "schema": schema}, count)
+        finally:
+            await conn.close()
 
 
 # -- reading -----------------------------------------------------------------------------

@@ -8,14 +8,10 @@ are skipped. ``SAMSVAR_TEST_PG_DSN`` names another server.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import os
 import re
 import sqlite3
-import uuid
 from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,42 +24,11 @@ from broker.accesslog import AccessLogConfig
 from schemas.accesslog import AccessEntry, LoggedSource, LoggedUser
 from schemas.jose import PrivateKey, generate_key
 from schemas.records import OrgRef, UnitRef
-from tests.conftest import IN_CI
+from tests.conftest import fresh_pg_schema
 
-PG_CANDIDATES = (
-    [os.environ["SAMSVAR_TEST_PG_DSN"]] if os.environ.get("SAMSVAR_TEST_PG_DSN") else
-    ["postgresql://postgres@127.0.0.1:5432/test", "postgresql://root@127.0.0.1:5432/test"]
-)
 PERSON = "193803039142"
 OTHER = "191212121212"
 T0 = dt.datetime(2025, 3, 1, 9, 0, tzinfo=dt.UTC)
-
-
-async def _first_reachable(candidates: Sequence[str]) -> tuple[str | None, str]:
-    errors = []
-    for dsn in candidates:
-        try:
-            conn = await asyncpg.connect(dsn, timeout=5)
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            errors.append(f"{dsn}: {type(exc).__name__}: {exc}")
-            continue
-        await conn.close()
-        return dsn, ""
-    return None, "; ".join(errors)
-
-
-@pytest.fixture(scope="session")
-def pg_dsn() -> str:
-    """A reachable PostgreSQL; fails under CI=true when there is none, else skips."""
-    # A thread of its own: the fixture may be requested from inside a running loop.
-    with ThreadPoolExecutor(1) as pool:
-        dsn, why = pool.submit(asyncio.run, _first_reachable(PG_CANDIDATES)).result()
-    if dsn is None:
-        message = f"PostgreSQL is not reachable ({why})"
-        if IN_CI:
-            pytest.fail(f"{message}, and CI=true forbids skipping PostgreSQL tests")
-        pytest.skip(message)
-    return dsn
 
 
 @pytest.fixture
@@ -72,17 +37,10 @@ def key() -> PrivateKey:
 
 
 @asynccontextmanager
-async def pg_schema(dsn: str) -> AsyncIterator[AccessLogConfig]:
-    """A PostgreSQL access-log config in a fresh schema, dropped on exit."""
-    schema = f"t_accesslog_{uuid.uuid4().hex[:12]}"
-    try:
+async def pg_log_config(dsn: str) -> AsyncIterator[AccessLogConfig]:
+    """A PostgreSQL access-log config in a fresh schema (the log makes it), dropped on exit."""
+    async with fresh_pg_schema(dsn, "t_accesslog_") as schema:
         yield AccessLogConfig(kind="postgresql", dsn=dsn, schema=schema)
-    finally:
-        conn = await asyncpg.connect(dsn, timeout=5)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -92,14 +50,14 @@ async def log_config(request: pytest.FixtureRequest, tmp_path: Path
     if request.param == "sqlite":
         yield AccessLogConfig(kind="sqlite", path=tmp_path / "access-log.db")
         return
-    async with pg_schema(request.getfixturevalue("pg_dsn")) as config:
+    async with pg_log_config(request.getfixturevalue("pg_dsn")) as config:
         yield config
 
 
 @pytest.fixture
 async def pg_config(pg_dsn: str) -> AsyncIterator[AccessLogConfig]:
     """A PostgreSQL store only."""
-    async with pg_schema(pg_dsn) as config:
+    async with pg_log_config(pg_dsn) as config:
         yield config
 
 
