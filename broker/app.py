@@ -72,9 +72,8 @@ class BrokerServer:
         try:
             site = web.TCPSite(runner, self.config.host, self.config.port)
             await site.start()
-            server = site._server  # aiohttp keeps the listening sockets here
-            if server is not None and server.sockets:  # type: ignore[union-attr]
-                self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            if runner.addresses:  # the real port when the config asked for port 0
+                self.port = int(runner.addresses[0][1])
             log.info("broker_listening", url=f"http://{self.config.host}:{self.port}",
                      instance=self.config.instance, mqtt=self.config.mqtt.url,
                      producers=len(self.registry.producers))

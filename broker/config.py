@@ -89,7 +89,7 @@ def load_broker_config(path: str | Path) -> BrokerConfig:
     host, _, port = str(table.get("listen", "127.0.0.1:8080")).rpartition(":")
     try:
         mqtt = MqttSettings.from_table(doc.get("mqtt", {}), base=base)
-        ints = {k: int(table[k]) for k in ("default_deadline_ms", "max_deadline_ms",
+        ints: dict[str, Any] = {k: int(table[k]) for k in ("default_deadline_ms", "max_deadline_ms",
                                            "max_body_bytes", "clock_skew_s", "max_in_flight",
                                            "max_in_flight_per_consumer")
                 if k in table}

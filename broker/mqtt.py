@@ -138,7 +138,7 @@ class MqttBus:
     @functools.lru_cache(maxsize=64)
     def _expiry(seconds: int) -> Properties:
         """One PUBLISH property set per expiry, shared by every question that uses it."""
-        properties = Properties(PacketTypes.PUBLISH)
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         properties.MessageExpiryInterval = seconds
         return properties
 

@@ -311,7 +311,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(broker.run(shutdown=shutdown), name="demo-broker")
             for adapter in adapters:
-                tg.create_task(adapter.run(shutdown=shutdown), name=f"demo-adapter")
+                tg.create_task(adapter.run(shutdown=shutdown), name="demo-adapter")
             try:
                 await _wait_online(broker, [p["id"] for p in PRODUCERS])
                 if args.serve:

@@ -19,6 +19,7 @@ import msgspec
 __all__ = [
     "DISCLOSABLE_SCOPES",
     "INFORMATION_TYPES",
+    "SBAR",
     "Activity",
     "Alert",
     "Author",
@@ -34,7 +35,6 @@ __all__ = [
     "OrgRef",
     "Record",
     "RecordSource",
-    "SBAR",
     "Scope",
     "SocialCareIntervention",
     "UnitRef",

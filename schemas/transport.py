@@ -10,6 +10,8 @@ Read from the ``[mqtt]`` table of a broker's or adapter's config::
     ca = "ca.pem"                          # TLS: the server's CA, and our client certificate
     cert = "client.pem"
     key = "client.key"
+    client = "aiomqtt"                     # the broker's MQTT client library: "aiomqtt" or
+                                           # "gmqtt" (bench/RESULTS.md); adapters ignore it
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class MqttSettings:
     ca: str | None = None
     cert: str | None = None
     key: str | None = None
+    client: Literal["aiomqtt", "gmqtt"] = "aiomqtt"
+    """Which MQTT client library the broker's bus uses (broker.mqtt / broker.mqtt_gmqtt)."""
 
     @property
     def url(self) -> str:
@@ -69,13 +73,16 @@ class MqttSettings:
     def from_table(cls, table: Mapping[str, Any], *, base: Path) -> MqttSettings:
         """From a config's ``[mqtt]`` table; file paths are relative to ``base``."""
         known = {"url", "prefix", "protocol", "shared_subscriptions", "qos", "keepalive",
-                 "ca", "cert", "key"}
+                 "ca", "cert", "key", "client"}
         unknown = set(table) - known
         if unknown:
             raise ValueError(f"[mqtt] has unknown keys: {', '.join(sorted(unknown))}")
         protocol = str(table.get("protocol", "5"))
         if protocol not in ("5", "3.1.1"):
             raise ValueError("[mqtt] protocol must be \"5\" or \"3.1.1\"")
+        client = table.get("client", "aiomqtt")
+        if client not in ("aiomqtt", "gmqtt"):
+            raise ValueError(f"[mqtt] client must be \"aiomqtt\" or \"gmqtt\", not {client!r}")
         files = {k: str(base / table[k]) for k in ("ca", "cert", "key") if table.get(k)}
         return cls.from_url(
             str(table.get("url", "mqtt://127.0.0.1:1883")),
@@ -84,6 +91,7 @@ class MqttSettings:
             shared_subscriptions=bool(table.get("shared_subscriptions", True)),
             qos=int(table.get("qos", 1)),
             keepalive=int(table.get("keepalive", 10)),
+            client=client,
             **files,
         )
 
