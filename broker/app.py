@@ -15,6 +15,7 @@ from .config import BrokerConfig
 from .errors import ConfigError
 from .http_api import METRICS, create_app
 from .mqtt import MqttBus
+from .mqtt_gmqtt import GmqttBus
 from .service import QueryService
 
 __all__ = ["BrokerServer"]
@@ -39,7 +40,9 @@ class BrokerServer:
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         self.config = config
-        self.bus = MqttBus(
+        bus_class: type[MqttBus | GmqttBus] = (
+            GmqttBus if config.mqtt.client == "gmqtt" else MqttBus)
+        self.bus = bus_class(
             config.mqtt, instance=config.instance,
             on_reply=self.service.gatherer.on_reply,
             on_presence=self.service.on_presence,

@@ -10,8 +10,8 @@ Read from the ``[mqtt]`` table of a broker's or adapter's config::
     ca = "ca.pem"                          # TLS: the server's CA, and our client certificate
     cert = "client.pem"
     key = "client.key"
-    client = "aiomqtt"                     # the broker's MQTT client library: "aiomqtt" or
-                                           # "gmqtt" (bench/RESULTS.md); adapters ignore it
+    client = "gmqtt"                       # the broker's MQTT client library: "gmqtt" or
+                                           # "aiomqtt" (bench/RESULTS.md); adapters ignore it
 """
 
 from __future__ import annotations
@@ -49,8 +49,10 @@ class MqttSettings:
     ca: str | None = None
     cert: str | None = None
     key: str | None = None
-    client: Literal["aiomqtt", "gmqtt"] = "aiomqtt"
-    """Which MQTT client library the broker's bus uses (broker.mqtt / broker.mqtt_gmqtt)."""
+    client: Literal["aiomqtt", "gmqtt"] = "gmqtt"
+    """Which MQTT client library the broker's bus uses: broker.mqtt_gmqtt (the default: about
+    half the CPU per reply, bench/RESULTS.md "Choosing the broker's MQTT client") or
+    broker.mqtt (aiomqtt). The producer adapters always use aiomqtt."""
 
     @property
     def url(self) -> str:
@@ -80,7 +82,7 @@ class MqttSettings:
         protocol = str(table.get("protocol", "5"))
         if protocol not in ("5", "3.1.1"):
             raise ValueError("[mqtt] protocol must be \"5\" or \"3.1.1\"")
-        client = table.get("client", "aiomqtt")
+        client = table.get("client", "gmqtt")
         if client not in ("aiomqtt", "gmqtt"):
             raise ValueError(f"[mqtt] client must be \"aiomqtt\" or \"gmqtt\", not {client!r}")
         files = {k: str(base / table[k]) for k in ("ca", "cert", "key") if table.get(k)}

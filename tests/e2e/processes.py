@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.e2e.conftest import Federation
+from tests.e2e.conftest import Federation, broker_mqtt_toml
 
 SAMSVAR = [sys.executable, "-m", "samsvar"]
 
@@ -27,7 +27,8 @@ def write_broker_config(fed: Federation, port: int, *, directory: Path | None = 
         'instance = "proc"', f'listen = "127.0.0.1:{port}"', "",
         "[mqtt]", f'url = "{settings.url}"', f'prefix = "{settings.prefix}"',
         f'protocol = "{settings.protocol}"',
-        f"shared_subscriptions = {'true' if settings.shared_subscriptions else 'false'}", "",
+        f"shared_subscriptions = {'true' if settings.shared_subscriptions else 'false'}",
+        *broker_mqtt_toml(), "",
         "[access_log]", 'kind = "sqlite"', 'path = "access-log.db"', "checkpoint_interval_s = 0.5",
         "",
     ]), encoding="utf-8")

@@ -76,6 +76,11 @@ async def test_cut_adapter_becomes_unavailable_through_its_last_will(
     federation_factory: Any,
 ) -> None:
     fed: Federation = await federation_factory(specs())
+    if fed.server.kind != "mosquitto":
+        if IN_CI:
+            pytest.fail("CI=true needs Mosquitto for this test")
+        # amqtt 0.12 does not drop a silent client when its keepalive runs out.
+        pytest.skip("a keepalive timeout needs Mosquitto (the embedded server never fires it)")
     await fed.start_broker()
     await fed.start_adapter("P1")
     settings = fed.server.settings(fed.prefix)

@@ -48,7 +48,14 @@ from samsvar.mosquitto_security import (
 from schemas.topics import presence_topic, question_topic, reply_topic, shared
 from schemas.transport import MqttSettings
 from tests.conftest import IN_CI, MqttServer, _wait_for_port, free_port, mosquitto_available
-from tests.e2e.conftest import PERSON, Federation, ProducerSpec, build_federation, record
+from tests.e2e.conftest import (
+    PERSON,
+    Federation,
+    ProducerSpec,
+    broker_mqtt,
+    build_federation,
+    record,
+)
 
 pytestmark = pytest.mark.mosquitto
 
@@ -389,7 +396,7 @@ async def test_query_is_answered_over_tls_with_client_certificates(secured: Secu
     shutdown = asyncio.Event()
     config = BrokerConfig(
         registry_path=fed.tmp / "registry.toml", key_path=fed.tmp / "broker.jwk",
-        instance="b1", port=0, mqtt=secured.settings("broker:b1"),
+        instance="b1", port=0, mqtt=broker_mqtt(secured.settings("broker:b1")),
         access_log=AccessLogConfig(path=fed.tmp / "access-log.db"),
     )
     assert config.mqtt.tls and config.mqtt.url.startswith("mqtts://")

@@ -30,7 +30,14 @@ import pytest
 
 from producer_adapter import DisclosureLogError, SqliteDisclosureLog
 from tests.conftest import MqttServer, PgSchema, free_port
-from tests.e2e.conftest import PERSON, Federation, ProducerSpec, federations, record
+from tests.e2e.conftest import (
+    PERSON,
+    Federation,
+    ProducerSpec,
+    broker_mqtt_toml,
+    federations,
+    record,
+)
 from tests.e2e.processes import SAMSVAR, start_broker, wait_ready
 
 pytestmark = pytest.mark.mosquitto
@@ -55,7 +62,8 @@ async def federation(tmp_path: Path, mosquitto: MqttServer,
 def _mqtt_table(fed: Federation) -> list[str]:
     s = fed.server.settings(fed.prefix)
     return ["[mqtt]", f'url = "{s.url}"', f'prefix = "{s.prefix}"', f'protocol = "{s.protocol}"',
-            f"shared_subscriptions = {'true' if s.shared_subscriptions else 'false'}", ""]
+            f"shared_subscriptions = {'true' if s.shared_subscriptions else 'false'}",
+            *broker_mqtt_toml(), ""]
 
 
 def write_pg_broker_config(fed: Federation, *, instance: str, port: int, dsn: str,

@@ -212,11 +212,13 @@ def query_recipes() -> st.SearchStrategy[Recipe]:
 
 def explicit_recipes(*, extract: bool) -> list[Recipe]:
     """Run first, in order: a valid token (so ``replay`` has one), each broken kind, a
-    reversed period, and a valid query asking for each representation."""
+    reversed period, a query without a care relation, and a valid query asking for each
+    representation."""
     issuer = CITIZEN_PORTAL if extract else CARE_GIVER
     accepts = () if extract else ACCEPTS[1:]
     return [Recipe("valid", issuer), *(Recipe(kind, issuer) for kind in BROKEN),
             Recipe("valid", issuer, {"period": REVERSED}),
+            *([] if extract else [Recipe("valid", issuer, {"relation": False})]),
             *(Recipe("valid", issuer, accept=accept) for accept in accepts)]
 
 

@@ -60,7 +60,10 @@ class Rogue:
                 msgspec.json.encode(Presence(producer=self.producer, online=True)),
                 qos=1, retain=True)
             ready.set()
+            topic = question_topic(self.fed.prefix, self.producer)
             async for message in self.client.messages:
+                if not message.topic.matches(topic):
+                    continue  # amqtt also sends retained messages nobody subscribed to
                 token = bytes(message.payload)  # type: ignore[arg-type]
                 question = msgspec.json.decode(b64url_decode(token.split(b".")[1]))
                 await self.behaviour(self, question)

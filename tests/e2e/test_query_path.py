@@ -169,6 +169,8 @@ async def test_reply_signed_with_wrong_key_is_error(federation_factory: Any) -> 
 
         async def answer_badly() -> None:
             async for message in rogue.messages:
+                if not message.topic.matches(question_topic(fed.prefix, "P-LSS")):
+                    continue  # amqtt also sends retained messages nobody subscribed to
                 question = msgspec.json.decode(
                     b64url_decode(bytes(message.payload).split(b".")[1]))  # type: ignore[arg-type]
                 reply = Reply(query_id=question["query_id"], producer="P-LSS", status="ok")
@@ -230,6 +232,10 @@ async def test_query_reaches_311_producers(federation_factory: Any) -> None:
         record(f"P{n:03d}", 1, when=f"2026-{1 + n % 12:02d}-01T10:00:00+01:00")]})
         for n in range(311)]
     fed: Federation = await federation_factory(specs)
+    if fed.server.kind != "mosquitto":
+        # amqtt 0.12 raises "dictionary changed size during iteration" in its session loop
+        # when hundreds of clients connect at once. Under CI=true this runs on Mosquitto.
+        pytest.skip("311 concurrent connections need Mosquitto (the embedded server breaks)")
     await fed.start_broker()
     # 311 producers as one process's tasks, each with its own MQTT connection.
     await asyncio.gather(*(fed.start_adapter(s.id) for s in specs))

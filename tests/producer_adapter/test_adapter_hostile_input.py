@@ -351,6 +351,8 @@ async def test_malformed_questions_over_mqtt_are_dropped_logged_and_survived(
             stop.set()
             async with asyncio.timeout(STEP):
                 await task
+    # amqtt (the fallback without Mosquitto) also sends retained presence nobody asked for.
+    received = [(topic, body) for topic, body in received if "/presence/" not in topic]
     assert [topic for topic, _ in received] == [reply_topic(p, "test-broker")]
     _, payload = verify(received[0][1], lambda h: registry.producer_key(kit.PRODUCER, h),
                         typ=REPLY_TYP)

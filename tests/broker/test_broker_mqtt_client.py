@@ -1,0 +1,116 @@
+"""The broker's MQTT client is chosen by ``[mqtt] client``; the gmqtt bus keeps the port's
+contract: TCP_NODELAY, message expiry, more questions at once than the server's Receive
+Maximum, NotReady while disconnected, reconnecting after the server restarts.
+
+The whole suite runs on either client with ``SAMSVAR_MQTT_CLIENT`` (tests/e2e/conftest.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from broker import BrokerConfig, BrokerServer
+from broker.accesslog import AccessLogConfig
+from broker.config import load_broker_config
+from broker.errors import ConfigError, NotReady
+from broker.mqtt import MqttBus
+from broker.mqtt_gmqtt import GmqttBus
+from schemas.topics import question_topic
+from schemas.transport import MqttSettings
+from tests.conftest import MqttServer
+from tests.e2e.conftest import ProducerSpec, build_federation
+
+
+def test_client_key_is_parsed_and_checked(tmp_path: Path) -> None:
+    assert MqttSettings.from_table({}, base=tmp_path).client == "gmqtt" == MqttSettings().client
+    assert MqttSettings.from_table({"client": "aiomqtt"}, base=tmp_path).client == "aiomqtt"
+    with pytest.raises(ValueError, match='client must be "aiomqtt" or "gmqtt"'):
+        MqttSettings.from_table({"client": "paho"}, base=tmp_path)
+    config = tmp_path / "broker.toml"
+    config.write_text('[broker]\nregistry = "r.toml"\nkey = "k.jwk"\n[mqtt]\nclient = 3\n')
+    with pytest.raises(ConfigError, match=r"broker\.toml: \[mqtt\] client must be"):
+        load_broker_config(config)
+
+
+@pytest.mark.parametrize(("client", "bus"), [("aiomqtt", MqttBus), ("gmqtt", GmqttBus)])
+def test_broker_uses_the_configured_client(tmp_path: Path, client: str, bus: type) -> None:
+    server = MqttServer("mosquitto", 1, None, None)  # never connected to
+    fed = build_federation(tmp_path, server, "test/client", [ProducerSpec("P1")])
+    config = BrokerConfig(registry_path=tmp_path / "registry.toml",
+                          key_path=tmp_path / "broker.jwk", port=0,
+                          mqtt=MqttSettings(port=1, client=client),  # type: ignore[arg-type]
+                          access_log=AccessLogConfig(path=tmp_path / "log.db"))
+    assert type(BrokerServer(config, registry=fed.registry, key=fed.keys["broker"]).bus) is bus
+
+
+def test_missing_tls_files_are_a_config_error() -> None:
+    settings = MqttSettings.from_url("mqtts://127.0.0.1:8883", ca="/nonexistent/ca.pem",
+                                     client="gmqtt")
+    with pytest.raises(ConfigError, match="TLS"):
+        GmqttBus(settings, instance="b1", on_reply=lambda _: None,
+                 on_presence=lambda _p, _b: None)
+
+
+async def test_gmqtt_bus_keeps_the_port_contract(mosquitto: MqttServer,
+                                                 unique_prefix: str) -> None:
+    settings = MqttSettings(port=mosquitto.port, prefix=unique_prefix, client="gmqtt")
+    replies: list[bytes] = []
+    disconnects: list[int] = []
+    bus = GmqttBus(settings, instance="b1", on_reply=replies.append,
+                   on_presence=lambda _p, _b: None,
+                   on_disconnect=lambda: disconnects.append(1))
+    with pytest.raises(NotReady):
+        await bus.publish_question("P1", b"q", expiry_s=5)
+    shutdown = asyncio.Event()
+    task = asyncio.create_task(bus.run(shutdown))
+    try:
+        await asyncio.wait_for(bus.connected.wait(), 10)
+        # asyncio's transports set TCP_NODELAY themselves (paho's sockets need NODELAY).
+        assert bus._client is not None
+        sock: Any = bus._client._connection._transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port,
+                                  identifier=f"t-{uuid.uuid4().hex[:8]}",
+                                  protocol=aiomqtt.ProtocolVersion.V5) as spy:
+            await spy.subscribe(question_topic(unique_prefix, "+"), qos=1)
+            await spy.publish(bus.reply_topic, b"a reply", qos=1)
+            # 300 questions at once: far beyond Mosquitto's Receive Maximum of 20.
+            n = 300
+            await asyncio.wait_for(asyncio.gather(*(
+                bus.publish_question(f"P{i}", f"q{i}".encode(), expiry_s=7)
+                for i in range(n))), 10)
+            got: dict[str, tuple[bytes, Any]] = {}
+            async with asyncio.timeout(10):
+                async for message in spy.messages:
+                    got[message.topic.value] = (message.payload,
+                                                message.properties)
+                    if len(got) == n:
+                        break
+            assert got[question_topic(unique_prefix, "P7")][0] == b"q7"
+            assert 0 < got[question_topic(unique_prefix, "P7")][1].MessageExpiryInterval <= 7
+        async with asyncio.timeout(5):
+            while not replies:
+                await asyncio.sleep(0.01)
+        assert replies == [b"a reply"]
+
+        mosquitto.stop()
+        async with asyncio.timeout(10):
+            while bus.connected.is_set():
+                await asyncio.sleep(0.01)
+        assert disconnects == [1]
+        with pytest.raises(NotReady):
+            await bus.publish_question("P1", b"q", expiry_s=5)
+        mosquitto.start()
+        await asyncio.wait_for(bus.connected.wait(), 15)
+    finally:
+        shutdown.set()
+        await asyncio.wait_for(task, 10)
+    assert not bus.connected.is_set() and disconnects == [1, 1]
