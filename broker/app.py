@@ -16,6 +16,7 @@ from .errors import ConfigError
 from .http_api import METRICS, create_app
 from .mqtt import MqttBus
 from .mqtt_gmqtt import GmqttBus
+from .replay import PostgresReplayStore, ReplayStoreError
 from .service import QueryService
 
 __all__ = ["BrokerServer"]
@@ -70,6 +71,17 @@ class BrokerServer:
         except AccessLogError as exc:
             raise ConfigError(f"cannot open the access log: {exc}") from exc
         self.service.access_log = access_log
+        log_config = self.config.access_log
+        if log_config.kind == "postgresql":
+            # Several instances share the log: they share the seen jtis too.
+            assert log_config.dsn is not None
+            replay = PostgresReplayStore(dsn=log_config.dsn, schema=log_config.schema)
+            try:
+                await replay.open()
+            except ReplayStoreError as exc:
+                await access_log.close()
+                raise ConfigError(f"cannot open the replay store: {exc}") from exc
+            self.service.replay = replay
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
@@ -86,5 +98,6 @@ class BrokerServer:
                 await shutdown.wait()
         finally:
             await runner.cleanup()
+            await self.service.replay.close()
             await access_log.close()
             log.info("broker_stopped", instance=self.config.instance)

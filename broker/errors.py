@@ -86,6 +86,8 @@ PROBLEM_TYPES: Final[Mapping[str, ProblemType]] = MappingProxyType({
     "mqtt-disconnected": ProblemType(503, "the broker is not connected to MQTT", "query"),
     "access-log-unavailable": ProblemType(
         503, "the access log cannot be written or read; nothing is disclosed"),
+    "replay-store-unavailable": ProblemType(
+        503, "the shared replay store (PostgreSQL) cannot be reached; no token is accepted"),
 })
 """Every problem slug the broker raises. A 403's slug is the rule of the law that refused."""
 

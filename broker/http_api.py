@@ -90,7 +90,7 @@ async def post_query(request: web.Request) -> web.StreamResponse:
         if not body:
             raise MalformedQuery("malformed-token", "the body is empty")
         try:
-            query = service.authenticate(body)
+            query = await service.authenticate(body)
         except (Unauthenticated, PolicyRefused) as exc:
             structlog.contextvars.bind_contextvars(query_id=await service.log_refusal(exc))
             raise

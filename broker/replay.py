@@ -1,20 +1,64 @@
-"""Refuses a JWT whose ``jti`` was seen before within its lifetime."""
+"""Refuses a JWT whose ``jti`` was seen before within its lifetime.
+
+:class:`ReplayStore` is the port :class:`~broker.service.QueryService` asks. Two stores:
+
+* :class:`ReplayGuard`, in memory: one broker instance (the SQLite access log).
+* :class:`PostgresReplayStore`: table ``used_jti`` in the PostgreSQL access log's schema,
+  shared by every instance writing that log, so a token is accepted once by all of them.
+
+A store that cannot answer raises :class:`ReplayStoreError`; the broker then fails closed
+(503 ``replay-store-unavailable``).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import heapq
+import time
+from typing import Any, Final, Protocol
 
-__all__ = ["ReplayGuard"]
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
+import structlog
+
+from .errors import BrokerError
+
+__all__ = ["PostgresReplayStore", "ReplayGuard", "ReplayStore", "ReplayStoreError"]
+
+log = structlog.get_logger("samsvar.broker")
+
+
+class ReplayStoreError(BrokerError):
+    """The replay store cannot say whether a token is new: refuse the token."""
+
+
+class ReplayStore(Protocol):
+    """Remembers ``(issuer, jti)`` until ``exp`` (Unix seconds)."""
+
+    async def first_use(self, issuer: str, jti: str, exp: int, *, now: int) -> bool:
+        """True the first time a token is presented, False on a replay; raises
+        :class:`ReplayStoreError` when it cannot tell."""
+        ...
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class ReplayGuard:
-    """Remembers (issuer, jti) until the token expires; memory is bounded by the rate × 300 s."""
+    """In memory, per instance; memory is bounded by the rate × the token lifetime."""
 
     def __init__(self) -> None:
         self._seen: set[tuple[str, str]] = set()
         self._expiry: list[tuple[int, str, str]] = []
 
-    def first_use(self, issuer: str, jti: str, exp: int, *, now: int) -> bool:
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def first_use(self, issuer: str, jti: str, exp: int, *, now: int) -> bool:
         """True the first time a token is presented, False on a replay."""
         while self._expiry and self._expiry[0][0] < now:
             _, iss, old = heapq.heappop(self._expiry)
@@ -28,3 +72,127 @@ class ReplayGuard:
 
     def __len__(self) -> int:
         return len(self._seen)
+
+
+_CONNECT_TIMEOUT_S: Final = 10.0
+_COMMAND_TIMEOUT_S: Final = 5.0
+_POOL_SIZE: Final = 4
+_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+                  OSError, TimeoutError)
+
+
+def _lock_key(schema: str) -> int:
+    digest = hashlib.sha256(f"samsvar.replay:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class PostgresReplayStore:
+    """``used_jti`` in ``schema``: one row per accepted token until it expires.
+
+    ``INSERT … ON CONFLICT`` decides atomically across instances (a row that has expired
+    but is not yet deleted is taken over). Expired rows are deleted in the background every
+    ``cleanup_every`` accepted tokens or ``cleanup_interval_s`` seconds, whichever first;
+    the request path never waits for it.
+    """
+
+    def __init__(self, *, dsn: str, schema: str = "public", cleanup_every: int = 1000,
+                 cleanup_interval_s: float = 60.0) -> None:
+        self._dsn = dsn
+        self.schema = schema
+        self._s = f'"{schema}"'  # the config allows plain identifiers only
+        self._table = f"{self._s}.used_jti"
+        self._cleanup_every = cleanup_every
+        self._cleanup_interval_s = cleanup_interval_s
+        self._pool: Any = None
+        self._inserted = 0
+        self._last_cleanup = time.monotonic()
+        self._cleanup_task: asyncio.Task[int] | None = None
+
+    def _fail(self, exc: BaseException) -> ReplayStoreError:
+        return ReplayStoreError(f"replay store in postgresql schema {self.schema!r}: "
+                                f"{type(exc).__name__}: {exc}")
+
+    async def open(self) -> None:
+        """Connect, and create the schema and table unless they exist (idempotent, and safe
+        when several instances start at once)."""
+        if self._pool is not None:
+            raise ReplayStoreError(f"replay store in postgresql schema {self.schema!r}: "
+                                   "already open")
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=1, max_size=_POOL_SIZE, timeout=_CONNECT_TIMEOUT_S,
+                command_timeout=_COMMAND_TIMEOUT_S,
+                server_settings={"synchronous_commit": "on",
+                                 "application_name": f"samsvar-replay:{self.schema}"[:63]},
+            )
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(self.schema))
+                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self._s}")
+                await conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {self._table} (issuer text NOT NULL, "
+                    "jti text NOT NULL, exp bigint NOT NULL, PRIMARY KEY (issuer, jti))")
+                await conn.execute(f"CREATE INDEX IF NOT EXISTS used_jti_exp "
+                                   f"ON {self._table} (exp)")
+        except _ERRORS as exc:
+            await self.close()
+            raise self._fail(exc) from exc
+
+    async def close(self) -> None:
+        task, self._cleanup_task = self._cleanup_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, *_ERRORS):
+                pass
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            async with asyncio.timeout(_CONNECT_TIMEOUT_S):
+                await pool.close()
+        except _ERRORS:
+            pool.terminate()
+
+    async def first_use(self, issuer: str, jti: str, exp: int, *, now: int) -> bool:
+        if self._pool is None:
+            raise ReplayStoreError(f"replay store in postgresql schema {self.schema!r}: closed")
+        try:
+            status = await self._pool.execute(
+                f"INSERT INTO {self._table} AS u (issuer, jti, exp) VALUES ($1, $2, $3) "
+                "ON CONFLICT (issuer, jti) DO UPDATE SET exp = EXCLUDED.exp WHERE u.exp < $4",
+                issuer, jti, exp, now)
+        except _ERRORS as exc:
+            raise self._fail(exc) from exc
+        first = int(status.split()[-1]) == 1  # "INSERT 0 1" or "INSERT 0 0"
+        if first:
+            self._inserted += 1
+            self._maybe_cleanup(now)
+        return first
+
+    def _maybe_cleanup(self, now: int) -> None:
+        due = (self._inserted >= self._cleanup_every
+               or time.monotonic() - self._last_cleanup >= self._cleanup_interval_s)
+        if not due or (self._cleanup_task is not None and not self._cleanup_task.done()):
+            return
+        self._inserted = 0
+        self._last_cleanup = time.monotonic()
+        self._cleanup_task = asyncio.create_task(self._background_cleanup(now),
+                                                 name="replay-cleanup")
+
+    async def _background_cleanup(self, now: int) -> int:
+        try:
+            return await self.delete_expired(now=now)
+        except ReplayStoreError as exc:
+            log.warning("replay_cleanup_failed", reason=str(exc))
+            return 0
+
+    async def delete_expired(self, *, now: int) -> int:
+        """Delete the rows of tokens expired before ``now``; returns how many."""
+        if self._pool is None:
+            raise ReplayStoreError(f"replay store in postgresql schema {self.schema!r}: closed")
+        try:
+            status = await self._pool.execute(f"DELETE FROM {self._table} WHERE exp < $1", now)
+        except _ERRORS as exc:
+            raise self._fail(exc) from exc
+        return int(status.split()[-1])

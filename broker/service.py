@@ -60,7 +60,7 @@ from .merge import Merged, merge
 from .observe import Observers
 from .ports import QuestionBus
 from .presence import OFFLINE_GRACE_S, PresenceTable
-from .replay import ReplayGuard
+from .replay import ReplayGuard, ReplayStore, ReplayStoreError
 from .stats import RollingStats
 
 __all__ = ["AuthenticatedQuery", "QueryService"]
@@ -111,7 +111,8 @@ class QueryService:
         self._clock = clock
         self.presence = PresenceTable(frozenset(registry.producers))
         self.gatherer = Gatherer(registry)
-        self.replay = ReplayGuard()
+        self.replay: ReplayStore = ReplayGuard()
+        """Seen ``jti``s: in memory, or shared by instances (PostgreSQL; see broker.app)."""
         self.bus: QuestionBus | None = None
         self.access_log: AccessLog | None = None
         self.in_flight = 0
@@ -125,7 +126,8 @@ class QueryService:
     def _verified(
         self, token: bytes, *, typ: str, role: str, decoder: msgspec.json.Decoder[_Claims],
     ) -> tuple[_Claims, Participant, str]:
-        """Signature, issuer, role, audience, lifetime, replay and ``sub`` of a JWT.
+        """Signature, issuer, role, audience, lifetime and ``sub`` of a JWT (then the caller
+        awaits :meth:`_first_use`, the replay check, before anything else).
 
         A missing ``consumer`` role is a 401 (not a registered consumer); any other missing
         role is a 403 (a known participant asking for what it may not).
@@ -178,8 +180,6 @@ class QueryService:
                 subject = normalise(claims.sub)
             except InvalidPersonId as exc:
                 raise MalformedQuery("invalid-person-id", f"sub: {exc}") from exc
-            if not self.replay.first_use(participant.id, claims.jti, claims.exp, now=int(now)):
-                raise Unauthenticated("replayed", "this jti has been used before")
         except QueryRejected as exc:
             exc.context.setdefault("participant", participant)
             if isinstance(claims, QueryClaims):
@@ -187,20 +187,44 @@ class QueryService:
             raise
         return claims, participant, subject
 
-    def authenticate(self, token: bytes) -> AuthenticatedQuery:
+    async def _first_use(self, claims: QueryClaims | ExtractClaims,
+                         participant: Participant) -> None:
+        """The replay check, right after :meth:`_verified` and before the law: a ``jti`` is
+        accepted once within its lifetime (and the clock skew). Fails closed."""
+        try:
+            # remembered while the token could still pass the lifetime check
+            first = await self.replay.first_use(participant.id, claims.jti,
+                                                claims.exp + self.config.clock_skew_s,
+                                                now=int(self._clock()))
+        except ReplayStoreError as exc:
+            log.error("replay_store_failed", reason=str(exc))
+            raise NotReady("replay-store-unavailable",
+                           "the replay store cannot be reached; no token is accepted") from exc
+        if not first:
+            refusal = Unauthenticated("replayed", "this jti has been used before")
+            refusal.context["participant"] = participant
+            if isinstance(claims, QueryClaims):
+                refusal.context["claims"] = claims
+            raise refusal
+
+    async def authenticate(self, token: bytes) -> AuthenticatedQuery:
         """Check a query JWT end to end, the law included; raises :class:`QueryRejected`."""
         claims, participant, subject = self._verified(token, typ=QUERY_TYP, role="consumer",
                                                       decoder=_claims_decoder)
+        await self._first_use(claims, participant)
         try:
             return self._check_query(claims, participant, subject)
         except QueryRejected as exc:
             exc.context.update(participant=participant, claims=claims)
             raise
 
-    def authenticate_extract(self, token: bytes) -> tuple[ExtractClaims, Participant, str]:
+    async def authenticate_extract(self, token: bytes
+                                   ) -> tuple[ExtractClaims, Participant, str]:
         """Check a log-extract JWT: only a participant with the log-extract role."""
-        return self._verified(token, typ=EXTRACT_TYP, role="log-extract",
-                              decoder=_extract_decoder)
+        claims, participant, subject = self._verified(token, typ=EXTRACT_TYP, role="log-extract",
+                                                      decoder=_extract_decoder)
+        await self._first_use(claims, participant)
+        return claims, participant, subject
 
     def _check_query(self, claims: QueryClaims, participant: Participant,
                      subject: str) -> AuthenticatedQuery:
@@ -437,7 +461,7 @@ class QueryService:
 
     async def extract(self, token: bytes) -> ExtractResponse:
         """The person's log extract: every access to ``sub`` in the period."""
-        claims, _, subject = self.authenticate_extract(token)
+        claims, _, subject = await self.authenticate_extract(token)
         period = claims.period
         if period and period.from_ and period.to and period.from_ > period.to:
             # An empty extract would tell the person nobody looked: refuse instead.

@@ -247,10 +247,10 @@ async def test_child_basis_counts_age_by_the_swedish_date(federation_factory: An
                            clock=lambda: now)
     token = fed.token(subject=TURNS_18_ON_28_NOV_2026, basis="child", now=int(now))
     if allowed:
-        assert service.authenticate(token.encode()).decision.allowed
+        assert (await service.authenticate(token.encode())).decision.allowed
     else:
         with pytest.raises(PolicyRefused) as refusal:
-            service.authenticate(token.encode())
+            await service.authenticate(token.encode())
         assert refusal.value.rule == "child-under-18"
 
 

@@ -243,6 +243,44 @@ async def test_two_broker_processes_share_one_verifiable_log(
     assert set(logged.values()) == set(instances)
 
 
+async def test_a_token_accepted_by_one_instance_is_replayed_at_the_other(
+    federation: Any, pg_schema: PgSchema,
+) -> None:
+    """The seen ``jti``s live beside the shared PostgreSQL log: a captured token is accepted
+    once by the whole deployment, not once per instance."""
+    fed: Federation = await federation([
+        ProducerSpec("P1", records={PERSON: [record("P1", 1, when="2026-11-01T10:00:00+01:00")]}),
+    ])
+    await fed.start_adapter("P1")
+    instances = {"broker-a": free_port(), "broker-b": free_port()}
+    configs = {name: write_pg_broker_config(fed, instance=name, port=port, dsn=pg_schema.dsn,
+                                            schema=pg_schema.name)
+               for name, port in instances.items()}
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in instances.items()}
+    logs = {name: fed.tmp / f"{name}.log" for name in instances}
+    procs = {name: start_broker(configs[name], logs[name]) for name in instances}
+    assert fed.http is not None
+    try:
+        await asyncio.gather(*(wait_ready(urls[n], procs[n], logs[n]) for n in instances))
+        token = fed.token().encode()
+        headers = {"Content-Type": "application/jwt"}
+        async with fed.http.post(f"{urls['broker-a']}/v1/queries", data=token,
+                                 headers=headers) as resp:
+            assert resp.status == 200, await resp.text()
+        for url in (urls["broker-b"], urls["broker-a"]):
+            async with fed.http.post(f"{url}/v1/queries", data=token, headers=headers) as resp:
+                body = await resp.json(content_type=None)
+                assert resp.status == 401, body
+                assert body["type"] == "urn:samsvar:problem:replayed", body
+        # a fresh token is still welcome at the other instance
+        async with fed.http.post(f"{urls['broker-b']}/v1/queries",
+                                 data=fed.token().encode(), headers=headers) as resp:
+            assert resp.status == 200, await resp.text()
+    finally:
+        for name in instances:
+            stop(procs[name], logs[name])
+
+
 # -- several adapter replicas -----------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from broker.replay import ReplayStoreError
 from schemas.jose import b64url_encode, generate_key
 from tests.e2e.conftest import BROKER_ID, CARE_GIVER, SOCIAL_CARE_GIVER, Federation, ProducerSpec
 
@@ -36,6 +37,22 @@ async def test_replayed_jti(fed: Federation) -> None:
     status, _, _ = await fed.post(token)
     assert status == 200
     await refused(fed, token, 401, "replayed")
+
+
+async def test_replay_store_down_fails_closed(fed: Federation) -> None:
+    """When the replay store cannot tell whether a token is new, no token is accepted."""
+    assert fed.broker is not None
+
+    class Down:
+        async def first_use(self, issuer: str, jti: str, exp: int, *, now: int) -> bool:
+            raise ReplayStoreError("the database is down")
+
+        async def open(self) -> None: ...
+
+        async def close(self) -> None: ...
+
+    fed.broker.service.replay = Down()
+    await refused(fed, fed.token(), 503, "replay-store-unavailable")
 
 
 async def test_expired_token(fed: Federation) -> None:
