@@ -93,9 +93,17 @@ class BrokerServer:
                      instance=self.config.instance, mqtt=self.config.mqtt.url,
                      producers=len(self.registry.producers))
             self.started.set()
+            # Drain before leaving MQTT: stop taking queries, let those in flight get their
+            # producers' replies and their log entries, then disconnect.
+            bus_stop = asyncio.Event()
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self.bus.run(shutdown), name="broker-mqtt")
-                await shutdown.wait()
+                tg.create_task(self.bus.run(bus_stop), name="broker-mqtt")
+                try:
+                    await shutdown.wait()
+                    log.info("broker_draining", in_flight=self.service.in_flight)
+                    await runner.cleanup()
+                finally:
+                    bus_stop.set()
         finally:
             await runner.cleanup()
             await self.service.replay.close()

@@ -118,3 +118,36 @@ async def test_cut_adapter_becomes_unavailable_through_its_last_will(
         proc.send_signal(signal.SIGCONT)
         proc.kill()
         proc.wait(10)
+
+
+class _SlowBackend:
+    """Answers after a second: a question still open when the broker is told to stop."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def fetch(self, subject: str, types: frozenset[str], period: Any) -> Any:
+        await asyncio.sleep(1.0)
+        return await self.inner.fetch(subject, types, period)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_shutdown_drains_queries_in_flight(federation_factory: Any) -> None:
+    """SIGTERM (shutdown) stops taking queries but lets open ones finish over MQTT."""
+    from producer_adapter.backends import JsonDirBackend
+
+    fed: Federation = await federation_factory(specs())
+    await fed.start_broker()
+    await fed.start_adapter("P1")
+    slow = _SlowBackend(JsonDirBackend.load(fed.tmp / "data" / "P2", "P2"))
+    await fed.start_adapter("P2", backend=slow)
+    for pid in fed.producers:
+        await fed.wait_presence(pid)
+    in_flight = asyncio.create_task(fed.post(fed.token(deadline_ms=5000)))
+    await asyncio.sleep(0.3)
+    fed.shutdown.set()  # what `samsvar broker` does on SIGTERM
+    status, _, answer = await asyncio.wait_for(in_flight, 10)
+    assert status == 200
+    assert {s["producer"]: s["status"] for s in answer["sources"]} == {"P1": "ok", "P2": "ok"}
