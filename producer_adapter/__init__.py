@@ -8,13 +8,15 @@ applies stage 1 of the law (:mod:`producer_adapter.policy`), and publishes a sig
     await adapter.run(shutdown=stop_event)
 
 The producer's blocks (spärrar) live in its block register
-(:class:`SqliteBlockRegister`); what it disclosed, to whom, in its disclosure log
+(:class:`SqliteBlockRegister`, or :class:`PostgresBlockRegister` for replicas on several
+hosts); what it disclosed, to whom, in its disclosure log
 (:class:`SqliteDisclosureLog`). ``samsvar adapter block`` and ``samsvar adapter log``
 manage and show them.
 """
 
 from .backends import BackendResult, JsonDirBackend, RecordBackend, open_backend
 from .block_register import BlockEvent, BlockScope, RegisteredBlock, SqliteBlockRegister
+from .block_register_pg import PostgresBlockRegister
 from .blocks import BlockSource, InMemoryBlockSource, load_blocks_file, open_blocks
 from .config import AdapterConfig, StoresConfig, load_adapter_config, load_stores_config
 from .daemon import Adapter, SignedReply, open_adapter
@@ -52,6 +54,7 @@ __all__ = [
     "DisclosureLogError",
     "InMemoryBlockSource",
     "JsonDirBackend",
+    "PostgresBlockRegister",
     "QuestionRefused",
     "RecordBackend",
     "RegisteredBlock",

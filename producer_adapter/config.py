@@ -18,7 +18,7 @@
     path = "data/SE2321000999-P001"
 
     [blocks]                                # optional; see producer_adapter.blocks
-    kind = "sqlite"
+    kind = "sqlite"                         # or "postgresql" with dsn and schema
     path = "blocks.db"
 
     [disclosure_log]                        # optional; see producer_adapter.disclosure_log
@@ -45,8 +45,9 @@ from schemas.registry import Registry, load_registry
 from schemas.transport import MqttSettings
 
 from .backends import check_backend_table
-from .block_register import DEFAULT_LOCK_TIMEOUT, BlockScope, SqliteBlockRegister
-from .blocks import check_blocks_table
+from .block_register import BlockScope, SqliteBlockRegister
+from .block_register_pg import PostgresBlockRegister
+from .blocks import check_blocks_table, open_register
 from .disclosure_log import DEFAULT_DISCLOSURE_LOG, SqliteDisclosureLog
 from .errors import AdapterConfigError
 
@@ -145,19 +146,19 @@ class StoresConfig:
     base: Path
     source: str
 
-    def block_register(self, *, scope: BlockScope | None = None) -> SqliteBlockRegister:
-        """The SQLite block register (``scope`` is needed to add blocks)."""
+    def block_register(
+        self, *, scope: BlockScope | None = None
+    ) -> SqliteBlockRegister | PostgresBlockRegister:
+        """The block register, SQLite or PostgreSQL (``scope`` is needed to add blocks)."""
         if self.blocks is None:
             raise AdapterConfigError(
                 f"{self.source}: no [blocks] table: add one with kind = \"sqlite\" and "
                 "path = \"blocks.db\"")
-        if self.blocks["kind"] != "sqlite":
+        if self.blocks["kind"] not in ("sqlite", "postgresql"):
             raise AdapterConfigError(
                 f"{self.source}: [blocks] kind {self.blocks['kind']!r} is a read-only seed "
-                "format; the block register is kind = \"sqlite\"")
-        timeout = float(self.blocks.get("lock_timeout", DEFAULT_LOCK_TIMEOUT))
-        return SqliteBlockRegister(self.base / self.blocks["path"], scope=scope,
-                                   lock_timeout=timeout)
+                "format; the block register is kind = \"sqlite\" or \"postgresql\"")
+        return open_register(self.blocks, base=self.base, scope=scope)
 
     def disclosures(self) -> SqliteDisclosureLog:
         """The disclosure log."""

@@ -45,6 +45,7 @@ from schemas.registry import Producer, Registry, load_registry
 
 from .backends import RecordBackend, open_backend
 from .block_register import SqliteBlockRegister
+from .block_register_pg import PostgresBlockRegister
 from .blocks import BlockSource, open_blocks
 from .config import AdapterConfig, check_against_registry, load_adapter_config
 from .disclosure_log import DisclosureLog, SqliteDisclosureLog, disclosure_entry
@@ -155,15 +156,18 @@ class Adapter:
             self._questions = None
             self._link = None
             if own_blocks:
-                self._blocks = None
+                blocks, self._blocks = self._blocks, None
+                if isinstance(blocks, PostgresBlockRegister):
+                    await blocks.aclose()
             if own_backend and self._backend is not None:
                 backend, self._backend = self._backend, None
                 await backend.aclose()
 
     async def _prepare_stores(self) -> None:
-        """Migrate the block register and create the disclosure log; a failure is logged,
-        and each question is then answered ``error`` until the file can be used."""
-        if isinstance(self._blocks, SqliteBlockRegister):
+        """Migrate (or check) the block register and create the disclosure log; a failure is
+        logged, and each question is then answered ``error`` until the store can be used.
+        The block register is never created here: ``samsvar adapter block init`` does."""
+        if isinstance(self._blocks, SqliteBlockRegister | PostgresBlockRegister):
             try:
                 await asyncio.to_thread(self._blocks.upgrade)
             except BlockSourceError as exc:

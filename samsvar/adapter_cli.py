@@ -11,8 +11,8 @@
     samsvar adapter block list   --config adapter.toml [--subject …] [--history] [--json]
     samsvar adapter log          --config adapter.toml [--subject …] [--limit N] [--json]
 
-These commands read the adapter's config for the producer, registry and file paths only;
-never its private key. A refusal (a guardian's block, a foreign target, an unreadable
+These commands read the adapter's config for the producer, registry and stores only
+(the register is SQLite or PostgreSQL, as ``[blocks]`` says); never its private key. A refusal (a guardian's block, a foreign target, an unreadable
 register) is one line on stderr and exit 1.
 """
 
@@ -152,7 +152,7 @@ def _print_json(value: object) -> None:
 def cmd_block_init(args: argparse.Namespace) -> int:
     register = _stores(args).block_register()
     register.create()
-    print(f"{register.path}: block register ready ({len(register.blocks())} blocks in force)")
+    print(f"{register.location}: block register ready ({len(register.blocks())} blocks in force)")
     return 0
 
 
@@ -209,7 +209,7 @@ def cmd_block_list(args: argparse.Namespace) -> int:
         _print_json(rows)
         return 0
     if args.history:
-        table = _table("Block history", str(register.path),
+        table = _table("Block history", register.location,
                        ("#", "action", "subject", "block", "at (UTC) / by", "note"),
                        no_wrap={"#", "action", "subject"})
         for e in rows:
@@ -219,7 +219,7 @@ def cmd_block_list(args: argparse.Namespace) -> int:
     else:
         # Every block is registered by the person themselves (the register holds no other).
         table = _table("Blocks in force (spärrar), registered by the person",
-                       str(register.path),
+                       register.location,
                        ("id", "subject", "block", "entered (UTC) / by", "note"),
                        no_wrap={"id", "subject"})
         for b in rows:

@@ -170,7 +170,10 @@ def test_blocks_table(config_dir: Path, kit: Any) -> None:
 @pytest.mark.parametrize(
     "table, message",
     [
-        ('kind = "postgres"', r'\[blocks\] kind must be "sqlite" or "json_file"'),
+        ('kind = "postgres"',
+         r'\[blocks\] kind must be "sqlite", "postgresql" or "json_file", not \'postgres\''),
+        ('kind = "postgresql"\npath = "b.db"', r"\[blocks\] has unknown keys: path"),
+        ('kind = "postgresql"\ndsn = "x"', r"\[blocks\] dsn must be a postgresql:// URL"),
         ('kind = "sqlite"', r"\[blocks\] path must be"),
         ('kind = "sqlite"\npath = "b.db"\nlock_timeout = 0', r"\[blocks\] lock_timeout must be"),
         ('kind = "json_file"\npath = "b.json"\nlock_timeout = 1', r"\[blocks\] has unknown keys"),
