@@ -10,54 +10,28 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
-import ssl
-from collections.abc import Callable
-from typing import Final
 
 import aiomqtt
 import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from schemas.topics import presence_topic, question_topic, reply_topic
-from schemas.transport import NODELAY, MqttSettings
+from schemas.topics import presence_topic, question_topic
+from schemas.transport import NODELAY
 
-from .errors import ConfigError, NotReady
+from ._bus import BACKOFF_MAX, BACKOFF_MIN, BusBase
+from .errors import NotReady
 
 __all__ = ["MqttBus"]
 
 log = structlog.get_logger("samsvar.broker")
 
-_BACKOFF_MIN: Final = 0.1
-_BACKOFF_MAX: Final = 5.0
 
 
-class MqttBus:
+class MqttBus(BusBase):
     """Publishes questions and feeds replies and presence to the core's callbacks."""
 
-    def __init__(
-        self,
-        settings: MqttSettings,
-        *,
-        instance: str,
-        on_reply: Callable[[bytes], None],
-        on_presence: Callable[[str, bytes], None],
-        on_disconnect: Callable[[], None] = lambda: None,
-    ) -> None:
-        self._settings = settings
-        self._instance = instance
-        self._on_reply = on_reply
-        self._on_presence = on_presence
-        self._on_disconnect = on_disconnect
-        self._client: aiomqtt.Client | None = None
-        self.connected = asyncio.Event()
-        self.reply_topic = reply_topic(settings.prefix, instance)
-        self._presence_prefix = presence_topic(settings.prefix, "")
-        self._v5 = settings.protocol == "5"
-        try:
-            self._tls = settings.ssl_context()
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"[mqtt] TLS files cannot be used: {exc}") from exc
+    _client: aiomqtt.Client | None = None
 
     def _new_client(self) -> aiomqtt.Client:
         s = self._settings
@@ -76,7 +50,7 @@ class MqttBus:
 
     async def run(self, shutdown: asyncio.Event) -> None:
         """Stay connected until ``shutdown`` is set."""
-        backoff = _BACKOFF_MIN
+        backoff = BACKOFF_MIN
         while not shutdown.is_set():
             try:
                 async with self._new_client() as client:
@@ -84,7 +58,7 @@ class MqttBus:
                     await client.subscribe(self.reply_topic, qos=self._settings.qos)
                     await client.subscribe(presence_topic(self._settings.prefix, "+"), qos=1)
                     self.connected.set()
-                    backoff = _BACKOFF_MIN
+                    backoff = BACKOFF_MIN
                     log.info("mqtt_connected", url=self._settings.url, instance=self._instance)
                     reader = asyncio.create_task(self._read(client), name="mqtt-read")
                     stop = asyncio.create_task(shutdown.wait(), name="mqtt-shutdown")
@@ -111,28 +85,13 @@ class MqttBus:
                 await asyncio.wait_for(shutdown.wait(), backoff * (0.5 + random.random()))
             except TimeoutError:
                 pass
-            backoff = min(backoff * 2, _BACKOFF_MAX)
+            backoff = min(backoff * 2, BACKOFF_MAX)
 
     async def _read(self, client: aiomqtt.Client) -> None:
-        reply = self.reply_topic
-        presence = self._presence_prefix
         async for message in client.messages:
-            topic = message.topic.value
             payload = message.payload
-            if not isinstance(payload, bytes | bytearray):
-                continue
-            try:
-                if topic == reply:
-                    self._on_reply(bytes(payload))
-                elif topic.startswith(presence):
-                    producer = topic[len(presence):]
-                    if producer and "/" not in producer:
-                        self._on_presence(producer, bytes(payload))
-                # anything else: a retained message amqtt sent us unasked; ignore it
-            except Exception as exc:  # noqa: BLE001 - one hostile message must not stop the broker
-                # Synchronous callbacks: no cancellation can pass through here.
-                log.error("mqtt_message_failed", topic=topic, error=type(exc).__name__,
-                          detail=str(exc)[:200])
+            if isinstance(payload, bytes | bytearray):
+                self._dispatch(message.topic.value, bytes(payload))
 
     @staticmethod
     @functools.lru_cache(maxsize=64)

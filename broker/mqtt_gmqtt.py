@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
@@ -36,17 +35,16 @@ import structlog
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311  # type: ignore[import-untyped]
 from gmqtt.storage import PersistentStorage  # type: ignore[import-untyped]
 
-from schemas.topics import presence_topic, question_topic, reply_topic
+from schemas.topics import presence_topic, question_topic
 from schemas.transport import MqttSettings
 
-from .errors import ConfigError, NotReady
+from ._bus import BACKOFF_MAX, BACKOFF_MIN, BusBase
+from .errors import NotReady
 
 __all__ = ["GmqttBus"]
 
 log = structlog.get_logger("samsvar.broker")
 
-_BACKOFF_MIN: Final = 0.1
-_BACKOFF_MAX: Final = 5.0
 _TIMEOUT: Final = 10.0
 """Seconds for connecting (CONNACK) and each SUBACK, as aiomqtt's ``timeout=10``."""
 
@@ -139,7 +137,7 @@ class _Window(PersistentStorage):  # type: ignore[misc]
                     NotReady("mqtt-disconnected", "the broker is not connected to MQTT"))
 
 
-class GmqttBus:
+class GmqttBus(BusBase):
     """Publishes questions and feeds replies and presence to the core's callbacks."""
 
     def __init__(
@@ -151,28 +149,17 @@ class GmqttBus:
         on_presence: Callable[[str, bytes], None],
         on_disconnect: Callable[[], None] = lambda: None,
     ) -> None:
-        self._settings = settings
-        self._instance = instance
-        self._on_reply = on_reply
-        self._on_presence = on_presence
-        self._on_disconnect = on_disconnect
+        super().__init__(settings, instance=instance, on_reply=on_reply,
+                         on_presence=on_presence, on_disconnect=on_disconnect)
         self._client: _Client | None = None
         self._window = _Window()
         self._window.closed = True
-        self.connected = asyncio.Event()
-        self.reply_topic = reply_topic(settings.prefix, instance)
-        self._presence_prefix = presence_topic(settings.prefix, "")
-        self._v5 = settings.protocol == "5"
-        try:
-            self._tls = settings.ssl_context()
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"[mqtt] TLS files cannot be used: {exc}") from exc
 
     # -- connecting ------------------------------------------------------------------------
 
     async def run(self, shutdown: asyncio.Event) -> None:
         """Stay connected until ``shutdown`` is set."""
-        backoff = _BACKOFF_MIN
+        backoff = BACKOFF_MIN
         while not shutdown.is_set():
             lost = asyncio.Event()
             reason: list[str] = []
@@ -188,7 +175,7 @@ class GmqttBus:
                 await self._connect(client, lost)
                 self._client, self._window = client, window
                 self.connected.set()
-                backoff = _BACKOFF_MIN
+                backoff = BACKOFF_MIN
                 log.info("mqtt_connected", url=self._settings.url, instance=self._instance,
                          client="gmqtt")
                 stop = asyncio.ensure_future(shutdown.wait())
@@ -218,7 +205,7 @@ class GmqttBus:
                 await asyncio.wait_for(shutdown.wait(), backoff * (0.5 + random.random()))
             except TimeoutError:
                 pass
-            backoff = min(backoff * 2, _BACKOFF_MAX)
+            backoff = min(backoff * 2, BACKOFF_MAX)
 
     def _new_client(self, window: _Window, on_lost: Callable[[str], None]) -> _Client:
         s = self._settings
@@ -286,17 +273,7 @@ class GmqttBus:
 
     def _on_message(self, _client: Any, topic: str, payload: bytes, _qos: int,
                     _properties: Any) -> int:
-        try:
-            if topic == self.reply_topic:
-                self._on_reply(bytes(payload))
-            elif topic.startswith(self._presence_prefix):
-                producer = topic[len(self._presence_prefix):]
-                if producer and "/" not in producer:
-                    self._on_presence(producer, bytes(payload))
-            # anything else: a retained message amqtt sent us unasked; ignore it
-        except Exception as exc:  # noqa: BLE001 - one hostile message must not stop the broker
-            log.error("mqtt_message_failed", topic=topic, error=type(exc).__name__,
-                      detail=str(exc)[:200])
+        self._dispatch(topic, bytes(payload))
         return 0
 
     # -- publishing -----------------------------------------------------------------------

@@ -1,0 +1,65 @@
+"""What every MQTT adapter of the broker's :class:`~broker.ports.QuestionBus` shares: its
+settings and callbacks, TLS set-up, the backoff bounds, and routing an incoming message."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from typing import Final
+
+import structlog
+
+from schemas.topics import presence_topic, reply_topic
+from schemas.transport import MqttSettings
+
+from .errors import ConfigError
+
+__all__ = ["BACKOFF_MAX", "BACKOFF_MIN", "BusBase"]
+
+log = structlog.get_logger("samsvar.broker")
+
+BACKOFF_MIN: Final = 0.1
+BACKOFF_MAX: Final = 5.0
+
+
+class BusBase:
+    """Common state of a bus; subclasses connect, read and publish with their client."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        *,
+        instance: str,
+        on_reply: Callable[[bytes], None],
+        on_presence: Callable[[str, bytes], None],
+        on_disconnect: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._settings = settings
+        self._instance = instance
+        self._on_reply = on_reply
+        self._on_presence = on_presence
+        self._on_disconnect = on_disconnect
+        self.connected = asyncio.Event()
+        self.reply_topic = reply_topic(settings.prefix, instance)
+        self._presence_prefix = presence_topic(settings.prefix, "")
+        self._v5 = settings.protocol == "5"
+        try:
+            self._tls = settings.ssl_context()
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"[mqtt] TLS files cannot be used: {exc}") from exc
+
+    def _dispatch(self, topic: str, payload: bytes) -> None:
+        """Route one incoming message to the core. Never raises."""
+        try:
+            if topic == self.reply_topic:
+                self._on_reply(payload)
+            elif topic.startswith(self._presence_prefix):
+                producer = topic[len(self._presence_prefix):]
+                if producer and "/" not in producer:
+                    self._on_presence(producer, payload)
+            # anything else: a retained message amqtt sent us unasked; ignore it
+        except Exception as exc:  # noqa: BLE001 - one hostile message must not stop the broker
+            # Synchronous callbacks: no cancellation can pass through here.
+            log.error("mqtt_message_failed", topic=topic, error=type(exc).__name__,
+                      detail=str(exc)[:200])
