@@ -13,7 +13,6 @@ A store that cannot answer raises :class:`ReplayStoreError`; the broker then fai
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import heapq
 import time
 from typing import Any, Final, Protocol
@@ -21,6 +20,7 @@ from typing import Any, Final, Protocol
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 import structlog
 
+from .accesslog.postgres import PG_ERRORS, close_pool, lock_key
 from .errors import BrokerError
 
 __all__ = ["PostgresReplayStore", "ReplayGuard", "ReplayStore", "ReplayStoreError"]
@@ -77,13 +77,7 @@ class ReplayGuard:
 _CONNECT_TIMEOUT_S: Final = 10.0
 _COMMAND_TIMEOUT_S: Final = 5.0
 _POOL_SIZE: Final = 4
-_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
-                  OSError, TimeoutError)
-
-
-def _lock_key(schema: str) -> int:
-    digest = hashlib.sha256(f"samsvar.replay:{schema}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
+_ERRORS: Final = PG_ERRORS
 
 
 class PostgresReplayStore:
@@ -126,7 +120,7 @@ class PostgresReplayStore:
                                  "application_name": f"samsvar-replay:{self.schema}"[:63]},
             )
             async with self._pool.acquire() as conn, conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(self.schema))
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key(self.schema, "replay"))
                 await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self._s}")
                 await conn.execute(
                     f"CREATE TABLE IF NOT EXISTS {self._table} (issuer text NOT NULL, "
@@ -146,13 +140,8 @@ class PostgresReplayStore:
             except (asyncio.CancelledError, *_ERRORS):
                 pass
         pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        try:
-            async with asyncio.timeout(_CONNECT_TIMEOUT_S):
-                await pool.close()
-        except _ERRORS:
-            pool.terminate()
+        if pool is not None:
+            await close_pool(pool)
 
     async def first_use(self, issuer: str, jti: str, exp: int, *, now: int) -> bool:
         if self._pool is None:

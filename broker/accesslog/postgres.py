@@ -29,14 +29,16 @@ from .chain import GENESIS, Encoded, Head, NewRow, link_batch, time_text, utc
 from .errors import AccessLogClosed, AccessLogError
 from .ports import CheckpointRow, EntryRow, LogSnapshot, Sealer
 
-__all__ = ["PostgresStore", "lock_key"]
+__all__ = ["PG_ERRORS", "PostgresStore", "close_pool", "lock_key"]
 
 _CONNECT_TIMEOUT_S: Final = 10.0
 _COMMAND_TIMEOUT_S: Final = 30.0
 _PROBE_TIMEOUT_S: Final = 5.0
 _POOL_SIZE: Final = 4
-_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
-                  OSError, TimeoutError)
+PG_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError,
+                    asyncpg.InternalClientError, OSError, TimeoutError)
+"""What asyncpg raises when the database or the connection fails."""
+_ERRORS: Final = PG_ERRORS
 
 
 def _migrations(s: str) -> tuple[tuple[str, ...], ...]:
@@ -68,10 +70,19 @@ def _migrations(s: str) -> tuple[tuple[str, ...], ...]:
 SCHEMA_VERSION: Final = len(_migrations("s"))
 
 
-def lock_key(schema: str) -> int:
-    """The advisory lock serialising writes to the log in ``schema`` (a signed 64-bit int)."""
-    digest = hashlib.sha256(f"samsvar.accesslog:{schema}".encode()).digest()
+def lock_key(schema: str, purpose: str = "accesslog") -> int:
+    """The advisory lock for ``purpose`` in ``schema`` (a signed 64-bit int)."""
+    digest = hashlib.sha256(f"samsvar.{purpose}:{schema}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
+
+
+async def close_pool(pool: Any) -> None:
+    """Close an asyncpg pool within the connect timeout; terminate it if that fails."""
+    try:
+        async with asyncio.timeout(_CONNECT_TIMEOUT_S):
+            await pool.close()
+    except PG_ERRORS:
+        pool.terminate()
 
 
 class PostgresStore:
@@ -159,13 +170,8 @@ class PostgresStore:
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        try:
-            async with asyncio.timeout(_CONNECT_TIMEOUT_S):
-                await pool.close()
-        except _ERRORS:
-            pool.terminate()
+        if pool is not None:
+            await close_pool(pool)
 
     # -- writes ------------------------------------------------------------------------
 
