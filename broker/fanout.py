@@ -20,7 +20,7 @@ import msgspec
 import structlog
 
 from schemas.errors import HOSTILE_DECODE_ERRORS, JoseError
-from schemas.jose import b64url_decode, verify
+from schemas.jose import check, parse
 from schemas.messages import REPLY_TYP, Reply, SourceStatus
 from schemas.registry import Producer, Registry
 
@@ -139,12 +139,9 @@ class Gatherer:
 
     def on_reply(self, token: bytes) -> None:
         """Handle one message from the reply topic. Never raises."""
-        parts = token.split(b".")
-        if len(parts) != 3:
-            self.counters.malformed += 1
-            return
         try:
-            routing = _routing_decoder.decode(b64url_decode(parts[1]))
+            jws = parse(token)
+            routing = _routing_decoder.decode(jws.payload)
         except (JoseError, *HOSTILE_DECODE_ERRORS):
             self.counters.malformed += 1
             log.warning("reply_dropped", reason="malformed")
@@ -165,8 +162,8 @@ class Gatherer:
         producer = pending.outcomes[pid].producer
         latency_ms = int((time.monotonic() - pending.started) * 1000)
         try:
-            _, payload = verify(token, lambda h: self._registry.producer_key(pid, h),
-                                typ=REPLY_TYP)
+            _, payload = check(jws, lambda h: self._registry.producer_key(pid, h),
+                               typ=REPLY_TYP)
         except JoseError as exc:
             self.counters.unverifiable += 1
             pending.suspect[pid] = f"unverifiable reply: {exc}"

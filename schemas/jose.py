@@ -5,6 +5,11 @@ producer reply (311 of them for a national question) and the cost must be the
 cryptographic operation alone. Interoperability with standard libraries (joserfc,
 PyJWT) is tested.
 
+Ed25519 signs and verifies with libsodium (PyNaCl): on this machine's OpenSSL (the one in
+``cryptography``'s wheel) an Ed25519 verify of a 2 KB reply took 107 µs, libsodium's 61 µs,
+and signing 36 against 28 µs (bench/RESULTS.md). Keys are still read, written and
+thumbprinted with ``cryptography``; ES256 stays there (verify 64 µs, sign 24 µs).
+
 Algorithm confusion is impossible by construction: a key knows its own algorithm and a
 token whose header names another one is refused; ``none`` and HMAC are never accepted.
 """
@@ -15,11 +20,13 @@ import base64
 import binascii
 import hashlib
 import os
-import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 import msgspec
+import nacl.bindings
+import nacl.exceptions
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -33,13 +40,16 @@ from .errors import HOSTILE_DECODE_ERRORS, BadSignature, BadToken, UnknownKey
 __all__ = [
     "ALGORITHMS",
     "Alg",
+    "Compact",
     "Header",
     "PrivateKey",
     "PublicKey",
     "b64url_decode",
     "b64url_encode",
+    "check",
     "generate_key",
     "load_private_key",
+    "parse",
     "private_key_from_jwk",
     "public_key_from_jwk",
     "read_header",
@@ -50,7 +60,6 @@ __all__ = [
 
 Alg = Literal["EdDSA", "ES256"]
 ALGORITHMS: Final[tuple[str, ...]] = ("EdDSA", "ES256")
-_B64URL: Final = re.compile(rb"^[A-Za-z0-9_-]*$")
 _P256_BYTES: Final = 32
 _SHA256: Final = hashes.SHA256()
 
@@ -60,16 +69,31 @@ def b64url_encode(data: bytes) -> str:
 
 
 def b64url_decode(text: str | bytes) -> bytes:
+    """Strict, canonical base64url without padding (RFC 7515 section 2): anything else is
+    :class:`BadToken`, so one token has exactly one spelling."""
     raw = text.encode("ascii") if isinstance(text, str) else text
-    if not _B64URL.match(raw) or len(raw) % 4 == 1:
+    rem = len(raw) % 4
+    # '+', '/' and '=' would survive the translation below: they are not base64url.
+    if rem == 1 or b"+" in raw or b"/" in raw or b"=" in raw:
         raise BadToken("not base64url")
     try:
-        data = base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
-    except (binascii.Error, ValueError) as exc:  # pragma: no cover - regex guards it
+        data = binascii.a2b_base64(raw.translate(_TO_STANDARD) + _PADDING[rem], strict_mode=True)
+    except (binascii.Error, ValueError) as exc:
         raise BadToken("not base64url") from exc
-    if base64.urlsafe_b64encode(data).rstrip(b"=") != raw:
+    if rem and _SPARE_BITS[rem] & _B64_VALUE[raw[-1]]:
         raise BadToken("not canonical base64url (spare bits set)")
     return data
+
+
+_TO_STANDARD: Final = bytes.maketrans(b"-_", b"+/")
+_PADDING: Final = (b"", b"", b"==", b"=")
+_SPARE_BITS: Final = (0, 0, 0b1111, 0b11)
+"""Bits of the last character that carry no data, by length modulo 4: they must be 0."""
+_B64_VALUE: Final = bytes(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".find(bytes([c])) & 0x3F
+    for c in range(256)
+)
+"""A base64url character's 6-bit value (others never reach the lookup)."""
 
 
 class Header(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -91,7 +115,7 @@ def _thumbprint(members: dict[str, str]) -> str:
 class PublicKey:
     """A verification key with its ``kid`` and the one algorithm it may be used with."""
 
-    __slots__ = ("_key", "alg", "kid")
+    __slots__ = ("_key", "_raw", "alg", "kid")
 
     def __init__(
         self, key: ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey, *, kid: str | None = None
@@ -103,6 +127,8 @@ class PublicKey:
         else:
             raise ValueError("only Ed25519 and P-256 keys are supported")
         self._key = key
+        self._raw = key.public_bytes_raw() if isinstance(key, ed25519.Ed25519PublicKey) else b""
+        """The Ed25519 public key as libsodium takes it."""
         self.kid = kid or _thumbprint(self._members())
 
     def _members(self) -> dict[str, str]:
@@ -121,17 +147,21 @@ class PublicKey:
         return {**self._members(), "kid": self.kid, "alg": self.alg, "use": "sig"}
 
     def verify(self, signing_input: bytes, signature: bytes) -> bool:
+        if self._raw:
+            if len(signature) != nacl.bindings.crypto_sign_BYTES:
+                return False
+            try:
+                nacl.bindings.crypto_sign_open(signature + signing_input, self._raw)
+            except nacl.exceptions.BadSignatureError:
+                return False
+            return True
+        assert isinstance(self._key, ec.EllipticCurvePublicKey)
+        if len(signature) != 2 * _P256_BYTES:
+            return False
+        r = int.from_bytes(signature[:_P256_BYTES], "big")
+        s = int.from_bytes(signature[_P256_BYTES:], "big")
         try:
-            if isinstance(self._key, ed25519.Ed25519PublicKey):
-                self._key.verify(signature, signing_input)
-            else:
-                if len(signature) != 2 * _P256_BYTES:
-                    return False
-                r = int.from_bytes(signature[:_P256_BYTES], "big")
-                s = int.from_bytes(signature[_P256_BYTES:], "big")
-                self._key.verify(
-                    encode_dss_signature(r, s), signing_input, ec.ECDSA(_SHA256)
-                )
+            self._key.verify(encode_dss_signature(r, s), signing_input, ec.ECDSA(_SHA256))
         except InvalidSignature:
             return False
         return True
@@ -140,13 +170,17 @@ class PublicKey:
 class PrivateKey:
     """A signing key; ``public`` is its verification half with the same ``kid``."""
 
-    __slots__ = ("_key", "public")
+    __slots__ = ("_key", "_secret", "public")
 
     def __init__(
         self, key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey, *, kid: str | None = None
     ) -> None:
         self._key = key
         self.public = PublicKey(key.public_key(), kid=kid)
+        self._secret = b""
+        """The Ed25519 secret key as libsodium takes it (seed and public key)."""
+        if isinstance(key, ed25519.Ed25519PrivateKey):
+            _, self._secret = nacl.bindings.crypto_sign_seed_keypair(key.private_bytes_raw())
 
     @property
     def kid(self) -> str:
@@ -157,8 +191,9 @@ class PrivateKey:
         return self.public.alg
 
     def sign(self, data: bytes) -> bytes:
-        if isinstance(self._key, ed25519.Ed25519PrivateKey):
-            return self._key.sign(data)
+        if self._secret:
+            return nacl.bindings.crypto_sign(data, self._secret)[:nacl.bindings.crypto_sign_BYTES]
+        assert isinstance(self._key, ec.EllipticCurvePrivateKey)
         r, s = decode_dss_signature(self._key.sign(data, ec.ECDSA(_SHA256)))
         return r.to_bytes(_P256_BYTES, "big") + s.to_bytes(_P256_BYTES, "big")
 
@@ -247,17 +282,28 @@ def sign(payload: bytes, key: PrivateKey, *, typ: str) -> str:
     return f"{signing_input.decode('ascii')}.{b64url_encode(key.sign(signing_input))}"
 
 
-def _split(token: str | bytes) -> tuple[bytes, bytes, bytes]:
+@dataclass(frozen=True, slots=True)
+class Compact:
+    """A compact JWS split, its payload decoded, nothing verified: read ``payload`` only to
+    route the message; :func:`check` reads the header and the signature."""
+
+    head: bytes
+    body: bytes
+    signature: bytes
+    payload: bytes
+
+
+def parse(token: str | bytes) -> Compact:
+    """Split a compact JWS and decode its payload (once: :func:`check` reuses it)."""
     raw = token.encode("ascii", "replace") if isinstance(token, str) else bytes(token)
     parts = raw.strip().split(b".")
     if len(parts) != 3:
         raise BadToken("not a compact JWS (expected three dot-separated parts)")
-    return parts[0], parts[1], parts[2]
+    head, body, signature = parts
+    return Compact(head, body, signature, b64url_decode(body))
 
 
-def read_header(token: str | bytes) -> Header:
-    """The protected header, unverified: use it only to find the key."""
-    head, _, _ = _split(token)
+def _header(head: bytes) -> Header:
     try:
         header = _header_decoder.decode(b64url_decode(head))
     except HOSTILE_DECODE_ERRORS as exc:
@@ -270,28 +316,39 @@ def read_header(token: str | bytes) -> Header:
     return header
 
 
+def read_header(token: str | bytes) -> Header:
+    """The protected header, unverified: use it only to find the key."""
+    return _header(parse(token).head)
+
+
+def check(jws: Compact, key_for: Callable[[Header], PublicKey], *,
+          typ: str | None) -> tuple[Header, bytes]:
+    """Verify a parsed JWS; ``key_for`` maps its header to the registered key.
+
+    Returns the header and the payload. Raises :class:`BadToken`, :class:`UnknownKey` (from
+    ``key_for``) or :class:`BadSignature`.
+    """
+    header = _header(jws.head)
+    signature = b64url_decode(jws.signature)
+    if typ is not None and header.typ != typ:
+        raise BadToken(f"JWS typ must be {typ!r}")
+    key = key_for(header)
+    if key.alg != header.alg:
+        raise BadSignature(f"key {key.kid!r} is registered for {key.alg}, not {header.alg}")
+    if not key.verify(jws.head + b"." + jws.body, signature):
+        raise BadSignature("signature does not verify")
+    return header, jws.payload
+
+
 def verify(
     token: str | bytes,
     key_for: Callable[[Header], PublicKey],
     *,
     typ: str | None,
 ) -> tuple[Header, bytes]:
-    """Verify a compact JWS; ``key_for`` maps its header to the registered key.
-
-    Returns the header and the payload bytes. Raises :class:`BadToken`,
-    :class:`UnknownKey` (from ``key_for``) or :class:`BadSignature`.
-    """
-    head, body, sig = _split(token)
-    header = read_header(token)
-    payload, signature = b64url_decode(body), b64url_decode(sig)
-    if typ is not None and header.typ != typ:
-        raise BadToken(f"JWS typ must be {typ!r}")
-    key = key_for(header)
-    if key.alg != header.alg:
-        raise BadSignature(f"key {key.kid!r} is registered for {key.alg}, not {header.alg}")
-    if not key.verify(head + b"." + body, signature):
-        raise BadSignature("signature does not verify")
-    return header, payload
+    """Verify a compact JWS: :func:`parse`, then :func:`check`. Returns the header and the
+    payload bytes."""
+    return check(parse(token), key_for, typ=typ)
 
 
 def unknown_key(kid: str, who: str) -> UnknownKey:

@@ -14,6 +14,8 @@ from typing import cast
 import jwt as pyjwt
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from joserfc import jwt as rfc_jwt
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import JWKRegistry, Key
@@ -458,3 +460,25 @@ def test_private_ec_jwk_with_the_other_y_is_refused() -> None:
 def test_private_jwk_without_d() -> None:
     with pytest.raises(ValueError, match="'d'"):
         private_key_from_jwk(generate_key().public.to_jwk())
+
+
+@given(st.binary(max_size=300))
+def test_base64url_round_trips_every_byte_string(data: bytes) -> None:
+    assert b64url_decode(b64url_encode(data)) == data
+    assert b64url_decode(b64url_encode(data).encode("ascii")) == data
+
+
+@pytest.mark.parametrize("text", [
+    "YQ==",        # padding
+    "YQ=",
+    "a+b/",        # the standard alphabet, not base64url
+    "YWJj ZA",     # whitespace
+    "YWJj\nZA",
+    "YWJjZ",       # a length no encoding has (4k + 1)
+    "YR",          # spare bits set: 'R' is not the canonical last character of "a"
+    "YWJ",         # ... and 'J' of "ab" ('I' is): one token, one spelling
+    "YWJj\u00e9",  # not ASCII
+])
+def test_base64url_refuses_what_rfc7515_does_not_allow(text: str) -> None:
+    with pytest.raises(BadToken):
+        b64url_decode(text.encode("utf-8"))
