@@ -20,6 +20,7 @@ deadline passes before they answer, no reply is sent: the broker says ``timeout`
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -65,6 +66,9 @@ __all__ = ["MAX_QUESTION_LIFETIME_MS", "Adapter", "SignedReply", "open_adapter"]
 CLOCK_SKEW_MS: Final = 30_000
 MAX_QUESTION_LIFETIME_MS: Final = 300_000
 """No query lives longer than 300 s (SPEC section 3), so neither does a question."""
+MAX_SEEN: Final = 200_000
+"""Answered query ids remembered at most (about 30 MB): 660 questions a second for the
+longest question lifetime."""
 _question_decoder: Final = msgspec.json.Decoder(Question)
 
 
@@ -113,7 +117,10 @@ class Adapter:
         self._slots = asyncio.Semaphore(config.max_concurrent)
         self._questions: asyncio.TaskGroup | None = None
         self._link: MqttLink | None = None
-        self._seen: dict[str, int] = {}
+        self._seen: set[str] = set()
+        """Query ids answered whose question has not expired (MQTT may deliver twice)."""
+        self._seen_until: list[tuple[int, str]] = []
+        """The same ids on a heap by deadline, to forget each once its question expired."""
         self._log = structlog.get_logger("samsvar.adapter").bind(
             producer=config.producer, replica=config.replica
         )
@@ -316,12 +323,16 @@ class Adapter:
         return q
 
     def _duplicate(self, q: Question) -> bool:
+        """Seen before? An expired question is refused anyway, so its id is forgotten then
+        (and the oldest beyond :data:`MAX_SEEN`, which bounds the memory)."""
         now = _now_ms()
-        if len(self._seen) > 4 * self.config.max_concurrent + 1024:
-            self._seen = {k: d for k, d in self._seen.items() if d > now}
-        if q.query_id in self._seen:
+        heap, seen = self._seen_until, self._seen
+        while heap and (heap[0][0] <= now or len(heap) >= MAX_SEEN):
+            seen.discard(heapq.heappop(heap)[1])
+        if q.query_id in seen:
             return True
-        self._seen[q.query_id] = q.deadline
+        seen.add(q.query_id)
+        heapq.heappush(heap, (q.deadline, q.query_id))
         return False
 
     def _unblock_read(self, q: Question, log: structlog.typing.FilteringBoundLogger) -> bool:

@@ -11,6 +11,7 @@ import msgspec
 import pytest
 from structlog.testing import capture_logs
 
+from producer_adapter import daemon
 from producer_adapter import (
     Adapter,
     AdapterConfig,
@@ -250,6 +251,23 @@ async def test_duplicate_question_is_answered_once(make_adapter: Any, keys: Any,
     assert await adapter.answer(token) is not None
     assert await adapter.answer(token) is None
     assert adapter.handled == 1
+
+
+async def test_answered_ids_are_forgotten_once_expired_and_stay_bounded(
+        make_adapter: Any, keys: Any, kit: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(daemon, "MAX_SEEN", 20)
+    adapter = make_adapter()
+    short = kit.make_question(deadline_in=0.05)
+    assert await adapter.answer(kit.sign_question(short, keys.broker)) is not None
+    for _ in range(60):
+        assert await adapter.answer(kit.sign_question(kit.make_question(), keys.broker))
+    assert len(adapter._seen) == len(adapter._seen_until) == 20  # the oldest 41 forgotten
+    await asyncio.sleep(0.1)
+    latest = kit.make_question()
+    token = kit.sign_question(latest, keys.broker)
+    assert await adapter.answer(token) is not None
+    assert short.query_id not in adapter._seen  # expired: a replay is refused as expired
+    assert await adapter.answer(token) is None  # a recent one is still a duplicate
 
 
 async def test_log_lines_carry_no_content(make_adapter: Any, keys: Any, kit: Any) -> None:
