@@ -23,6 +23,22 @@ class CliError(Exception):
     """A failure to report as one line and exit 1."""
 
 
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop for the long-running roles where it is installed (Linux, macOS), else asyncio's
+    own loop; ``SAMSVAR_EVENT_LOOP=asyncio`` chooses asyncio's. uvloop's transports and
+    callbacks cost the broker about a fifth less CPU per answer (bench/RESULTS.md)."""
+    choice = os.environ.get("SAMSVAR_EVENT_LOOP", "uvloop")
+    if choice not in ("uvloop", "asyncio"):
+        raise CliError(f"SAMSVAR_EVENT_LOOP must be uvloop or asyncio, not {choice!r}")
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def _run_until_signal(make: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
     """Run a service until SIGINT or SIGTERM, then let it shut down cleanly."""
 
@@ -34,7 +50,8 @@ def _run_until_signal(make: Callable[[asyncio.Event], Coroutine[Any, Any, None]]
                 loop.add_signal_handler(sig, shutdown.set)
         await make(shutdown)
 
-    asyncio.run(runner())
+    with asyncio.Runner(loop_factory=event_loop_factory()) as run:
+        run.run(runner())
 
 
 # -- roles -------------------------------------------------------------------------

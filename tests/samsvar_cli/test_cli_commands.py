@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from samsvar.cli import main
+from samsvar.cli import CliError, event_loop_factory, main
 from schemas.jose import generate_key, load_private_key
 
 
@@ -61,3 +61,14 @@ def test_registry_error_names_the_line(tmp_path: Path,
     err = capsys.readouterr().err
     line = next(n for n, l in enumerate(text.splitlines(), 1) if "x_rays" in l)
     assert f"registry.toml:{line}:" in err and "x_rays" in err
+
+
+def test_services_run_on_uvloop_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    monkeypatch.delenv("SAMSVAR_EVENT_LOOP", raising=False)
+    assert event_loop_factory() is uvloop.new_event_loop
+    monkeypatch.setenv("SAMSVAR_EVENT_LOOP", "asyncio")
+    assert event_loop_factory() is None  # asyncio's own loop
+    monkeypatch.setenv("SAMSVAR_EVENT_LOOP", "trio")
+    with pytest.raises(CliError, match="SAMSVAR_EVENT_LOOP must be uvloop or asyncio"):
+        event_loop_factory()
