@@ -43,6 +43,7 @@ from schemas.identity import normalise
 from schemas.jose import sign, verify
 from schemas.messages import QUESTION_TYP, REPLY_TYP, Question, Reply
 from schemas.registry import Producer, Registry, load_registry
+from schemas.transport import MqttSettings
 
 from .backends import RecordBackend, open_backend
 from .block_register import SqliteBlockRegister
@@ -59,9 +60,10 @@ from .errors import (
     TransportError,
 )
 from .mqtt import MqttLink
+from .mqtt_gmqtt import GmqttLink
 from .policy import Block, make_available, record_type
 
-__all__ = ["MAX_QUESTION_LIFETIME_MS", "Adapter", "SignedReply", "open_adapter"]
+__all__ = ["MAX_QUESTION_LIFETIME_MS", "Adapter", "SignedReply", "link_class", "open_adapter"]
 
 CLOCK_SKEW_MS: Final = 30_000
 MAX_QUESTION_LIFETIME_MS: Final = 300_000
@@ -74,6 +76,11 @@ _question_decoder: Final = msgspec.json.Decoder(Question)
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def link_class(settings: MqttSettings) -> type[GmqttLink | MqttLink]:
+    """The MQTT link on the client library ``[mqtt] client`` names (gmqtt by default)."""
+    return GmqttLink if settings.client == "gmqtt" else MqttLink
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,7 +123,7 @@ class Adapter:
             self._disclosures = SqliteDisclosureLog(config.base / config.disclosure_log)
         self._slots = asyncio.Semaphore(config.max_concurrent)
         self._questions: asyncio.TaskGroup | None = None
-        self._link: MqttLink | None = None
+        self._link: GmqttLink | MqttLink | None = None
         self._seen: set[str] = set()
         """Query ids answered whose question has not expired (MQTT may deliver twice)."""
         self._seen_until: list[tuple[int, str]] = []
@@ -146,8 +153,8 @@ class Adapter:
             self._blocks = await asyncio.to_thread(open_blocks, cfg.blocks, base=cfg.base,
                                                    where=where)
         await self._prepare_stores()
-        link = MqttLink(cfg.mqtt, producer_id=cfg.producer, replica=cfg.replica,
-                        on_question=self._on_question, connected=self.ready)
+        link = link_class(cfg.mqtt)(cfg.mqtt, producer_id=cfg.producer, replica=cfg.replica,
+                                    on_question=self._on_question, connected=self.ready)
         self._link = link
         try:
             async with asyncio.TaskGroup() as tg:

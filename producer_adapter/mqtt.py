@@ -1,10 +1,12 @@
-"""The adapter's MQTT link: outbound only, reconnecting, with retained presence.
+"""The adapter's MQTT link on aiomqtt: outbound only, reconnecting, with retained presence.
 
-One :class:`MqttLink` per replica. On every (re)connect it subscribes to its questions
-(a ``$share`` subscription where the server has them, so replicas split the load),
-publishes ``Presence(online=True)`` retained, and watches its own presence topic: when
-another replica's last will says ``online: false`` while this one lives, it says
-``online: true`` again. The will says ``online: false`` when the connection dies.
+Chosen by ``[mqtt] client = "aiomqtt"``; the default is the same link on gmqtt
+(:class:`producer_adapter.mqtt_gmqtt.GmqttLink`, less CPU per question). One link per
+replica. On every (re)connect it subscribes to its questions (a ``$share`` subscription
+where the server has them, so replicas split the load), publishes ``Presence(online=True)``
+retained, and watches its own presence topic: when another replica's last will says
+``online: false`` while this one lives, it says ``online: true`` again. The will says
+``online: false`` when the connection dies.
 
 Only this module imports aiomqtt; its errors become :class:`TransportError` here.
 """
@@ -12,46 +14,24 @@ Only this module imports aiomqtt; its errors become :class:`TransportError` here
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-import random
-import ssl
-import time
-from collections.abc import Awaitable, Callable
 from typing import Final
 
 import aiomqtt
-import msgspec
-import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from schemas.errors import HOSTILE_DECODE_ERRORS
-from schemas.messages import Presence
-from schemas.topics import presence_topic, question_topic, shared
 from schemas.transport import NODELAY, MqttSettings
 
-from .errors import AdapterConfigError, TransportError
+from ._link import BACKOFF_MAX, BACKOFF_MIN, OFFLINE_GRACE, LinkBase, QuestionHandler
+from .errors import TransportError
 
-__all__ = ["BACKOFF_MAX", "BACKOFF_MIN", "MqttLink", "QuestionHandler"]
+__all__ = ["MqttLink"]
 
-BACKOFF_MIN: Final = 0.1
-BACKOFF_MAX: Final = 5.0
-_OFFLINE_GRACE: Final = 2.0
-"""Seconds to try to say ``online: false`` when stopping."""
-
-QuestionHandler = Callable[[bytes], Awaitable[None]]
-"""Called with each question's payload; may wait (back-pressure on the reader)."""
-
-_presence_decoder: Final = msgspec.json.Decoder(Presence)
 _PROTOCOLS: Final = {"5": aiomqtt.ProtocolVersion.V5, "3.1.1": aiomqtt.ProtocolVersion.V311}
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-class MqttLink:
+class MqttLink(LinkBase):
     """One outbound MQTT connection, kept up by :meth:`run` until :meth:`close`."""
 
     def __init__(
@@ -63,32 +43,9 @@ class MqttLink:
         on_question: QuestionHandler,
         connected: asyncio.Event | None = None,
     ) -> None:
-        self.settings = settings
-        self.producer_id = producer_id
-        self.identifier = f"samsvar-adapter-{producer_id}-{replica}"
-        self.question_topic = question_topic(settings.prefix, producer_id)
-        self.presence_topic = presence_topic(settings.prefix, producer_id)
-        self.subscription = (
-            shared(producer_id, self.question_topic)
-            if settings.shared_subscriptions else self.question_topic
-        )
-        self.connected = connected if connected is not None else asyncio.Event()
-        """Set while connected, subscribed and announced online."""
-        try:
-            self._tls = settings.ssl_context()
-        except (OSError, ssl.SSLError) as exc:
-            raise AdapterConfigError(f"[mqtt] TLS files cannot be used: {exc}") from exc
-        self._on_question = on_question
-        self._closing = asyncio.Event()
-        self._taking_questions = True
+        super().__init__(settings, producer_id=producer_id, replica=replica,
+                         on_question=on_question, connected=connected)
         self._client: aiomqtt.Client | None = None
-        self._log = structlog.get_logger("samsvar.adapter").bind(
-            producer=producer_id, replica=replica
-        )
-
-    def close(self) -> None:
-        """Ask :meth:`run` to say ``online: false``, disconnect and return."""
-        self._closing.set()
 
     async def stop_questions(self) -> None:
         """Unsubscribe from questions, so replicas sharing the subscription get them."""
@@ -97,16 +54,10 @@ class MqttLink:
         if client is None or not self.connected.is_set():
             return
         try:
-            async with asyncio.timeout(_OFFLINE_GRACE):
+            async with asyncio.timeout(OFFLINE_GRACE):
                 await client.unsubscribe(self.subscription)
         except (aiomqtt.MqttError, TimeoutError) as exc:
             self._log.warning("could not unsubscribe from questions", error=str(exc))
-
-    def _presence(self, *, online: bool, since: int | None = None) -> bytes:
-        return msgspec.json.encode(
-            Presence(producer=self.producer_id, online=online,
-                     since=_now_ms() if since is None else since)
-        )
 
     def _make_client(self) -> aiomqtt.Client:
         s = self.settings
@@ -118,9 +69,7 @@ class MqttLink:
             keepalive=s.keepalive,
             tls_context=self._tls,
             socket_options=NODELAY,
-            # The will cannot know when the connection will die: ``since`` 0 means unknown.
-            will=aiomqtt.Will(self.presence_topic, self._presence(online=False, since=0),
-                              qos=s.qos, retain=True),
+            will=aiomqtt.Will(self.presence_topic, self._will(), qos=s.qos, retain=True),
         )
 
     async def run(self) -> None:
@@ -128,7 +77,7 @@ class MqttLink:
         client = self._make_client()
         delay = BACKOFF_MIN
         while not self._closing.is_set():
-            wait = min(BACKOFF_MAX, delay) * random.uniform(0.5, 1.0)  # jitter, not crypto
+            wait = self._retry_in(delay)
             try:
                 async with client:
                     self._client = client
@@ -142,9 +91,7 @@ class MqttLink:
             finally:
                 self.connected.clear()
                 self._client = None
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._closing.wait()
+            await self._pause(wait)
 
     async def _session(self, client: aiomqtt.Client) -> None:
         """Serve one connection: return after :meth:`close`, raise ``MqttError`` if lost."""
@@ -185,7 +132,7 @@ class MqttLink:
     async def _say_offline(self, client: aiomqtt.Client) -> None:
         self.connected.clear()
         try:
-            async with asyncio.timeout(_OFFLINE_GRACE):
+            async with asyncio.timeout(OFFLINE_GRACE):
                 await client.publish(self.presence_topic, self._presence(online=False),
                                      qos=self.settings.qos, retain=True)
         except (aiomqtt.MqttError, TimeoutError) as exc:
@@ -206,15 +153,8 @@ class MqttLink:
             # Anything else is not ours: amqtt sends retained messages to every client.
 
     async def _on_presence(self, client: aiomqtt.Client, payload: bytes) -> None:
-        try:
-            presence = _presence_decoder.decode(payload)
-        except HOSTILE_DECODE_ERRORS:
-            self._log.warning("malformed presence message ignored")
+        if not self._wrongly_offline(payload):
             return
-        if presence.producer != self.producer_id or presence.online or self._closing.is_set():
-            return
-        # Another replica's last will (or our own old connection's): we are still here.
-        self._log.info("presence said offline while alive; announcing online again")
         await client.publish(self.presence_topic, self._presence(online=True),
                              qos=self.settings.qos, retain=True)
 

@@ -10,8 +10,8 @@ Read from the ``[mqtt]`` table of a broker's or adapter's config::
     ca = "ca.pem"                          # TLS: the server's CA, and our client certificate
     cert = "client.pem"
     key = "client.key"
-    client = "gmqtt"                       # the broker's MQTT client library: "gmqtt" or
-                                           # "aiomqtt" (bench/RESULTS.md); adapters ignore it
+    client = "gmqtt"                       # the MQTT client library, broker and adapters
+                                           # alike: "gmqtt" or "aiomqtt" (bench/RESULTS.md)
 """
 
 from __future__ import annotations
@@ -50,9 +50,12 @@ class MqttSettings:
     cert: str | None = None
     key: str | None = None
     client: Literal["aiomqtt", "gmqtt"] = "gmqtt"
-    """Which MQTT client library the broker's bus uses: broker.mqtt_gmqtt (the default: about
-    half the CPU per reply, bench/RESULTS.md "Choosing the broker's MQTT client") or
-    broker.mqtt (aiomqtt). The producer adapters always use aiomqtt."""
+    """Which MQTT client library a role drives: gmqtt (the default; the plumbing both roles
+    share is schemas.gmqtt_link) or aiomqtt. The broker's bus is then broker.mqtt_gmqtt or
+    broker.mqtt, an adapter's link producer_adapter.mqtt_gmqtt or producer_adapter.mqtt.
+    gmqtt cut the broker's CPU per reply by about 40 % (bench/RESULTS.md "Choosing the
+    broker's MQTT client"); the adapter's link avoids the same costs (paho's MQTT 5
+    Properties, its overhead per publish)."""
 
     @property
     def url(self) -> str:

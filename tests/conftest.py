@@ -4,6 +4,12 @@
 ``CI=true`` a missing ``mosquitto`` binary is a failure, never a skip; elsewhere the tests
 fall back to the in-process amqtt server so a laptop without Mosquitto still runs them.
 
+``SAMSVAR_MQTT_CLIENT=gmqtt`` (or ``aiomqtt``) runs every broker and producer adapter the
+tests start, in process or as ``samsvar broker``/``samsvar adapter``, on that MQTT client
+(``[mqtt] client``) instead of the default: :meth:`MqttServer.settings` and
+:func:`with_mqtt_client` give it to in-process roles, :func:`mqtt_client_toml` to config
+files. Tests that compare the clients name theirs explicitly.
+
 ``pg_dsn`` is the ``test`` database at 127.0.0.1:5432 (``SAMSVAR_TEST_PG_DSN`` names
 another); ``pg_schema`` and :func:`fresh_pg_schema` give a test a schema of its own,
 dropped afterwards. Under ``CI=true`` an unreachable PostgreSQL fails the tests that need
@@ -13,6 +19,7 @@ it; elsewhere they are skipped.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import socket
@@ -36,6 +43,23 @@ PG_CANDIDATES = (
     [os.environ["SAMSVAR_TEST_PG_DSN"]] if os.environ.get("SAMSVAR_TEST_PG_DSN") else
     ["postgresql://postgres@127.0.0.1:5432/test", "postgresql://root@127.0.0.1:5432/test"]
 )
+
+MQTT_CLIENT = os.environ.get("SAMSVAR_MQTT_CLIENT", "")
+"""Every role's MQTT client for this test run ("" = the default of MqttSettings)."""
+if MQTT_CLIENT not in ("", "aiomqtt", "gmqtt"):
+    raise RuntimeError(f"SAMSVAR_MQTT_CLIENT must be aiomqtt or gmqtt, not {MQTT_CLIENT!r}")
+
+
+def with_mqtt_client(settings: MqttSettings) -> MqttSettings:
+    """A role's MQTT settings, on the client SAMSVAR_MQTT_CLIENT names (if it does)."""
+    if not MQTT_CLIENT:
+        return settings
+    return dataclasses.replace(settings, client=MQTT_CLIENT)  # type: ignore[arg-type]
+
+
+def mqtt_client_toml() -> list[str]:
+    """The line(s) a config file's [mqtt] table gets for SAMSVAR_MQTT_CLIENT."""
+    return [f'client = "{MQTT_CLIENT}"'] if MQTT_CLIENT else []
 
 
 def free_port() -> int:
@@ -65,10 +89,11 @@ class MqttServer:
     config_path: Path | None
 
     def settings(self, prefix: str) -> MqttSettings:
+        """Any role's settings for this server, on the client of SAMSVAR_MQTT_CLIENT."""
         if self.kind == "amqtt":
-            return MqttSettings(port=self.port, prefix=prefix, protocol="3.1.1",
-                                shared_subscriptions=False)
-        return MqttSettings(port=self.port, prefix=prefix)
+            return with_mqtt_client(MqttSettings(port=self.port, prefix=prefix,
+                                                 protocol="3.1.1", shared_subscriptions=False))
+        return with_mqtt_client(MqttSettings(port=self.port, prefix=prefix))
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -2,7 +2,7 @@
 contract: TCP_NODELAY, message expiry, more questions at once than the server's Receive
 Maximum, NotReady while disconnected, reconnecting after the server restarts.
 
-The whole suite runs on either client with ``SAMSVAR_MQTT_CLIENT`` (tests/e2e/conftest.py).
+The whole suite runs on either client with ``SAMSVAR_MQTT_CLIENT`` (tests/conftest.py).
 """
 
 from __future__ import annotations

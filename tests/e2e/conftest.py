@@ -3,17 +3,15 @@
 Only the MQTT server is shared with ``tests/conftest.py``; everything else is built here
 from scratch in ``tmp_path`` so each test owns its registry, keys and topic prefix.
 
-``SAMSVAR_MQTT_CLIENT=gmqtt`` (or ``aiomqtt``) runs every broker these tests start, in
-process or as ``samsvar broker``, on that MQTT client (``[mqtt] client``) instead of the
-default; see :func:`broker_mqtt` and :func:`broker_mqtt_toml`.
+``SAMSVAR_MQTT_CLIENT=gmqtt`` (or ``aiomqtt``) runs every broker and adapter these tests
+start, in process or as ``samsvar broker``/``samsvar adapter``, on that MQTT client
+(``[mqtt] client``) instead of the default; see ``tests/conftest.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -35,7 +33,6 @@ from schemas.jose import PrivateKey, generate_key
 from schemas.messages import QueryClaims, User
 from schemas.records import UnitRef
 from schemas.registry import Registry, parse_registry
-from schemas.transport import MqttSettings
 from tests.conftest import MqttServer
 
 BROKER_ID = "SE0000000000-TEST"
@@ -43,24 +40,6 @@ CARE_GIVER = "SE2321000999-RE01"
 SOCIAL_CARE_GIVER = "SE2120009999-EK01"
 CITIZEN_PORTAL = "SE5560000000-INV1"
 PERSON = "193803039142"  # from Skatteverket's test personnummer
-MQTT_CLIENT = os.environ.get("SAMSVAR_MQTT_CLIENT", "")
-"""The broker's MQTT client for this test run ("" = the default of MqttSettings)."""
-if MQTT_CLIENT not in ("", "aiomqtt", "gmqtt"):
-    raise RuntimeError(f"SAMSVAR_MQTT_CLIENT must be aiomqtt or gmqtt, not {MQTT_CLIENT!r}")
-
-
-def broker_mqtt(settings: MqttSettings) -> MqttSettings:
-    """A broker's MQTT settings, on the client SAMSVAR_MQTT_CLIENT names (if it does)."""
-    if not MQTT_CLIENT:
-        return settings
-    return dataclasses.replace(settings, client=MQTT_CLIENT)  # type: ignore[arg-type]
-
-
-def broker_mqtt_toml() -> list[str]:
-    """The line(s) a broker.toml's [mqtt] table gets for SAMSVAR_MQTT_CLIENT."""
-    return [f'client = "{MQTT_CLIENT}"'] if MQTT_CLIENT else []
-
-
 USER = User(id="SE2321000999-ANLI", name="Anna Lind", role="Läkare",
             unit=UnitRef(id="SE2321000999-U100", name="Akuten"))
 
@@ -114,7 +93,7 @@ class Federation:
         config = BrokerConfig(
             registry_path=self.tmp / "registry.toml", key_path=self.tmp / "broker.jwk",
             instance=f"b-{uuid.uuid4().hex[:6]}", port=0,
-            mqtt=broker_mqtt(self.server.settings(self.prefix)),
+            mqtt=self.server.settings(self.prefix),
             access_log=AccessLogConfig(path=self.tmp / "access-log.db"), **overrides,
         )
         self.broker = BrokerServer(config, registry=self.registry, key=self.keys["broker"])

@@ -47,12 +47,18 @@ from samsvar.mosquitto_security import (
 )
 from schemas.topics import presence_topic, question_topic, reply_topic, shared
 from schemas.transport import MqttSettings
-from tests.conftest import IN_CI, MqttServer, _wait_for_port, free_port, mosquitto_available
+from tests.conftest import (
+    IN_CI,
+    MqttServer,
+    _wait_for_port,
+    free_port,
+    mosquitto_available,
+    with_mqtt_client,
+)
 from tests.e2e.conftest import (
     PERSON,
     Federation,
     ProducerSpec,
-    broker_mqtt,
     build_federation,
     record,
 )
@@ -396,7 +402,7 @@ async def test_query_is_answered_over_tls_with_client_certificates(secured: Secu
     shutdown = asyncio.Event()
     config = BrokerConfig(
         registry_path=fed.tmp / "registry.toml", key_path=fed.tmp / "broker.jwk",
-        instance="b1", port=0, mqtt=broker_mqtt(secured.settings("broker:b1")),
+        instance="b1", port=0, mqtt=with_mqtt_client(secured.settings("broker:b1")),
         access_log=AccessLogConfig(path=fed.tmp / "access-log.db"),
     )
     assert config.mqtt.tls and config.mqtt.url.startswith("mqtts://")
@@ -409,7 +415,8 @@ async def test_query_is_answered_over_tls_with_client_certificates(secured: Secu
         await asyncio.wait_for(broker.bus.connected.wait(), 10)
         fed.url = f"http://127.0.0.1:{broker.port}"
         for pid in (P1, P2):
-            cfg = dataclasses.replace(fed.adapter_config(pid), mqtt=secured.settings(pid))
+            cfg = dataclasses.replace(fed.adapter_config(pid),
+                                      mqtt=with_mqtt_client(secured.settings(pid)))
             adapter = Adapter(cfg, fed.registry)
             stop = asyncio.Event()
             adapters.append((stop, asyncio.create_task(adapter.run(shutdown=stop))))

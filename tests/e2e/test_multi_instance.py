@@ -29,12 +29,11 @@ import msgspec
 import pytest
 
 from producer_adapter import DisclosureLogError, SqliteDisclosureLog
-from tests.conftest import MqttServer, PgSchema, free_port
+from tests.conftest import MqttServer, PgSchema, free_port, mqtt_client_toml
 from tests.e2e.conftest import (
     PERSON,
     Federation,
     ProducerSpec,
-    broker_mqtt_toml,
     federations,
     record,
 )
@@ -63,7 +62,7 @@ def _mqtt_table(fed: Federation) -> list[str]:
     s = fed.server.settings(fed.prefix)
     return ["[mqtt]", f'url = "{s.url}"', f'prefix = "{s.prefix}"', f'protocol = "{s.protocol}"',
             f"shared_subscriptions = {'true' if s.shared_subscriptions else 'false'}",
-            *broker_mqtt_toml(), ""]
+            *mqtt_client_toml(), ""]
 
 
 def write_pg_broker_config(fed: Federation, *, instance: str, port: int, dsn: str,

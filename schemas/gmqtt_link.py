@@ -1,0 +1,272 @@
+"""How every role drives gmqtt: one connection per client object, the role reconnects.
+
+The broker's bus (``broker/mqtt_gmqtt.py``) and the adapter's link
+(``producer_adapter/mqtt_gmqtt.py``) both loop around a fresh :class:`Client` per
+connection. What they share lives here, so the gmqtt plumbing is written once:
+
+* gmqtt's own reconnect is switched off (:meth:`Client.reconnect` reports the loss
+  instead): the role owns reconnecting with its backoff, so a lost connection means the
+  same as with aiomqtt;
+* gmqtt does not queue publishes beyond the server's Receive Maximum (Mosquitto: 20) but
+  raises ``OverflowError``; :class:`Window` makes a publisher wait for the next PUBACK
+  instead, in order. When the connection is gone it raises :class:`ConnectionGone`, which
+  each role translates into its own error;
+* ``Client.publish`` returns once the packet is written to the socket; :meth:`Window.acked`
+  waits for its PUBACK where a role needs that (a lost connection ends the wait);
+* gmqtt logs whole packets on some errors and at debug level: :class:`NoPayloads` keeps
+  questions and replies (personal data) out of every log;
+* TCP_NODELAY: asyncio's socket transports set it on every TCP socket themselves
+  (``asyncio.selector_events._SelectorSocketTransport``), TLS or not, so gmqtt needs no
+  socket options (paho does: :data:`schemas.transport.NODELAY`); tests check it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
+
+import gmqtt  # type: ignore[import-untyped]  # gmqtt ships no type hints
+import structlog
+from gmqtt.storage import PersistentStorage  # type: ignore[import-untyped]
+
+__all__ = [
+    "TIMEOUT",
+    "Client",
+    "ConnectionGone",
+    "ConnectionLost",
+    "NoPayloads",
+    "Window",
+    "close",
+    "gmqtt_logger",
+    "publish",
+    "unless_lost",
+]
+
+log = structlog.get_logger("samsvar.gmqtt")
+
+TIMEOUT: Final = 10.0
+"""Seconds for connecting (CONNACK) and each SUBACK or UNSUBACK, as aiomqtt's ``timeout=10``."""
+
+T = TypeVar("T")
+
+
+class NoPayloads(logging.Filter):
+    """gmqtt logs whole packets on some errors (and at debug level): a question's or reply's
+    records must never reach a log, so its log lines keep their text but lose their arguments."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.args = None
+        return True
+
+
+for _name in ("gmqtt.client", "gmqtt.mqtt.handler", "gmqtt.mqtt.protocol",
+              "gmqtt.mqtt.package", "gmqtt.mqtt.connection"):
+    logging.getLogger(_name).addFilter(NoPayloads())
+
+
+def gmqtt_logger(name: str) -> logging.Logger:
+    """The logger a role hands its gmqtt clients (e.g. ``samsvar.broker.gmqtt``), filtered.
+
+    Call once per name (at import): every call adds another filter."""
+    logger = logging.getLogger(name)
+    logger.addFilter(NoPayloads())
+    return logger
+
+
+class ConnectionLost(Exception):
+    """The connection went away (or was refused) while connecting or subscribing."""
+
+
+class ConnectionGone(Exception):
+    """There is no connection to publish on (any more); each role says so in its own terms."""
+
+
+class Window(PersistentStorage):  # type: ignore[misc]
+    """gmqtt's store of unacknowledged QoS 1/2 publishes, and a queue of publishers waiting
+    for room in the server's Receive Maximum. gmqtt calls :meth:`remove_message_by_mid` on
+    each PUBACK (PUBCOMP), after freeing the packet id: the next publisher in line goes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._acks: dict[int, asyncio.Future[None]] = {}
+        self.last_mid = 0
+        """The packet id of the latest QoS 1/2 publish (read it right after publishing)."""
+        self.closed = False
+
+    def push_message(self, mid: int, raw_package: bytes) -> None:
+        super().push_message(mid, raw_package)
+        self.last_mid = mid
+
+    def remove_message_by_mid(self, mid: int) -> None:
+        super().remove_message_by_mid(mid)
+        ack = self._acks.pop(mid, None)
+        if ack is not None and not ack.done():
+            ack.set_result(None)
+        self._wake_next()
+
+    def _wake_next(self) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    @property
+    def queued(self) -> bool:
+        return bool(self._waiting)
+
+    async def turn(self, *, first: bool = False) -> None:
+        """Until a packet id is free (after the next PUBACK); raises once closed."""
+        if self.closed:
+            raise ConnectionGone("not connected to MQTT")
+        waiter = asyncio.get_running_loop().create_future()
+        if first:
+            self._waiting.appendleft(waiter)
+        else:
+            self._waiting.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._wake_next()  # our turn came, but we are gone: pass it on
+            raise
+
+    async def acked(self, mid: int) -> None:
+        """Until the server acknowledges publish ``mid``; raises if the connection goes."""
+        if self.closed:
+            raise ConnectionGone("not connected to MQTT")
+        if mid not in self._messages:  # acknowledged already (or never stored: QoS 0)
+            return
+        ack = self._acks[mid] = asyncio.get_running_loop().create_future()
+        await ack
+
+    def close(self) -> None:
+        """The connection is gone: nobody waits for room in it, or for an ack, any more."""
+        self.closed = True
+        waiters = [*self._waiting, *self._acks.values()]
+        self._waiting.clear()
+        self._acks.clear()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(ConnectionGone("the MQTT connection was lost"))
+
+
+class Client(gmqtt.Client):  # type: ignore[misc]
+    """A gmqtt client for one connection: it never reconnects by itself, reports when it
+    would have, and lets its role await each SUBACK and UNSUBACK.
+
+    gmqtt calls ``reconnect`` when the server disconnects, the socket closes, a keepalive
+    is missed or a CONNACK refuses us (also to downgrade MQTT 5 to 3.1.1): each is the end
+    of this connection, and ``on_lost`` tells the role, which then connects a fresh client.
+    """
+
+    def __init__(self, client_id: str, *, window: Window, logger: logging.Logger,
+                 on_lost: Callable[[str], None], **kwargs: Any) -> None:
+        super().__init__(client_id, clean_session=True, persistent_storage=window,
+                         logger=logger, **kwargs)
+        self.stop_reconnect()
+        self._on_lost = on_lost
+        self._window = window
+        self._answers: dict[int, asyncio.Future[tuple[int, ...]]] = {}
+        self._lost: str | None = None
+        self.on_disconnect = lambda _client, _packet, _exc=None: self._lose("connection lost")
+        self.on_subscribe = lambda _client, mid, codes, _props: self._answer(mid, codes)
+        self.on_unsubscribe = lambda _client, mid, codes: self._answer(mid, codes)
+
+    async def reconnect(self, delay: bool = False) -> None:
+        self._lose("connection lost")
+
+    def _lose(self, why: str) -> None:
+        self._lost = self._lost or why
+        answers = list(self._answers.values())
+        self._answers.clear()
+        for future in answers:
+            if not future.done():
+                future.set_exception(ConnectionLost(why))
+        self._on_lost(why)
+
+    def _answer(self, mid: int, codes: tuple[int, ...]) -> None:
+        future = self._answers.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(codes)
+
+    async def subscribed(self, topic: str, qos: int) -> None:
+        """Subscribe and wait for the SUBACK; raises :class:`ConnectionLost` if refused."""
+        granted = await self._request(lambda: self.subscribe(gmqtt.Subscription(topic, qos=qos)))
+        if any(code >= 0x80 for code in granted):
+            raise ConnectionLost(f"the server refused the subscription to {topic} "
+                                 f"(reason {granted[0]:#x})")
+
+    async def unsubscribed(self, topic: str) -> tuple[int, ...]:
+        """Unsubscribe and wait for the UNSUBACK: its reason codes (none in MQTT 3.1.1)."""
+        return await self._request(lambda: self.unsubscribe(topic))
+
+    async def _request(self, send: Callable[[], int]) -> tuple[int, ...]:
+        """Send a (UN)SUBSCRIBE, waiting for a free packet id, and await its answer."""
+        while True:
+            if self._lost is not None:
+                raise ConnectionLost(self._lost)
+            if self._window.closed:
+                raise ConnectionGone("not connected to MQTT")
+            try:
+                mid = send()
+                break
+            except OverflowError:  # the server's Receive Maximum is in flight
+                await self._window.turn(first=True)
+        future: asyncio.Future[tuple[int, ...]] = asyncio.get_running_loop().create_future()
+        self._answers[mid] = future
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                return await future
+        except TimeoutError:
+            raise TimeoutError(f"no answer from the MQTT server within {TIMEOUT:.0f} s") from None
+
+
+async def unless_lost(aw: Awaitable[T], lost: asyncio.Event) -> T:
+    """``aw``'s result within :data:`TIMEOUT`, unless the connection goes first."""
+    work = asyncio.ensure_future(aw)
+    gone = asyncio.ensure_future(lost.wait())
+    try:
+        done, _ = await asyncio.wait({work, gone}, timeout=TIMEOUT,
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (work, gone):
+            task.cancel()
+    if work in done:
+        return work.result()
+    if gone in done:
+        raise ConnectionLost("the server refused or closed the connection")
+    raise TimeoutError(f"no answer from the MQTT server within {TIMEOUT:.0f} s")
+
+
+async def publish(client: Client, window: Window, topic: str, payload: bytes, *, qos: int,
+                  retain: bool = False, expiry_s: int | None = None) -> None:
+    """Write one publish to the socket, waiting in line while the server's Receive Maximum
+    is in flight; raises :class:`ConnectionGone` once ``window`` is closed.
+
+    ``expiry_s`` becomes the MQTT 5 message expiry (leave it None on MQTT 3.1.1)."""
+    properties = {} if expiry_s is None else {"message_expiry_interval": expiry_s}
+    if window.queued:  # others wait for room: keep their order
+        await window.turn()
+    while True:
+        if window.closed:
+            raise ConnectionGone("not connected to MQTT")
+        try:
+            client.publish(topic, payload, qos=qos, retain=retain, **properties)
+            return
+        except OverflowError:  # the server's Receive Maximum is in flight
+            await window.turn(first=True)
+
+
+async def close(client: Client) -> None:
+    """Say goodbye if the socket is still open; never raises."""
+    try:
+        if client._connection is not None and not client._connection.is_closing():
+            async with asyncio.timeout(2):
+                await client.disconnect()
+    except Exception as exc:  # noqa: BLE001 - the connection is finished either way
+        log.debug("mqtt_close_failed", error=type(exc).__name__)
