@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import structlog
@@ -48,6 +48,26 @@ class BusBase:
             self._tls = settings.ssl_context()
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"[mqtt] TLS files cannot be used: {exc}") from exc
+
+    async def publish_question(self, producer_id: str, token: bytes, *, expiry_s: int) -> None:
+        raise NotImplementedError
+
+    async def publish_questions(self, producer_ids: Sequence[str], token: bytes, *,
+                                expiry_s: int, timeout_s: float) -> dict[str, Exception]:
+        """Every publish at once, each bounded by ``timeout_s`` (a client that waits for
+        each PUBACK, as aiomqtt does, would otherwise take a round trip per producer)."""
+        results = await asyncio.gather(
+            *(asyncio.wait_for(self.publish_question(pid, token, expiry_s=expiry_s), timeout_s)
+              for pid in producer_ids),
+            return_exceptions=True,
+        )
+        failures: dict[str, Exception] = {}
+        for pid, result in zip(producer_ids, results, strict=True):
+            if isinstance(result, Exception):
+                failures[pid] = result
+            elif isinstance(result, BaseException):  # cancelled: the query is gone
+                raise result
+        return failures
 
     def _dispatch(self, topic: str, payload: bytes) -> None:
         """Route one incoming message to the core. Never raises."""

@@ -7,6 +7,7 @@ these protocols do.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Protocol
 
 from schemas.messages import SourceStatus
@@ -23,6 +24,12 @@ class QuestionBus(Protocol):
 
     async def publish_question(self, producer_id: str, token: bytes, *, expiry_s: int) -> None:
         """Publish one signed question to one producer's topic; raises when not connected."""
+        ...
+
+    async def publish_questions(self, producer_ids: Sequence[str], token: bytes, *,
+                                expiry_s: int, timeout_s: float) -> dict[str, Exception]:
+        """Publish one signed question to each producer's topic, none waiting past
+        ``timeout_s``; returns the producers it did not reach, each with the reason."""
         ...
 
 

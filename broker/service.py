@@ -333,21 +333,14 @@ class QueryService:
         log.info("query_fanout", query_id=query.query_id, asked=len(online),
                  unavailable=len(offline), deadline_ms=deadline_ms)
         try:
-            expiry_s = -(-deadline_ms // 1000)
-            # A publish may never wait past the question's deadline (e.g. MQTT going away).
-            results = await asyncio.gather(
-                *(asyncio.wait_for(bus.publish_question(p.id, token, expiry_s=expiry_s),
-                                   deadline_ms / 1000) for p in online),
-                return_exceptions=True,
-            )
-            for p, result in zip(online, results, strict=True):
-                if isinstance(result, BaseException):
-                    if isinstance(result, asyncio.CancelledError):
-                        raise result
-                    log.warning("publish_failed", query_id=query.query_id, producer=p.id,
-                                reason=str(result))
-                    pending.waiting.discard(p.id)
-                    pending.outcomes[p.id].status = "unavailable"
+            failures = await bus.publish_questions(
+                [p.id for p in online], token, expiry_s=-(-deadline_ms // 1000),
+                timeout_s=deadline_ms / 1000)  # never past the deadline (MQTT going away)
+            for producer_id, exc in failures.items():
+                log.warning("publish_failed", query_id=query.query_id, producer=producer_id,
+                            reason=str(exc) or type(exc).__name__)
+                pending.waiting.discard(producer_id)
+                pending.outcomes[producer_id].status = "unavailable"
             if pending.waiting:
                 remaining = pending.started + deadline_ms / 1000 - time.monotonic()
                 try:
