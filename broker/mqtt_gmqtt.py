@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import gmqtt  # type: ignore[import-untyped]  # gmqtt ships no type hints
@@ -155,3 +155,24 @@ class GmqttBus(BusBase):
                           expiry_s=max(1, expiry_s) if self._v5 else None)
         except ConnectionGone:
             raise NotReady("mqtt-disconnected", "the broker is not connected to MQTT") from None
+
+    async def publish_questions(self, producer_ids: Sequence[str], token: bytes, *,
+                                expiry_s: int, timeout_s: float) -> dict[str, Exception]:
+        """One after the other, in one task: a publish here returns as soon as it is written,
+        and waits only for room in the Receive Maximum, in line, which concurrent publishers
+        would do as well. Those not written within ``timeout_s`` or when the connection
+        goes are returned."""
+        failures: dict[str, Exception] = {}
+        sent = 0
+        try:
+            async with asyncio.timeout(timeout_s):
+                for producer_id in producer_ids:
+                    try:
+                        await self.publish_question(producer_id, token, expiry_s=expiry_s)
+                    except NotReady as exc:
+                        failures[producer_id] = exc
+                    sent += 1
+        except TimeoutError:
+            for producer_id in producer_ids[sent:]:
+                failures[producer_id] = TimeoutError("no room to publish before the deadline")
+        return failures

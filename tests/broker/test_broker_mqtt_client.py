@@ -8,6 +8,7 @@ The whole suite runs on either client with ``SAMSVAR_MQTT_CLIENT`` (tests/confte
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import uuid
 from pathlib import Path
@@ -114,3 +115,51 @@ async def test_gmqtt_bus_keeps_the_port_contract(mosquitto: MqttServer,
         shutdown.set()
         await asyncio.wait_for(task, 10)
     assert not bus.connected.is_set() and disconnects == [1, 1]
+
+
+@pytest.mark.parametrize("client", ["aiomqtt", "gmqtt"])
+async def test_one_question_to_many_producers_in_one_call(mosquitto: MqttServer,
+                                                          unique_prefix: str,
+                                                          client: str) -> None:
+    """publish_questions reaches every producer, and none waits past its timeout: what the
+    server cannot take in time (here: a frozen server, no PUBACK) comes back as failed."""
+    settings = MqttSettings(port=mosquitto.port, prefix=unique_prefix,
+                            client=client)  # type: ignore[arg-type]
+    bus_type = GmqttBus if client == "gmqtt" else MqttBus
+    bus = bus_type(settings, instance="b1", on_reply=lambda _: None,
+                   on_presence=lambda _p, _b: None)
+    producers = [f"P{i}" for i in range(100)]
+    failed = await bus.publish_questions(producers, b"q", expiry_s=5, timeout_s=1)
+    assert set(failed) == set(producers)  # not connected: nobody is reached
+    assert all(isinstance(exc, NotReady) for exc in failed.values())
+    shutdown = asyncio.Event()
+    task = asyncio.create_task(bus.run(shutdown))
+    try:
+        await asyncio.wait_for(bus.connected.wait(), 10)
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port,
+                                  identifier=f"t-{uuid.uuid4().hex[:8]}",
+                                  protocol=aiomqtt.ProtocolVersion.V5) as spy:
+            await spy.subscribe(question_topic(unique_prefix, "+"), qos=1)
+            assert await bus.publish_questions(producers, b"q", expiry_s=5, timeout_s=10) == {}
+            got: set[str] = set()
+            async with asyncio.timeout(10):
+                async for message in spy.messages:
+                    got.add(message.topic.value)
+                    if len(got) == len(producers):
+                        break
+            assert got == {question_topic(unique_prefix, p) for p in producers}
+
+            mosquitto.process.send_signal(signal.SIGSTOP)  # no PUBACK comes any more
+            try:
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                failed = await bus.publish_questions(producers, b"q", expiry_s=5, timeout_s=0.5)
+                waited = loop.time() - started
+            finally:
+                mosquitto.process.send_signal(signal.SIGCONT)
+            assert 0.4 < waited < 5
+            # The server's Receive Maximum (20) bounds what can be in flight unacknowledged.
+            assert len(failed) >= len(producers) - 20
+    finally:
+        shutdown.set()
+        await asyncio.wait_for(task, 10)
