@@ -35,6 +35,7 @@ from gmqtt.storage import PersistentStorage  # type: ignore[import-untyped]
 __all__ = [
     "TIMEOUT",
     "Client",
+    "CoalescingTransport",
     "ConnectionGone",
     "ConnectionLost",
     "NoPayloads",
@@ -155,6 +156,44 @@ class Window(PersistentStorage):  # type: ignore[misc]
                 waiter.set_exception(ConnectionGone("the MQTT connection was lost"))
 
 
+class CoalescingTransport:
+    """A transport whose writes in one turn of the event loop leave in one send.
+
+    gmqtt writes every packet on its own, and on loopback TCP each ``send`` also does the
+    receiver's work in the kernel: 39 µs per call in the broker under load, ten calls per
+    answer at fan-out 5 (five questions, five PUBACKs). Questions published together and
+    the PUBACKs for replies read in one chunk now share a send; a packet leaves at the end
+    of the loop turn that wrote it, so nothing waits longer than the code it came with.
+    """
+
+    __slots__ = ("_loop", "_pending", "_transport")
+
+    def __init__(self, transport: asyncio.WriteTransport) -> None:
+        self._transport = transport
+        self._pending: list[bytes | bytearray] = []
+        self._loop = asyncio.get_running_loop()
+
+    def write(self, data: bytes | bytearray) -> None:
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(data)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class Client(gmqtt.Client):  # type: ignore[misc]
     """A gmqtt client for one connection: it never reconnects by itself, reports when it
     would have, and lets its role await each SUBACK and UNSUBACK.
@@ -179,6 +218,12 @@ class Client(gmqtt.Client):  # type: ignore[misc]
 
     async def reconnect(self, delay: bool = False) -> None:
         self._lose("connection lost")
+
+    async def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        connection = await super()._create_connection(*args, **kwargs)
+        coalescing = CoalescingTransport(connection._transport)
+        connection._transport = connection._protocol._transport = coalescing
+        return connection
 
     def _lose(self, why: str) -> None:
         self._lost = self._lost or why
