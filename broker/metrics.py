@@ -113,11 +113,14 @@ class BrokerMetrics:
             buckets=_COMMIT_BUCKETS, registry=registry)
         registry.register(_DroppedReplies(service))
         registry.register(_AccessLogCommits(service))
-        self.queries.labels("answered", "")
-        for producer in service.registry.producers:
-            self.producer_reply_seconds.labels(producer)
-            for status in get_args(SourceStatus):
-                self.producer_sources.labels(producer, status)
+        self._answered = self.queries.labels("answered", "")
+        # Every series exists from the start (a scrape sees zeros, not gaps), and each
+        # reply's two updates skip prometheus_client's label lookup (311 per question).
+        self._reply_seconds = {producer: self.producer_reply_seconds.labels(producer)
+                               for producer in service.registry.producers}
+        self._sources = {(producer, status): self.producer_sources.labels(producer, status)
+                         for producer in service.registry.producers
+                         for status in get_args(SourceStatus)}
 
     def exposition(self) -> tuple[bytes, str]:
         """The text to serve at ``/metrics`` and its content type."""
@@ -126,7 +129,7 @@ class BrokerMetrics:
     # -- QueryObserver -------------------------------------------------------------
 
     def query_answered(self, seconds: float) -> None:
-        self.queries.labels("answered", "").inc()
+        self._answered.inc()
         self.answer_seconds.observe(seconds)
 
     def query_rejected(self, *, status: int, reason: str) -> None:
@@ -134,9 +137,9 @@ class BrokerMetrics:
 
     def source_finished(self, producer: str, status: SourceStatus,
                         latency_s: float | None) -> None:
-        self.producer_sources.labels(producer, status).inc()
+        self._sources[producer, status].inc()
         if latency_s is not None:
-            self.producer_reply_seconds.labels(producer).observe(latency_s)
+            self._reply_seconds[producer].observe(latency_s)
 
     def access_log_committed(self, seconds: float) -> None:
         self.access_log_commit_seconds.observe(seconds)
