@@ -55,10 +55,23 @@ class PendingQuery:
     started: float
     outcomes: dict[str, Outcome]
     waiting: set[str]
-    done: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Future[None] | None = None
+    """Set by whoever waits (:meth:`wait`), resolved when nobody is waited for any more:
+    a Future, as an Event costs 900 bytes more and 10,000 queries may be in flight."""
     suspect: dict[str, str] = field(default_factory=dict)
     """Producers for which only unverifiable replies came: id → reason."""
     on_outcome: Callable[[Outcome], None] | None = None
+
+    async def wait(self, timeout_s: float) -> None:
+        """Until every producer asked has answered (or is given up on), or ``timeout_s``."""
+        if not self.waiting:
+            return
+        self.done = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(max(0.0, timeout_s)):
+                await self.done
+        except TimeoutError:
+            pass
 
 
 @dataclass(slots=True)
@@ -95,8 +108,6 @@ class Gatherer:
             outcomes[p.id] = Outcome(p, "timeout")
         pending = PendingQuery(query_id, time.monotonic(), outcomes, waiting,
                                on_outcome=on_outcome)
-        if not waiting:
-            pending.done.set()
         self._pending[query_id] = pending
         return pending
 
@@ -134,8 +145,9 @@ class Gatherer:
         pending.waiting.discard(outcome.producer.id)
         if pending.on_outcome is not None:
             pending.on_outcome(outcome)
-        if not pending.waiting:
-            pending.done.set()
+        done = pending.done
+        if not pending.waiting and done is not None and not done.done():
+            done.set_result(None)
 
     def on_reply(self, token: bytes) -> None:
         """Handle one message from the reply topic. Never raises."""

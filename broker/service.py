@@ -306,15 +306,11 @@ class QueryService:
         if state is None or not state.online:
             self.gatherer.producer_gone(producer_id)
 
-    async def _ask(
-        self, bus: QuestionBus, query: AuthenticatedQuery,
-        on_outcome: Callable[[Outcome], None] | None,
-    ) -> Merged:
+    def _signed_question(self, query: AuthenticatedQuery, bus: QuestionBus,
+                         deadline_ms: int) -> bytes:
+        """The question every producer gets, signed once (no frame keeps it while the
+        answers are awaited: 10,000 queries may be in flight)."""
         claims = query.claims
-        producers = self.registry.producers_for(claims.types)
-        online = [p for p in producers if self.presence.is_online(p.id)]
-        offline = [p for p in producers if not self.presence.is_online(p.id)]
-        deadline_ms = self.deadline_ms(claims)
         now_ms = int(self._clock() * 1000)
         question = Question(
             query_id=query.query_id, broker=self.registry.broker.id,
@@ -325,7 +321,17 @@ class QueryService:
             subject=query.subject, types=sorted(set(claims.types)), period=claims.period,
             basis=claims.basis, unblock=claims.unblock,
         )
-        token = sign(msgspec.json.encode(question), self._key, typ=QUESTION_TYP).encode("ascii")
+        return sign(msgspec.json.encode(question), self._key, typ=QUESTION_TYP).encode("ascii")
+
+    async def _ask(
+        self, bus: QuestionBus, query: AuthenticatedQuery,
+        on_outcome: Callable[[Outcome], None] | None,
+    ) -> Merged:
+        claims = query.claims
+        producers = self.registry.producers_for(claims.types)
+        online = [p for p in producers if self.presence.is_online(p.id)]
+        offline = [p for p in producers if not self.presence.is_online(p.id)]
+        deadline_ms = self.deadline_ms(claims)
         pending = self.gatherer.open(query.query_id, online, offline, on_outcome=on_outcome)
         if on_outcome is not None:
             for p in offline:
@@ -334,20 +340,15 @@ class QueryService:
                  unavailable=len(offline), deadline_ms=deadline_ms)
         try:
             failures = await bus.publish_questions(
-                [p.id for p in online], token, expiry_s=-(-deadline_ms // 1000),
+                [p.id for p in online], self._signed_question(query, bus, deadline_ms),
+                expiry_s=-(-deadline_ms // 1000),
                 timeout_s=deadline_ms / 1000)  # never past the deadline (MQTT going away)
             for producer_id, exc in failures.items():
                 log.warning("publish_failed", query_id=query.query_id, producer=producer_id,
                             reason=str(exc) or type(exc).__name__)
                 pending.waiting.discard(producer_id)
                 pending.outcomes[producer_id].status = "unavailable"
-            if pending.waiting:
-                remaining = pending.started + deadline_ms / 1000 - time.monotonic()
-                try:
-                    async with asyncio.timeout(max(0.0, remaining)):
-                        await pending.done.wait()
-                except TimeoutError:
-                    pass
+            await pending.wait(pending.started + deadline_ms / 1000 - time.monotonic())
         finally:
             self.gatherer.close(query.query_id)
         merged = merge(query_id=query.query_id, subject=query.subject,
