@@ -196,7 +196,8 @@ async def _gmqtt_subscribe(client: Any, topic: str) -> None:
 
 
 async def _gmqtt_publish(client: Any, topic: str, payload: bytes) -> None:
-    """gmqtt raises when the server's receive-maximum (Mosquitto: 20) is used up; wait."""
+    """gmqtt raises when the server's Receive Maximum (Mosquitto's max_inflight_messages)
+    is used up; wait."""
     while True:
         try:
             client.publish(topic, payload, qos=1)
