@@ -21,9 +21,9 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from schemas.transport import NODELAY, MqttSettings
+from schemas.transport import NODELAY
 
-from ._link import BACKOFF_MAX, BACKOFF_MIN, OFFLINE_GRACE, LinkBase, QuestionHandler
+from ._link import BACKOFF_MAX, BACKOFF_MIN, OFFLINE_GRACE, LinkBase
 from .errors import TransportError
 
 __all__ = ["MqttLink"]
@@ -34,18 +34,7 @@ _PROTOCOLS: Final = {"5": aiomqtt.ProtocolVersion.V5, "3.1.1": aiomqtt.ProtocolV
 class MqttLink(LinkBase):
     """One outbound MQTT connection, kept up by :meth:`run` until :meth:`close`."""
 
-    def __init__(
-        self,
-        settings: MqttSettings,
-        *,
-        producer_id: str,
-        replica: str,
-        on_question: QuestionHandler,
-        connected: asyncio.Event | None = None,
-    ) -> None:
-        super().__init__(settings, producer_id=producer_id, replica=replica,
-                         on_question=on_question, connected=connected)
-        self._client: aiomqtt.Client | None = None
+    _client: aiomqtt.Client | None = None
 
     async def stop_questions(self) -> None:
         """Unsubscribe from questions, so replicas sharing the subscription get them."""

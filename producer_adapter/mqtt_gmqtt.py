@@ -41,9 +41,8 @@ from schemas.gmqtt_link import (
     publish,
     unless_lost,
 )
-from schemas.transport import MqttSettings
 
-from ._link import BACKOFF_MAX, BACKOFF_MIN, OFFLINE_GRACE, LinkBase, QuestionHandler
+from ._link import BACKOFF_MAX, BACKOFF_MIN, OFFLINE_GRACE, LinkBase
 from .errors import TransportError
 
 __all__ = ["GmqttLink"]
@@ -54,18 +53,10 @@ _GMQTT_LOG: Final = gmqtt_logger("samsvar.adapter.gmqtt")
 class GmqttLink(LinkBase):
     """One outbound MQTT connection, kept up by :meth:`run` until :meth:`close`."""
 
-    def __init__(
-        self,
-        settings: MqttSettings,
-        *,
-        producer_id: str,
-        replica: str,
-        on_question: QuestionHandler,
-        connected: asyncio.Event | None = None,
-    ) -> None:
-        super().__init__(settings, producer_id=producer_id, replica=replica,
-                         on_question=on_question, connected=connected)
-        self._client: Client | None = None
+    _client: Client | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # as LinkBase
+        super().__init__(*args, **kwargs)
         self._window = Window()
         self._window.closed = True
         self._inbox: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue()
