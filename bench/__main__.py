@@ -731,11 +731,12 @@ def build_report(res: Results, b: Bench, command: str, started: float) -> tuple[
          "is shared with other sessions' test runs, so some runs lose CPU to them)"),
         (f"- federation: {fed.total} producers, run as {groups} processes of "
          f"~{fed.total // groups} `producer_adapter.Adapter`s each (asyncio tasks, one MQTT "
-         "connection each; in-memory records, no block register, no disclosure log, "
-         "max_concurrent 64); broker as `python -m samsvar broker --log-level warning` with a "
-         "SQLite access log (PostgreSQL for the log row); load generator in its own process "
-         "(aiohttp, one connector), signing EdDSA query JWTs with consumer_client.make_claims + "
-         "sign_query"),
+         "connection each, gmqtt, uvloop; in-memory records, no block register, no disclosure "
+         "log, max_concurrent 64); broker as `python -m samsvar broker --log-level warning` "
+         "(gmqtt, uvloop) with a SQLite access log (PostgreSQL for the log row); load generator "
+         "in its own process (one keep-alive HTTP/1.1 connection per query in flight, "
+         "bench/loadgen.py), signing a fresh EdDSA query JWT per request with "
+         "consumer_client.sign_query"),
         (f"- messages: signed question {fed.question_bytes} B, signed reply {fed.reply_bytes} B "
          "(2 records); the raw baseline sends payloads of exactly these sizes; QoS 1, MQTT 5 "
          "both ways"),
