@@ -11,7 +11,6 @@ import msgspec
 import pytest
 from structlog.testing import capture_logs
 
-from producer_adapter import daemon
 from producer_adapter import (
     Adapter,
     AdapterConfig,
@@ -22,6 +21,7 @@ from producer_adapter import (
     InMemoryBlockSource,
     JsonDirBackend,
     SignedReply,
+    daemon,
 )
 from schemas.jose import sign, verify
 from schemas.messages import QUESTION_TYP, REPLY_TYP, Period, Question, Reply, Unblock
