@@ -149,14 +149,16 @@ async def test_one_question_to_many_producers_in_one_call(mosquitto: MqttServer,
                         break
             assert got == {question_topic(unique_prefix, p) for p in producers}
 
-            mosquitto.process.send_signal(signal.SIGSTOP)  # no PUBACK comes any more
+            server = mosquitto.process
+            assert server is not None
+            server.send_signal(signal.SIGSTOP)  # no PUBACK comes any more
             try:
                 loop = asyncio.get_running_loop()
                 started = loop.time()
                 failed = await bus.publish_questions(producers, b"q", expiry_s=5, timeout_s=0.5)
                 waited = loop.time() - started
             finally:
-                mosquitto.process.send_signal(signal.SIGCONT)
+                server.send_signal(signal.SIGCONT)
             assert 0.4 < waited < 5
             # The server's Receive Maximum (20) bounds what can be in flight unacknowledged.
             assert len(failed) >= len(producers) - 20
