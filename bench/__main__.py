@@ -122,6 +122,8 @@ class Bench:
         self.procs, self.root, self.args, self.plan = procs, root, args, plan
         self.fed: Federation | None = None
         self.broker: subprocess.Popen[bytes] | None = None
+        self.others: dict[str, list[int]] = {}
+        """Processes whose CPU the load generator also reads: Mosquitto, the adapters."""
         self.broker_url = ""
         self.raw_prefix: dict[str, str] = {}
         self.notes: list[str] = []
@@ -135,7 +137,8 @@ class Bench:
                         "set_tcp_nodelay true\npersistence false\n"
                         "max_queued_messages 1000000\nmax_inflight_messages 1000\n",
                         encoding="utf-8")
-        self.procs.start("mosquitto", [which("mosquitto"), "-c", str(conf)])
+        self.others["Mosquitto"] = [
+            self.procs.start("mosquitto", [which("mosquitto"), "-c", str(conf)]).pid]
         wait_for_port(port)
         return port
 
@@ -146,7 +149,9 @@ class Bench:
         groups = min(MAX_GROUPS, total)
         for g in range(groups):
             spec = self.fed.group_spec(g, groups)
-            self.procs.start(f"producers-{g}", [PYTHON, "-m", "bench.producers", str(spec)])
+            proc = self.procs.start(f"producers-{g}", [PYTHON, "-m", "bench.producers",
+                                                        str(spec)])
+            self.others.setdefault("adapters", []).append(proc.pid)
         say(f"federation: {total} producers in {groups} processes; signed reply "
             f"{self.fed.reply_bytes} B, signed question {self.fed.question_bytes} B")
         return self.fed
@@ -249,7 +254,9 @@ class Bench:
                 "--key", str(self.fed.consumer_key), "--type",
                 type_ or fanout_type(n, self.fed.total), "--concurrency", str(concurrency),
                 "--warmup", str(warmup), "--seconds", str(seconds), "--count", str(count),
-                "--broker-pid", str(self.broker.pid)]
+                "--broker-pid", str(self.broker.pid),
+                *(arg for name, pids in self.others.items()
+                  for arg in ("--process", f"{name}={','.join(map(str, pids))}"))]
         if self.args.metrics:
             argv.append("--metrics")
         result = self._child_json("loadgen", argv, timeout=warmup + seconds + 90)
@@ -284,6 +291,13 @@ def _summarise(result: dict[str, Any], n: int) -> dict[str, Any]:
     if cpu is not None and answers:
         result["cpu_us_per_answer"] = cpu / answers * 1e6
         result["cpu_us_per_reply"] = cpu / (answers * n) * 1e6
+    if "broker_cpu_s" in result and answers:
+        # The whole machine per answer: every process the bench started that does the job.
+        machine = {"broker": result["broker_cpu_s"], **result.get("processes_cpu_s", {}),
+                   "load generator": result.get("loadgen_cpu_s", float("nan"))}
+        for name, seconds in machine.items():
+            result[f"machine_us:{name}"] = seconds / answers * 1e6
+        result["machine_us:all"] = sum(machine.values()) / answers * 1e6
     return result
 
 
@@ -673,6 +687,24 @@ def build_report(res: Results, b: Bench, command: str, started: float) -> tuple[
         targets.append(Target(f"broker CPU ≤ 120 µs per reply at N={fed.total}", "≤ 120 µs",
                               cpu311.text("{:.1f}"),
                               None if not cpu311.runs else cpu311.median <= 120))
+
+    ours = res.throughput.get("samsvar", [])
+    if any("machine_us:all" in r for r in ours):
+        t = Table("The whole machine's CPU per answer at N=5, 64 in flight",
+                  ["process", "µs per answer", "share of the 2 cores"])
+        names = [k.split(":", 1)[1] for k in ours[0] if k.startswith("machine_us:")]
+        for name in names:
+            per_answer = _spread(ours, f"machine_us:{name}")
+            busy = spread([r[f"machine_us:{name}"] * r["per_s"] / 1e6 / 2 for r in ours
+                           if f"machine_us:{name}" in r])
+            t.rows.append([{"all": "all of them"}.get(name, name), per_answer.text("{:.0f}"),
+                           busy.text("{:.0%}")])
+        t.notes.append("psutil user+system time of each process over the load generator's "
+                       "measured window, divided by the answers in it: the broker, the adapter "
+                       "processes (all groups; at N=5 five adapters answer), Mosquitto and the "
+                       "load generator itself. What one answer costs the machine, and so how "
+                       "many answers two cores can give at most (1 s × 2 / the total).")
+        tables.append(t)
 
     if res.log.get("sqlite") or res.log.get("postgresql") or res.log.get("postgresql_error"):
         t = Table("Access log under the throughput load (N=5, 64 in flight)",

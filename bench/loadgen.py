@@ -393,6 +393,8 @@ class _Client:
 async def load(args: argparse.Namespace) -> dict[str, Any]:
     signer = _Signer(load_private_key(args.key), args.type, args.deadline_ms)
     broker = _Broker(args.broker_pid)
+    others = {name: [_Broker(int(pid)) for pid in pids.split(",")]
+              for name, _, pids in (p.partition("=") for p in args.process or ())}
     client = _Client(args.url, "/v1/queries")
     latencies: list[float] = []
     statuses: dict[str, int] = {}
@@ -445,8 +447,10 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
             left = [args.count]
             commits0 = await _commits(http, args.url) if args.metrics else None
             cpu0, rss0, own0 = broker.cpu(), broker.rss(), time.process_time()
+            others0 = {name: sum(p.cpu() for p in ps) for name, ps in others.items()}
             elapsed = await phase()
             own1, cpu1, rss1 = time.process_time(), broker.cpu(), broker.rss()
+            others1 = {name: sum(p.cpu() for p in ps) for name, ps in others.items()}
             commits1 = await _commits(http, args.url) if args.metrics else None
     finally:
         watchdog.cancel()
@@ -456,7 +460,8 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
         extra["commits_per_s"] = (commits1 - commits0) / elapsed
     return {**extra, "latencies_ms": latencies, "statuses": statuses, "incomplete": incomplete,
             "elapsed_s": elapsed, "broker_cpu_s": cpu1 - cpu0, "broker_rss": [rss0, rss1],
-            "loadgen_cpu_s": own1 - own0, "concurrency": args.concurrency}
+            "loadgen_cpu_s": own1 - own0, "concurrency": args.concurrency,
+            "processes_cpu_s": {name: others1[name] - others0[name] for name in others}}
 
 
 async def _post(http: aiohttp.ClientSession, url: str, token: bytes) -> tuple[int, bool]:
@@ -566,6 +571,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=1_000_000, help="measured answers, at most")
     p.add_argument("--deadline-ms", type=int)
     p.add_argument("--broker-pid", type=int)
+    p.add_argument("--process", action="append", metavar="NAME=PID[,PID...]",
+                   help="also report these processes' CPU time over the window (summed)")
     p.add_argument("--hold", type=int, help="memory scenario: queries to hold in flight")
     p.add_argument("--warm-type", default="care_contacts")
     p.add_argument("--metrics", action="store_true",
