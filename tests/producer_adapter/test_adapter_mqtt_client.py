@@ -14,7 +14,6 @@ import asyncio
 import logging
 import signal
 import socket
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -35,6 +34,7 @@ from schemas.registry import Registry
 from schemas.topics import presence_topic, question_topic, reply_topic
 from schemas.transport import MqttSettings
 from tests.conftest import MqttServer
+from tests.producer_adapter.test_adapter_daemon import client as spy
 
 pytestmark = pytest.mark.mosquitto
 
@@ -88,17 +88,6 @@ async def running(link: GmqttLink) -> AsyncIterator[asyncio.Task[None]]:
         async with asyncio.timeout(STEP):
             await task
 
-
-@asynccontextmanager
-async def spy(settings: MqttSettings, *topics: str) -> AsyncIterator[aiomqtt.Client]:
-    """A plain client subscribed to ``topics`` (the test's broker, or an observer)."""
-    protocol = (aiomqtt.ProtocolVersion.V5 if settings.protocol == "5"
-                else aiomqtt.ProtocolVersion.V311)
-    async with aiomqtt.Client(settings.host, settings.port, protocol=protocol,
-                              identifier=f"spy-{uuid.uuid4().hex[:8]}") as client:
-        for topic in topics:
-            await client.subscribe(topic, qos=1)
-        yield client
 
 
 async def presences(client: aiomqtt.Client, count: int) -> list[Presence]:
