@@ -30,7 +30,6 @@ from typing import Any, Final, TypeVar
 
 import gmqtt  # type: ignore[import-untyped]  # gmqtt ships no type hints
 import structlog
-from gmqtt.mqtt.constants import MQTTv50  # type: ignore[import-untyped]
 from gmqtt.storage import PersistentStorage  # type: ignore[import-untyped]
 
 __all__ = [
@@ -196,46 +195,6 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
-_FIXED: Final = {0x01: 1, 0x02: 4, 0x17: 1, 0x19: 1, 0x24: 1, 0x25: 1, 0x28: 1, 0x29: 1,
-                 0x2A: 1, 0x21: 2, 0x22: 2, 0x13: 2, 0x11: 4, 0x18: 4, 0x27: 4}
-"""MQTT 5 property ids with a fixed length (bytes). Topic Alias (0x23) is not here: a
-message that uses one goes gmqtt's way, which keeps the alias table."""
-_PREFIXED: Final = {0x03: 1, 0x08: 1, 0x09: 1, 0x12: 1, 0x15: 1, 0x16: 1, 0x1A: 1, 0x1C: 1,
-                    0x1F: 1, 0x26: 2}
-"""Property ids holding length-prefixed strings or binary data: how many of them."""
-
-
-def _varint(raw: bytes, pos: int) -> tuple[int, int]:
-    """A Variable Byte Integer at ``pos``: its value and the position after it."""
-    value = shift = 0
-    for i in range(4):
-        byte = raw[pos + i]
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos + i + 1
-        shift += 7
-    raise ValueError("malformed variable byte integer")
-
-
-def _skip_properties(raw: bytes, pos: int) -> int:
-    """The position after a PUBLISH's properties, or -1 if one is not plainly skippable."""
-    length, pos = _varint(raw, pos)
-    end = pos + length
-    while pos < end:
-        ident = raw[pos]
-        pos += 1
-        if ident in _FIXED:
-            pos += _FIXED[ident]
-        elif ident in _PREFIXED:
-            for _ in range(_PREFIXED[ident]):
-                pos += 2 + int.from_bytes(raw[pos:pos + 2], "big")
-        elif ident == 0x0B:  # Subscription Identifier
-            _, pos = _varint(raw, pos)
-        else:
-            return -1
-    return end if pos == end else -1
-
-
 class Client(gmqtt.Client):  # type: ignore[misc]
     """A gmqtt client for one connection: it never reconnects by itself, reports when it
     would have, and lets its role await each SUBACK and UNSUBACK.
@@ -260,32 +219,6 @@ class Client(gmqtt.Client):  # type: ignore[misc]
 
     async def reconnect(self, delay: bool = False) -> None:
         self._lose("connection lost")
-
-    def _handle_publish_packet(self, cmd: int, raw: bytes) -> None:
-        """Deliver a QoS 1 PUBLISH (every question, reply and presence message) and
-        acknowledge it, without gmqtt's general path: that one copies the payload three
-        times, builds every property and checks the callback's kind on each message (about
-        half of gmqtt's cost per reply). Anything else, or anything unexpected, takes
-        gmqtt's own path: QoS 0 and 2, topic aliases, unknown properties, bad packets."""
-        if cmd & 0x06 != 0x02:
-            return super()._handle_publish_packet(cmd, raw)  # type: ignore[no-any-return]
-        v5 = self._connection_state.protocol_version >= MQTTv50
-        try:
-            end = 2 + int.from_bytes(raw[:2], "big")
-            topic = raw[2:end].decode("utf-8")
-            mid = raw[end:end + 2]
-            start = end + 2
-            if v5:
-                start = _skip_properties(raw, start)
-        except (UnicodeDecodeError, IndexError, ValueError):
-            start = -1
-        if start < 0 or not topic or len(mid) != 2 or start > len(raw):
-            return super()._handle_publish_packet(cmd, raw)  # type: ignore[no-any-return]
-        code = self.on_message(self, topic, raw[start:], 1,
-                               {"dup": (cmd & 0x08) >> 3, "retain": cmd & 0x01})
-        # PUBACK: with a reason code and no properties on MQTT 5, the bare id on 3.1.1
-        puback = b"\x40\x04" + mid + bytes((code or 0, 0)) if v5 else b"\x40\x02" + mid
-        self._connection.send_package(puback)
 
     async def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
         connection = await super()._create_connection(*args, **kwargs)
