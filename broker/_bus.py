@@ -4,6 +4,7 @@ settings and callbacks, TLS set-up, the backoff bounds, and routing an incoming 
 from __future__ import annotations
 
 import asyncio
+import random
 import ssl
 from collections.abc import Callable, Sequence
 from typing import Final
@@ -41,6 +42,7 @@ class BusBase:
         self._on_presence = on_presence
         self._on_disconnect = on_disconnect
         self.connected = asyncio.Event()
+        self._backoff = BACKOFF_MIN
         self.reply_topic = reply_topic(settings.prefix, instance)
         self._presence_prefix = presence_topic(settings.prefix, "")
         self._v5 = settings.protocol == "5"
@@ -48,6 +50,48 @@ class BusBase:
             self._tls = settings.ssl_context()
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"[mqtt] TLS files cannot be used: {exc}") from exc
+
+    _LOST: tuple[type[BaseException], ...] = ()
+    """What a subclass's session raises when its connection is refused or lost."""
+
+    async def run(self, shutdown: asyncio.Event) -> None:
+        """Stay connected until ``shutdown`` is set: one :meth:`_session` per connection,
+        a growing, jittered pause between them."""
+        self._backoff = BACKOFF_MIN
+        while not shutdown.is_set():
+            try:
+                await self._session(shutdown)
+            except self._LOST as exc:
+                if shutdown.is_set():
+                    break
+                log.warning("mqtt_disconnected", reason=str(exc) or type(exc).__name__,
+                            retry_in=round(self._backoff, 2))
+            finally:
+                self._down()
+            if shutdown.is_set():
+                break
+            try:
+                await asyncio.wait_for(shutdown.wait(),
+                                       self._backoff * (0.5 + random.random()))
+            except TimeoutError:
+                pass
+            self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+
+    async def _session(self, shutdown: asyncio.Event) -> None:
+        """Connect, subscribe, call :meth:`_up` and serve until ``shutdown`` (return) or until
+        the connection is lost (raise one of :attr:`_LOST`)."""
+        raise NotImplementedError
+
+    def _up(self) -> None:
+        """Connected and subscribed: questions may go out, and a new outage starts over."""
+        self._backoff = BACKOFF_MIN
+        self.connected.set()
+
+    def _down(self) -> None:
+        """The connection is gone: every wait on it ends (``on_disconnect``)."""
+        if self.connected.is_set():
+            self.connected.clear()
+            self._on_disconnect()
 
     async def publish_question(self, producer_id: str, token: bytes, *, expiry_s: int) -> None:
         raise NotImplementedError

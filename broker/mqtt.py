@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import random
 
 import aiomqtt
 import structlog
@@ -19,7 +18,7 @@ from paho.mqtt.properties import Properties
 from schemas.topics import presence_topic, question_topic
 from schemas.transport import NODELAY
 
-from ._bus import BACKOFF_MAX, BACKOFF_MIN, BusBase
+from ._bus import BusBase
 from .errors import NotReady
 
 __all__ = ["MqttBus"]
@@ -48,44 +47,28 @@ class MqttBus(BusBase):
         client.pending_calls_threshold = 100_000
         return client
 
-    async def run(self, shutdown: asyncio.Event) -> None:
-        """Stay connected until ``shutdown`` is set."""
-        backoff = BACKOFF_MIN
-        while not shutdown.is_set():
-            try:
-                async with self._new_client() as client:
-                    self._client = client
-                    await client.subscribe(self.reply_topic, qos=self._settings.qos)
-                    await client.subscribe(presence_topic(self._settings.prefix, "+"), qos=1)
-                    self.connected.set()
-                    backoff = BACKOFF_MIN
-                    log.info("mqtt_connected", url=self._settings.url, instance=self._instance)
-                    reader = asyncio.create_task(self._read(client), name="mqtt-read")
-                    stop = asyncio.create_task(shutdown.wait(), name="mqtt-shutdown")
-                    try:
-                        await asyncio.wait({reader, stop}, return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        for task in (reader, stop):
-                            task.cancel()
-                        await asyncio.gather(reader, stop, return_exceptions=True)
-                    if reader.done() and not reader.cancelled() and reader.exception():
-                        raise reader.exception()  # type: ignore[misc]
-            except aiomqtt.MqttError as exc:
-                if shutdown.is_set():
-                    break
-                log.warning("mqtt_disconnected", reason=str(exc), retry_in=round(backoff, 2))
-            finally:
-                self._client = None
-                if self.connected.is_set():
-                    self.connected.clear()
-                    self._on_disconnect()
-            if shutdown.is_set():
-                break
-            try:
-                await asyncio.wait_for(shutdown.wait(), backoff * (0.5 + random.random()))
-            except TimeoutError:
-                pass
-            backoff = min(backoff * 2, BACKOFF_MAX)
+    _LOST = (aiomqtt.MqttError,)
+
+    async def _session(self, shutdown: asyncio.Event) -> None:
+        try:
+            async with self._new_client() as client:
+                self._client = client
+                await client.subscribe(self.reply_topic, qos=self._settings.qos)
+                await client.subscribe(presence_topic(self._settings.prefix, "+"), qos=1)
+                self._up()
+                log.info("mqtt_connected", url=self._settings.url, instance=self._instance)
+                reader = asyncio.create_task(self._read(client), name="mqtt-read")
+                stop = asyncio.create_task(shutdown.wait(), name="mqtt-shutdown")
+                try:
+                    await asyncio.wait({reader, stop}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for task in (reader, stop):
+                        task.cancel()
+                    await asyncio.gather(reader, stop, return_exceptions=True)
+                if reader.done() and not reader.cancelled() and reader.exception():
+                    raise reader.exception()  # type: ignore[misc]
+        finally:
+            self._client = None
 
     async def _read(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:

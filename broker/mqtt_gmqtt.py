@@ -17,7 +17,6 @@ covered by ``on_disconnect``, which ends every wait at once.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -36,9 +35,8 @@ from schemas.gmqtt_link import (
     unless_lost,
 )
 from schemas.topics import presence_topic, question_topic
-from schemas.transport import MqttSettings
 
-from ._bus import BACKOFF_MAX, BACKOFF_MIN, BusBase
+from ._bus import BusBase
 from .errors import NotReady
 
 __all__ = ["GmqttBus"]
@@ -51,72 +49,47 @@ _GMQTT_LOG: Final = gmqtt_logger("samsvar.broker.gmqtt")
 class GmqttBus(BusBase):
     """Publishes questions and feeds replies and presence to the core's callbacks."""
 
-    def __init__(
-        self,
-        settings: MqttSettings,
-        *,
-        instance: str,
-        on_reply: Callable[[bytes], None],
-        on_presence: Callable[[str, bytes], None],
-        on_disconnect: Callable[[], None] = lambda: None,
-    ) -> None:
-        super().__init__(settings, instance=instance, on_reply=on_reply,
-                         on_presence=on_presence, on_disconnect=on_disconnect)
-        self._client: Client | None = None
+    _client: Client | None = None
+    _LOST = (OSError, TimeoutError, ConnectionLost, gmqtt.MQTTConnectError)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # as BusBase
+        super().__init__(*args, **kwargs)
         self._window = Window()
         self._window.closed = True
 
     # -- connecting ------------------------------------------------------------------------
 
-    async def run(self, shutdown: asyncio.Event) -> None:
-        """Stay connected until ``shutdown`` is set."""
-        backoff = BACKOFF_MIN
-        while not shutdown.is_set():
-            lost = asyncio.Event()
-            reason: list[str] = []
+    async def _session(self, shutdown: asyncio.Event) -> None:
+        lost = asyncio.Event()
+        reason: list[str] = []
 
-            def on_lost(why: str, lost: asyncio.Event = lost, reason: list[str] = reason) -> None:
-                if not lost.is_set():
-                    reason.append(why)
-                    lost.set()
+        def on_lost(why: str) -> None:
+            if not lost.is_set():
+                reason.append(why)
+                lost.set()
 
-            window = Window()
-            client = self._new_client(window, on_lost)
+        window = Window()
+        client = self._new_client(window, on_lost)
+        try:
+            await self._connect(client, lost)
+            self._client, self._window = client, window
+            self._up()
+            log.info("mqtt_connected", url=self._settings.url, instance=self._instance,
+                     client="gmqtt")
+            stop = asyncio.ensure_future(shutdown.wait())
+            gone = asyncio.ensure_future(lost.wait())
             try:
-                await self._connect(client, lost)
-                self._client, self._window = client, window
-                self.connected.set()
-                backoff = BACKOFF_MIN
-                log.info("mqtt_connected", url=self._settings.url, instance=self._instance,
-                         client="gmqtt")
-                stop = asyncio.ensure_future(shutdown.wait())
-                gone = asyncio.ensure_future(lost.wait())
-                try:
-                    await asyncio.wait({stop, gone}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    for task in (stop, gone):
-                        task.cancel()
-                if not shutdown.is_set():
-                    raise ConnectionLost(reason[0] if reason else "connection lost")
-            except (OSError, TimeoutError, ConnectionLost, gmqtt.MQTTConnectError) as exc:
-                if shutdown.is_set():
-                    break
-                log.warning("mqtt_disconnected", reason=str(exc) or type(exc).__name__,
-                            retry_in=round(backoff, 2))
+                await asyncio.wait({stop, gone}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                window.close()
-                self._client = None
-                if self.connected.is_set():
-                    self.connected.clear()
-                    self._on_disconnect()
-                await close(client)
-            if shutdown.is_set():
-                break
-            try:
-                await asyncio.wait_for(shutdown.wait(), backoff * (0.5 + random.random()))
-            except TimeoutError:
-                pass
-            backoff = min(backoff * 2, BACKOFF_MAX)
+                for task in (stop, gone):
+                    task.cancel()
+            if not shutdown.is_set():
+                raise ConnectionLost(reason[0] if reason else "connection lost")
+        finally:
+            window.close()
+            self._client = None
+            self._down()  # before saying goodbye, which may take its time
+            await close(client)
 
     def _new_client(self, window: Window, on_lost: Callable[[str], None]) -> Client:
         s = self._settings
