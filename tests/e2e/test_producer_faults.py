@@ -209,8 +209,10 @@ async def test_overload_is_refused_with_429_not_queued(federation_factory: Any) 
     await fed.wait_presence("P-SLOW")
     process = psutil.Process()
     rss_before = process.memory_info().rss
-    tokens = [fed.token(deadline_ms=1500) for _ in range(200)]
-    tokens += [fed.token(SOCIAL_CARE_GIVER, deadline_ms=1500) for _ in range(200)]
+    # Admitted queries hang until their deadline: long enough that none frees its slot
+    # while the 400 are still arriving, even on a loaded machine (1.5 s was not, once).
+    tokens = [fed.token(deadline_ms=4000) for _ in range(200)]
+    tokens += [fed.token(SOCIAL_CARE_GIVER, deadline_ms=4000) for _ in range(200)]
 
     async def post(http: aiohttp.ClientSession, token: str) -> tuple[int, Any, Any]:
         async with http.post(f"{fed.url}/v1/queries", data=token.encode(),
