@@ -77,6 +77,27 @@ class LinkBase:
             producer=producer_id, replica=replica
         )
 
+    _client: object | None = None
+    _ERRORS: tuple[type[Exception], ...] = ()
+    """What the subclass's client raises when the connection goes mid-request."""
+
+    async def stop_questions(self) -> None:
+        """Unsubscribe from questions, so replicas sharing the subscription get them."""
+        self._taking_questions = False
+        if self._client is None or not self.connected.is_set():
+            return
+        errors: tuple[type[Exception], ...] = (TimeoutError, *self._ERRORS)
+        try:
+            async with asyncio.timeout(OFFLINE_GRACE):
+                await self._unsubscribe()
+        except errors as exc:
+            self._log.warning("could not unsubscribe from questions",
+                              error=str(exc) or type(exc).__name__)
+
+    async def _unsubscribe(self) -> None:
+        """Unsubscribe from :attr:`subscription` and wait for the server's answer."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Ask ``run`` to say ``online: false``, disconnect and return."""
         self._closing.set()

@@ -36,17 +36,11 @@ class MqttLink(LinkBase):
 
     _client: aiomqtt.Client | None = None
 
-    async def stop_questions(self) -> None:
-        """Unsubscribe from questions, so replicas sharing the subscription get them."""
-        self._taking_questions = False
-        client = self._client
-        if client is None or not self.connected.is_set():
-            return
-        try:
-            async with asyncio.timeout(OFFLINE_GRACE):
-                await client.unsubscribe(self.subscription)
-        except (aiomqtt.MqttError, TimeoutError) as exc:
-            self._log.warning("could not unsubscribe from questions", error=str(exc))
+    _ERRORS = (aiomqtt.MqttError,)
+
+    async def _unsubscribe(self) -> None:
+        assert self._client is not None
+        await self._client.unsubscribe(self.subscription)
 
     def _make_client(self) -> aiomqtt.Client:
         s = self.settings

@@ -62,18 +62,11 @@ class GmqttLink(LinkBase):
         self._inbox: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue()
         """(topic, payload, retained) of each message on our topics, for :meth:`_read`."""
 
-    async def stop_questions(self) -> None:
-        """Unsubscribe from questions, so replicas sharing the subscription get them."""
-        self._taking_questions = False
-        client = self._client
-        if client is None or not self.connected.is_set():
-            return
-        try:
-            async with asyncio.timeout(OFFLINE_GRACE):
-                await client.unsubscribed(self.subscription)
-        except (ConnectionLost, ConnectionGone, TimeoutError) as exc:
-            self._log.warning("could not unsubscribe from questions",
-                              error=str(exc) or type(exc).__name__)
+    _ERRORS = (ConnectionLost, ConnectionGone)
+
+    async def _unsubscribe(self) -> None:
+        assert self._client is not None
+        await self._client.unsubscribed(self.subscription)
 
     # -- connecting ------------------------------------------------------------------------
 
