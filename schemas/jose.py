@@ -293,13 +293,17 @@ class Compact:
     payload: bytes
 
 
-def parse(token: str | bytes) -> Compact:
-    """Split a compact JWS and decode its payload (once: :func:`check` reuses it)."""
+def _parts(token: str | bytes) -> list[bytes]:
     raw = token.encode("ascii", "replace") if isinstance(token, str) else bytes(token)
     parts = raw.strip().split(b".")
     if len(parts) != 3:
         raise BadToken("not a compact JWS (expected three dot-separated parts)")
-    head, body, signature = parts
+    return parts
+
+
+def parse(token: str | bytes) -> Compact:
+    """Split a compact JWS and decode its payload (once: :func:`check` reuses it)."""
+    head, body, signature = _parts(token)
     return Compact(head, body, signature, b64url_decode(body))
 
 
@@ -318,7 +322,7 @@ def _header(head: bytes) -> Header:
 
 def read_header(token: str | bytes) -> Header:
     """The protected header, unverified: use it only to find the key."""
-    return _header(parse(token).head)
+    return _header(_parts(token)[0])
 
 
 def check(jws: Compact, key_for: Callable[[Header], PublicKey], *,
