@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -76,6 +77,11 @@ _question_decoder: Final = msgspec.json.Decoder(Question)
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _seconds_left(question: Question) -> float:
+    """Until the question's deadline (0 once passed)."""
+    return max(question.deadline / 1000 - time.time(), 0.0)
 
 
 def link_class(settings: MqttSettings) -> type[GmqttLink | MqttLink]:
@@ -206,9 +212,21 @@ class Adapter:
 
     async def _serve(self, payload: bytes) -> None:
         try:
-            out = await self.answer(payload)
-            if out is not None:
-                await self._deliver(out)
+            question = self._admit(payload)
+            if question is None:
+                return
+            # One timer bounds both answering and delivering: the broker listens until the
+            # question's deadline and no longer.
+            out: SignedReply | None = None
+            try:
+                async with asyncio.timeout(_seconds_left(question)):
+                    out = await self._answer(question)
+                    await self._deliver(out)
+            except TimeoutError:
+                if out is None:
+                    self._timed_out(question)
+                else:
+                    self._reply_log(out).warning("reply not delivered before the deadline")
         except Exception as exc:  # noqa: BLE001  a bug in one question must not stop the adapter
             # No traceback: its locals could hold record content.
             self._log.error("question handling failed", error=type(exc).__name__,
@@ -217,66 +235,81 @@ class Adapter:
             self._slots.release()
 
     async def _deliver(self, out: SignedReply) -> None:
-        """Publish until it is sent or the deadline passes (the broker listens no longer)."""
+        """Publish until it is sent; the caller bounds this by the deadline (the broker
+        listens no longer)."""
         link = self._link
-        log = self._log.bind(query_id=out.reply.query_id, status=out.reply.status,
-                             records=len(out.reply.records))
         if link is None:
-            log.warning("reply dropped: the adapter is not running")
+            self._reply_log(out).warning("reply dropped: the adapter is not running")
             return
-        remaining = out.deadline / 1000 - time.time()
-        try:
-            async with asyncio.timeout(max(remaining, 0.0)):
-                while True:
-                    try:
-                        await link.publish(out.topic, out.token.encode("ascii"),
-                                           expires_in=remaining)
-                        return
-                    except TransportError as exc:
-                        log.warning("reply publish failed; retrying", error=str(exc))
-                        await asyncio.sleep(0.05)
-        except TimeoutError:
-            log.warning("reply not delivered before the deadline")
+        payload = out.token.encode("ascii")
+        while True:
+            try:
+                await link.publish(out.topic, payload,
+                                   expires_in=out.deadline / 1000 - time.time())
+                return
+            except TransportError as exc:
+                self._reply_log(out).warning("reply publish failed; retrying", error=str(exc))
+                await asyncio.sleep(0.05)
+
+    def _reply_log(self, out: SignedReply) -> structlog.typing.FilteringBoundLogger:
+        return self._log.bind(query_id=out.reply.query_id, status=out.reply.status,  # type: ignore[no-any-return]
+                              records=len(out.reply.records))
 
     # -- answering -----------------------------------------------------------------------
 
     async def answer(self, token: bytes | str) -> SignedReply | None:
-        """The signed reply to one question token, or ``None`` when it is refused."""
+        """The signed reply to one question token, or ``None`` when it is refused (or its
+        deadline passes first)."""
+        question = self._admit(token)
+        if question is None:
+            return None
+        try:
+            async with asyncio.timeout(_seconds_left(question)):
+                return await self._answer(question)
+        except TimeoutError:
+            self._timed_out(question)
+            return None
+
+    def _admit(self, token: bytes | str) -> Question | None:
+        """The verified question, or ``None`` (logged) when refused or seen before."""
         try:
             question = self.verify_question(token)
         except QuestionRefused as exc:
             self._log.warning("question refused", reason=exc.reason, detail=exc.detail)
             return None
-        log = self._log.bind(query_id=question.query_id)
         if self._duplicate(question):
-            log.info("duplicate question ignored")
+            self._log.info("duplicate question ignored", query_id=question.query_id)
             return None
+        return question
+
+    def _timed_out(self, question: Question) -> None:
+        self._log.warning("deadline passed before the record system answered: no reply",
+                          query_id=question.query_id, status="timeout", records=0)
+
+    async def _answer(self, question: Question) -> SignedReply:
+        """Read, filter, log the disclosure and sign; the caller bounds it by the deadline."""
+        log = self._log.bind(query_id=question.query_id)
         started = time.monotonic()
-        try:
-            async with asyncio.timeout(max(question.deadline / 1000 - time.time(), 0.0)):
-                reply, dropped = await self._reply_to(question, log)
-                reply = await self._record(question, reply, log)
-        except TimeoutError:
-            log.warning("deadline passed before the record system answered: no reply",
-                        status="timeout", records=0)
-            return None
+        reply, dropped = await self._reply_to(question, log)
+        reply = await self._record(question, reply, log)
         self.handled += 1
         signed = sign(msgspec.json.encode(reply), self.config.key, typ=REPLY_TYP)
-        log.info(
-            "question answered",
-            status=reply.status,
-            records=len(reply.records),
-            disclosed=dict(Counter(record_type(r) for r in reply.records)),
-            withheld=reply.blocked,
-            dropped=dropped,
-            truncated=reply.truncated,
-            consumer=question.consumer.organisation.id,
-            unit=question.consumer.user.unit.id,
-            user=question.consumer.user.id,
-            basis=question.basis,
-            types=question.types,
-            latency_ms=round((time.monotonic() - started) * 1000),
-        )
+        if log.is_enabled_for(logging.INFO):  # the counts below cost more than the log call
+            log.info(
+                "question answered",
+                status=reply.status,
+                records=len(reply.records),
+                disclosed=dict(Counter(record_type(r) for r in reply.records)),
+                withheld=reply.blocked,
+                dropped=dropped,
+                truncated=reply.truncated,
+                consumer=question.consumer.organisation.id,
+                unit=question.consumer.user.unit.id,
+                user=question.consumer.user.id,
+                basis=question.basis,
+                types=question.types,
+                latency_ms=round((time.monotonic() - started) * 1000),
+            )
         return SignedReply(topic=question.reply_topic, token=signed, reply=reply,
                            deadline=question.deadline)
 
