@@ -1,13 +1,19 @@
-"""schemas.gmqtt_link's write coalescing: what gmqtt writes in one loop turn is one send,
-in order, and nothing written is lost when the connection is closed."""
+"""schemas.gmqtt_link's socket plumbing: what gmqtt writes in one loop turn is one send,
+in order, and nothing written is lost when the connection is closed; what arrives is
+handed to gmqtt packet by packet, whole and in order, however the bytes are split."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
-from schemas.gmqtt_link import CoalescingTransport
+from gmqtt.mqtt.constants import MQTTCommands  # type: ignore[import-untyped]
+from gmqtt.mqtt.package import Package  # type: ignore[import-untyped]
+from gmqtt.mqtt.utils import ConnectionState, IdGenerator  # type: ignore[import-untyped]
+
+from schemas.gmqtt_link import CoalescingTransport, Protocol
 
 
 @asynccontextmanager
@@ -82,3 +88,85 @@ async def test_close_sends_what_was_written_first() -> None:
         assert await asyncio.wait_for(reader.read(), 5) == b"DISCONNECT"
         coalescing.write(b"too late")
         await asyncio.sleep(0)  # written after close: dropped, not raised
+
+
+def _packet(cmd: int, body: bytes) -> bytes:
+    """An MQTT packet: fixed header (remaining length as a variable byte integer) + body."""
+    length, encoded = len(body), bytearray()
+    while True:
+        length, digit = divmod(length, 128)
+        encoded.append(digit | (0x80 if length else 0))
+        if not length:
+            return bytes([cmd, *encoded]) + body
+
+
+class _Received:
+    """Stands in for gmqtt's MQTTConnection: records what the protocol hands over."""
+
+    def __init__(self) -> None:
+        self.packets: list[tuple[int, bytes]] = []
+        self.changed = asyncio.Event()
+
+    def put_package(self, package: Package) -> None:
+        self.packets.append((package.cmd, bytes(package.data)))
+        self.changed.set()
+
+    async def until(self, count: int) -> list[tuple[int, bytes]]:
+        async with asyncio.timeout(5):
+            while len(self.packets) < count:
+                self.changed.clear()
+                await self.changed.wait()
+        return self.packets
+
+
+@asynccontextmanager
+async def _protocol() -> AsyncIterator[tuple[asyncio.StreamWriter, Protocol, _Received]]:
+    """Our Protocol on a loopback connection, and a writer on the far end."""
+    accepted: asyncio.Queue[asyncio.StreamWriter] = asyncio.Queue()
+
+    async def accept(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accepted.put(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    factory = partial(Protocol, connection_state=ConnectionState(), id_generator=IdGenerator())
+    transport, protocol = await asyncio.get_running_loop().create_connection(
+        factory, "127.0.0.1", port)
+    received = _Received()
+    protocol.set_connection(received)
+    writer = await accepted.get()
+    try:
+        yield writer, protocol, received
+    finally:
+        transport.close()
+        writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_packets_arrive_whole_and_in_order_however_the_bytes_are_split() -> None:
+    # lengths that need one, two and three bytes of remaining length, and an empty body
+    bodies = [b"", b"a" * 5, b"b" * 127, b"c" * 128, b"d" * 2050, b"e" * 20000]
+    packets = [_packet(0x30 | (i % 2) << 1, body) for i, body in enumerate(bodies)]
+    stream = b"".join(packets) * 3
+    async with _protocol() as (writer, _, received):
+        sizes, at = [1, 1, 2, 3, 7, 100, 4096, 1], 0
+        while at < len(stream):
+            size = sizes[at % len(sizes)]
+            writer.write(stream[at:at + size])
+            await writer.drain()
+            await asyncio.sleep(0.001)  # let most writes arrive as chunks of their own
+            at += size
+        got = await received.until(3 * len(bodies))
+    expected = [(p[0], body) for p, body in zip(packets, bodies, strict=True)] * 3
+    assert got[:len(expected)] == expected
+
+
+async def test_the_end_of_the_stream_ends_the_connection() -> None:
+    async with _protocol() as (writer, protocol, received):
+        writer.write(_packet(0xD0, b""))  # PINGRESP
+        writer.close()
+        got = await received.until(2)
+        # gmqtt's sign that the connection is gone: its handler then reports the loss
+        assert got == [(0xD0, b""), (MQTTCommands.DISCONNECT, b"")]
+        assert protocol._transport is None  # closed and let go
