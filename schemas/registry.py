@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, get_args
 
@@ -92,11 +92,20 @@ class Registry:
     participants: Mapping[str, Participant]
     producers: Mapping[str, Producer]
     path: str = ""
+    _serving: dict[frozenset[str], tuple[Producer, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
+    """:meth:`producers_for`'s answers so far, by the set of types asked: a registry never
+    changes (a new one is loaded instead), and one query used to scan every producer. At
+    most one entry per combination of the nine information types (queries name only those)."""
 
     def producers_for(self, types: Iterable[str]) -> list[Producer]:
         """Every producer serving at least one of ``types``, in registry order."""
-        wanted = set(types)
-        return [p for p in self.producers.values() if p.types & wanted]
+        wanted = frozenset(types)
+        serving = self._serving.get(wanted)
+        if serving is None:
+            serving = self._serving[wanted] = tuple(
+                p for p in self.producers.values() if p.types & wanted)
+        return list(serving)
 
     def participant_key(self, participant_id: str, header: Header) -> PublicKey:
         p = self.participants.get(participant_id)
