@@ -84,7 +84,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
     from .logs import configure_logging
 
-    configure_logging(args.log_format, level=args.log_level)
+    configure_logging(args.log_format, level=args.log_level, final=True)
     try:
         server = BrokerServer(load_broker_config(args.config))
         _run_until_signal(lambda shutdown: server.run(shutdown=shutdown))
@@ -98,7 +98,7 @@ def cmd_adapter(args: argparse.Namespace) -> int:
 
     from .logs import configure_logging
 
-    configure_logging(args.log_format, level=args.log_level)
+    configure_logging(args.log_format, level=args.log_level, final=True)
     try:
         adapter = open_adapter(args.config)
     except AdapterError as exc:
