@@ -20,7 +20,7 @@ from pathlib import Path
 import structlog
 
 from producer_adapter import Adapter, AdapterConfig, InMemoryBlockSource
-from samsvar.cli import event_loop_factory, settle_gc
+from samsvar.cli import event_loop_factory
 from schemas.jose import load_private_key
 from schemas.registry import load_registry
 from schemas.transport import MqttSettings
@@ -59,9 +59,7 @@ def main() -> int:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR),
                         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
                         cache_logger_on_first_use=True)
-    loop_factory = event_loop_factory()
-    settle_gc()  # as `samsvar adapter`
-    with asyncio.Runner(loop_factory=loop_factory) as runner:  # as `samsvar adapter`
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:  # as `samsvar adapter`
         runner.run(serve(Path(sys.argv[1])))
     return 0
 

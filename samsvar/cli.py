@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import json
 import os
 import signal
@@ -40,25 +39,6 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-GC_YOUNG_THRESHOLD = 10_000
-"""Allocations between collections of the youngest generation (Python's default: 700)."""
-
-
-def settle_gc() -> None:
-    """Once a role has started: what start-up built (modules, the registry, configuration:
-    ~60,000-90,000 objects) leaves the garbage collector's view for good (``gc.freeze``),
-    and the youngest generation is collected after 10,000 allocations instead of 700.
-
-    Measured on the benchmark's broker (N=5 and N=311 load, 14.7 s of its CPU): the
-    collector took 11 % of its CPU, 1,633 ms in 1,757 young, 160 middle and 14 full
-    collections of ~70 ms each; afterwards 2 %, one full collection (the one before
-    freezing) and young collections of ~3 ms. Garbage without cycles is freed as before,
-    by reference counting; only cyclic garbage waits for the (rarer) collections."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
-
-
 def _run_until_signal(make: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
     """Run a service until SIGINT or SIGTERM, then let it shut down cleanly."""
 
@@ -70,9 +50,7 @@ def _run_until_signal(make: Callable[[asyncio.Event], Coroutine[Any, Any, None]]
                 loop.add_signal_handler(sig, shutdown.set)
         await make(shutdown)
 
-    loop_factory = event_loop_factory()
-    settle_gc()
-    with asyncio.Runner(loop_factory=loop_factory) as run:
+    with asyncio.Runner(loop_factory=event_loop_factory()) as run:
         run.run(runner())
 
 
