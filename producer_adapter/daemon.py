@@ -252,8 +252,10 @@ class Adapter:
                 await asyncio.sleep(0.05)
 
     def _reply_log(self, out: SignedReply) -> structlog.typing.FilteringBoundLogger:
-        return self._log.bind(query_id=out.reply.query_id, status=out.reply.status,  # type: ignore[no-any-return]
-                              records=len(out.reply.records))
+        """The adapter's logger with the reply's query, status and count (no content)."""
+        log: structlog.typing.FilteringBoundLogger = self._log.bind(
+            query_id=out.reply.query_id, status=out.reply.status, records=len(out.reply.records))
+        return log
 
     # -- answering -----------------------------------------------------------------------
 
