@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from producer_adapter import BlockScope
 from schemas.jose import PrivateKey, generate_key, sign
 from schemas.messages import QUESTION_TYP, Consumer, Question, User
 from schemas.records import (
@@ -104,6 +105,12 @@ def keys() -> Keys:
 @pytest.fixture(scope="session")
 def registry(keys: Keys) -> Registry:
     return parse_registry(registry_text(keys.broker, keys.producer, keys.org, keys.consumer))
+
+
+@pytest.fixture
+def scope(registry: Registry) -> BlockScope:
+    """The test producer's block scope (both block registers' tests)."""
+    return BlockScope.of(registry.producers[PRODUCER])
 
 
 def source(unit: str = UNIT, *, producer: str = PRODUCER, org: str = ORG) -> RecordSource:

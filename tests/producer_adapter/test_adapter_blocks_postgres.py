@@ -4,13 +4,11 @@ several hosts, and failing closed when the database or its tables are not there.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
-import msgspec
 import pytest
 
 from producer_adapter import (
@@ -27,24 +25,17 @@ from producer_adapter.block_rules import GUARDIAN_CHILD_MESSAGE
 from producer_adapter.blocks import check_blocks_table, open_blocks
 from producer_adapter.errors import AdapterConfigError
 from samsvar import cli
-from schemas.jose import verify
-from schemas.messages import REPLY_TYP, Reply, Unblock
+from schemas.messages import Reply, Unblock
 from schemas.registry import Registry
 from schemas.transport import MqttSettings
 from tests.conftest import PgSchema, free_port
+from tests.producer_adapter.test_adapter_blocks_sqlite import add, open_reply  # both stores
 from tests.producer_adapter.test_adapter_daemon import (
     broker,
     collect_replies,
     publish_question,
     running,
 )
-
-TODAY = dt.date(2024, 6, 1)
-
-
-@pytest.fixture
-def scope(registry: Registry, kit: Any) -> BlockScope:
-    return BlockScope.of(registry.producers[kit.PRODUCER])
 
 
 @pytest.fixture
@@ -55,13 +46,6 @@ async def register(pg_schema: PgSchema, scope: BlockScope) -> Any:
     await reg.aclose()
 
 
-def add(register: PostgresBlockRegister, subject: str, level: str, target: str,
-        **kw: Any) -> Any:
-    return register.add(subject=subject, level=level, target=target,
-                        registered_by=kw.pop("registered_by", "person"),
-                        operator=kw.pop("operator", "kansliet"), today=TODAY, **kw)
-
-
 async def tables(pg: PgSchema) -> set[str]:
     con = await asyncpg.connect(pg.dsn, timeout=5)
     try:
@@ -70,11 +54,6 @@ async def tables(pg: PgSchema) -> set[str]:
     finally:
         await con.close()
     return {r["table_name"] for r in rows}
-
-
-def open_reply(out: Any, registry: Registry, kit: Any) -> Reply:
-    _, payload = verify(out.token, lambda h: registry.producer_key(kit.PRODUCER, h), typ=REPLY_TYP)
-    return msgspec.json.decode(payload, type=Reply)
 
 
 @pytest.mark.parametrize("level, target, left", [

@@ -21,6 +21,7 @@ from producer_adapter import (
     BlockScope,
     BlockSourceError,
     JsonDirBackend,
+    PostgresBlockRegister,
     SqliteBlockRegister,
 )
 from producer_adapter.block_register import GUARDIAN_CHILD_MESSAGE
@@ -35,17 +36,12 @@ TODAY = dt.date(2024, 6, 1)
 
 
 @pytest.fixture
-def scope(registry: Registry, kit: Any) -> BlockScope:
-    return BlockScope.of(registry.producers[kit.PRODUCER])
-
-
-@pytest.fixture
 def register(tmp_path: Path, scope: BlockScope) -> SqliteBlockRegister:
     return SqliteBlockRegister(tmp_path / "blocks.db", scope=scope, lock_timeout=0.2)
 
 
-def add(register: SqliteBlockRegister, subject: str, level: str, target: str,
-        **kw: Any) -> Any:
+def add(register: SqliteBlockRegister | PostgresBlockRegister, subject: str, level: str,
+        target: str, **kw: Any) -> Any:
     return register.add(subject=subject, level=level, target=target,
                         registered_by=kw.pop("registered_by", "person"),
                         operator=kw.pop("operator", "kansliet"), today=TODAY, **kw)
