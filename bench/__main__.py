@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._procs import PYTHON, Processes, free_port, wait_for_port, which
+from ._procs import PYTHON, Processes, free_port, start_mosquitto, which
 from .federation import Federation, build, fanout_type
 from .report import Spread, Table, Target, fmt_ms, percentile, ratio, spread
 
@@ -135,15 +135,8 @@ class Bench:
     # mosquitto, producers, raw responders -------------------------------------------
 
     def start_mosquitto(self) -> int:
-        port = free_port()
-        conf = self.root / "mosquitto.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-                        "set_tcp_nodelay true\npersistence false\n"
-                        "max_queued_messages 1000000\nmax_inflight_messages 1000\n",
-                        encoding="utf-8")
-        self.others["Mosquitto"] = [
-            self.procs.start("mosquitto", [which("mosquitto"), "-c", str(conf)]).pid]
-        wait_for_port(port)
+        port, pid = start_mosquitto(self.procs, self.root)
+        self.others["Mosquitto"] = [pid]
         return port
 
     def start_federation(self, total: int) -> Federation:

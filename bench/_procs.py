@@ -159,3 +159,18 @@ def which(binary: str) -> str:
     if found is None:
         raise RuntimeError(f"{binary} is not installed")
     return found
+
+
+def start_mosquitto(procs: Processes, root: Path) -> tuple[int, int]:
+    """The benchmark's own Mosquitto on a free port: its port and pid. ``set_tcp_nodelay``,
+    no persistence, and a client may have 1,000 publishes unacknowledged (Receive Maximum),
+    as deploy/mosquitto.conf."""
+    port = free_port()
+    conf = root / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                    "set_tcp_nodelay true\npersistence false\n"
+                    "max_queued_messages 1000000\nmax_inflight_messages 1000\n",
+                    encoding="utf-8")
+    pid = procs.start("mosquitto", [which("mosquitto"), "-c", str(conf)]).pid
+    wait_for_port(port)
+    return port, pid

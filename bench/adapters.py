@@ -27,32 +27,17 @@ from pathlib import Path
 from typing import Any
 
 import gmqtt  # type: ignore[import-untyped]  # gmqtt ships no type hints
-import msgspec
 import psutil  # type: ignore[import-untyped,unused-ignore]  # no stubs installed
 
-from schemas.jose import load_private_key, sign
-from schemas.messages import QUESTION_TYP, Consumer, Question
-from schemas.records import OrgRef
+from schemas.jose import load_private_key
 from schemas.topics import question_topic
 
-from ._procs import PYTHON, Processes, free_port, wait_for_port, which
-from .federation import BROKER_ID, CONSUMER, SUBJECT, bench_user, build, producer_id
+from ._procs import PYTHON, Processes, start_mosquitto
+from .federation import build, producer_id, signed_question
 
 __all__ = ["main"]
 
 WARMUP_ROUNDS = 20
-
-
-def _start_mosquitto(procs: Processes, root: Path) -> tuple[int, int]:
-    port = free_port()
-    conf = root / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-                    "set_tcp_nodelay true\npersistence false\n"
-                    "max_queued_messages 1000000\nmax_inflight_messages 1000\n",
-                    encoding="utf-8")  # as the whole-job benchmark's
-    pid = procs.start("mosquitto", [which("mosquitto"), "-c", str(conf)]).pid
-    wait_for_port(port)
-    return port, pid
 
 
 async def _measure(responder: subprocess.Popen[bytes], mosquitto: int, port: int,
@@ -105,38 +90,33 @@ def run(producers: int, seconds: float) -> dict[str, dict[str, float]]:
     root = Path(tempfile.mkdtemp(prefix="samsvar-bench-adapters-"))
     results: dict[str, dict[str, float]] = {}
     with Processes(root) as procs:
-        port, mosquitto = _start_mosquitto(procs, root)
+        port, mosquitto = start_mosquitto(procs, root)
         prefix = f"bench/{uuid.uuid4().hex[:8]}/samsvar/v1"
         fed = build(root, total=producers, mqtt_port=port, prefix=prefix)
         key = load_private_key(root / "keys" / "broker.jwk")
         reply_topic = f"{prefix}/r/bench-adapters"
 
-        def signed_question() -> bytes:
+        def question() -> bytes:
             now = int(time.time() * 1000)
-            q = Question(query_id=str(uuid.uuid4()), broker=BROKER_ID, reply_topic=reply_topic,
-                         iat=now // 1000, deadline=now + 5000,
-                         consumer=Consumer(organisation=OrgRef(id=CONSUMER,
-                                                               name="Region Exempel"),
-                                           kind="vårdgivare", user=bench_user()),
-                         subject=SUBJECT, types=["medication"], basis="consent")
-            return sign(msgspec.json.encode(q), key, typ=QUESTION_TYP).encode("ascii")
+            return signed_question(key, reply_topic=reply_topic, query_id=str(uuid.uuid4()),
+                                   iat=now // 1000, deadline=now + 5000, types=["medication"])
 
         adapters = procs.start("producers", [PYTHON, "-m", "bench.producers",
                                              str(fed.group_spec(0, 1))], stdout=subprocess.PIPE)
         results["samsvar adapters"] = asyncio.run(_measure(
             adapters, mosquitto, port,
             [question_topic(prefix, producer_id(i)) for i in range(producers)],
-            reply_topic, signed_question, seconds))
+            reply_topic, question, seconds))
         procs.stop(adapters)
         raw_prefix = f"bench/raw-{uuid.uuid4().hex[:6]}"
         raw = procs.start("raw", [PYTHON, "-m", "bench.raw", "respond", "--lib", "gmqtt",
                                   "--port", str(port), "--prefix", raw_prefix,
                                   "--n", str(producers), "--reply-bytes", str(fed.reply_bytes)],
                           stdout=subprocess.PIPE)
-        question = signed_question()
+        one = question()  # the raw responders only echo: the same bytes every round
         results["raw gmqtt responders"] = asyncio.run(_measure(
             raw, mosquitto, port, [f"{raw_prefix}/q/{i}" for i in range(producers)],
-            f"{raw_prefix}/r/requester", lambda: question, seconds))
+            f"{raw_prefix}/r/requester", lambda: one, seconds))
     return results
 
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import msgspec
 
 from schemas.jose import PrivateKey, generate_key, sign
-from schemas.messages import REPLY_TYP, Reply, User
-from schemas.records import UnitRef
+from schemas.messages import QUESTION_TYP, REPLY_TYP, Consumer, Question, Reply, User
+from schemas.records import InfoType, OrgRef, UnitRef
 
 from .backend import HANG_TYPE, build_records
 
@@ -139,17 +139,23 @@ def _calibrate(key: PrivateKey, pid: str) -> tuple[int, int]:
     return lo, size(lo)
 
 
-def _question_bytes(key: PrivateKey, prefix: str) -> int:
-    """The size of a real signed question (what the raw baseline sends)."""
-    from schemas.messages import Consumer, Question
-    from schemas.records import OrgRef
-
-    q = Question(query_id="00000000-0000-0000-0000-000000000000", broker=BROKER_ID,
-                 reply_topic=f"{prefix}/r/bench", iat=1_700_000_000, deadline=1_700_000_005_000,
+def signed_question(key: PrivateKey, *, reply_topic: str, query_id: str, iat: int,
+                    deadline: int, types: list[InfoType]) -> bytes:
+    """A question as the broker signs it, from the bench's consumer about its subject."""
+    q = Question(query_id=query_id, broker=BROKER_ID, reply_topic=reply_topic, iat=iat,
+                 deadline=deadline,
                  consumer=Consumer(organisation=OrgRef(id=CONSUMER, name="Region Exempel"),
                                    kind="vårdgivare", user=bench_user()),
-                 subject=SUBJECT, types=["care_contacts"], basis="consent")
-    return len(sign(msgspec.json.encode(q), key, typ="samsvar-question+jws"))
+                 subject=SUBJECT, types=types, basis="consent")
+    return sign(msgspec.json.encode(q), key, typ=QUESTION_TYP).encode("ascii")
+
+
+def _question_bytes(key: PrivateKey, prefix: str) -> int:
+    """The size of a real signed question (what the raw baseline sends)."""
+    return len(signed_question(key, reply_topic=f"{prefix}/r/bench",
+                               query_id="00000000-0000-0000-0000-000000000000",
+                               iat=1_700_000_000, deadline=1_700_000_005_000,
+                               types=["care_contacts"]))
 
 
 def bench_user() -> User:
