@@ -31,7 +31,7 @@ EXTRACT_TYP: Final = "samsvar-extract+jwt"
 CHECKPOINT_TYP: Final = "samsvar-checkpoint+jws"
 
 
-class _Log(msgspec.Struct, frozen=True, kw_only=True):
+class _Log(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     pass
 
 

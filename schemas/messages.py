@@ -69,8 +69,10 @@ ProducerStatus = Literal["ok", "no_data", "error", "refused"]
 """What a producer itself may say; ``timeout`` and ``unavailable`` are the broker's."""
 
 
-class _Msg(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    pass
+class _Msg(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
+    """``gc=False``: the garbage collector does not track these (they hold only strings,
+    numbers, dates and lists of other wire types, so never a cycle). A reply brings a dozen
+    of them, and every tracked one brings the next collection nearer (bench/RESULTS.md)."""
 
 
 class User(_Msg, frozen=True, kw_only=True):
@@ -94,7 +96,7 @@ class Unblock(_Msg, frozen=True, kw_only=True):
     producers: list[str] | None = None
 
 
-class TokenClaims(msgspec.Struct, frozen=True, kw_only=True):
+class TokenClaims(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """The claims every request JWT of a participant carries (RFC 7519): who signed it for
     whom, when, its once-only id, and the person it is about.
 

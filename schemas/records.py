@@ -60,8 +60,8 @@ Scope = Literal["hsl", "sol_elderly", "sol_disability", "lss", "sol_other"]
 DISCLOSABLE_SCOPES: Final[frozenset[str]] = frozenset({"hsl", "sol_elderly", "sol_disability", "lss"})
 
 
-class _Frozen(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    pass
+class _Frozen(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
+    """Untracked by the garbage collector, as :class:`schemas.messages._Msg` says why."""
 
 
 class OrgRef(_Frozen, frozen=True, kw_only=True):
@@ -95,7 +95,7 @@ class Code(_Frozen, frozen=True, kw_only=True):
 
 
 class _RecordBase(
-    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="type"
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="type", gc=False
 ):
     id: str
     source: RecordSource
