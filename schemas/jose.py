@@ -17,6 +17,7 @@ token whose header names another one is refused; ``none`` and HMAC are never acc
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 import os
 from collections.abc import Callable, Mapping
@@ -96,7 +97,7 @@ _B64_VALUE: Final = bytes(
 """A base64url character's 6-bit value (others never reach the lookup)."""
 
 
-class Header(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Header(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     alg: str
     kid: str
     typ: str | None = None
@@ -307,7 +308,11 @@ def parse(token: str | bytes) -> Compact:
     return Compact(head, body, signature, b64url_decode(body))
 
 
+@functools.lru_cache(maxsize=1024)
 def _header(head: bytes) -> Header:
+    """Remembered by the header's bytes: a signer sends the same protected header every
+    time, and a header is immutable. Only a valid one is remembered (lru_cache keeps no
+    exceptions), and a flood of new ones only pushes out old ones."""
     try:
         header = _header_decoder.decode(b64url_decode(head))
     except HOSTILE_DECODE_ERRORS as exc:
