@@ -38,9 +38,10 @@ _routing_decoder: Final = msgspec.json.Decoder(_Routing)
 _reply_decoder: Final = msgspec.json.Decoder(Reply)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
-    """What became of one producer for one query."""
+    """What became of one producer for one query. Immutable: every query shares the
+    :class:`Gatherer`'s ``timeout`` and ``unavailable`` outcomes of a producer."""
 
     producer: Producer
     status: SourceStatus
@@ -49,29 +50,57 @@ class Outcome:
     reason: str = ""
 
 
+def _settle(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)
+
+
 @dataclass(slots=True)
 class PendingQuery:
+    """One open query. A producer is still awaited while its outcome is ``timeout``: that
+    is what it ends as unless a verified reply, or its going offline, replaces it.
+
+    Kept small, as 10,000 queries may be in flight: no set of awaited producers (a count),
+    no Event or ``asyncio.timeout`` (a Future and one timer), no empty dict."""
+
     query_id: str
     started: float
     outcomes: dict[str, Outcome]
-    waiting: set[str]
+    left: int
+    """Producers still awaited."""
     done: asyncio.Future[None] | None = None
-    """Set by whoever waits (:meth:`wait`), resolved when nobody is waited for any more:
-    a Future, as an Event costs 900 bytes more and 10,000 queries may be in flight."""
-    suspect: dict[str, str] = field(default_factory=dict)
+    """Set by whoever waits (:meth:`wait`), resolved when nobody is awaited any more."""
+    suspect: dict[str, str] | None = None
     """Producers for which only unverifiable replies came: id → reason."""
     on_outcome: Callable[[Outcome], None] | None = None
 
+    @property
+    def waiting(self) -> frozenset[str]:
+        """The producers still awaited (while the query is open)."""
+        return frozenset(pid for pid, o in self.outcomes.items() if o.status == "timeout")
+
+    def awaits(self, producer_id: str) -> bool:
+        outcome = self.outcomes.get(producer_id)
+        return outcome is not None and outcome.status == "timeout"
+
+    def give_up(self, outcome: Outcome) -> None:
+        """Stop awaiting ``outcome.producer`` (its question could not be sent) without
+        telling ``on_outcome``: the caller reports it."""
+        if self.awaits(outcome.producer.id):
+            self.outcomes[outcome.producer.id] = outcome
+            self.left -= 1
+
     async def wait(self, timeout_s: float) -> None:
         """Until every producer asked has answered (or is given up on), or ``timeout_s``."""
-        if not self.waiting:
+        if not self.left:
             return
-        self.done = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done = self.done = loop.create_future()
+        timer = loop.call_later(max(0.0, timeout_s), _settle, done)
         try:
-            async with asyncio.timeout(max(0.0, timeout_s)):
-                await self.done
-        except TimeoutError:
-            pass
+            await done
+        finally:
+            timer.cancel()
 
 
 @dataclass(slots=True)
@@ -90,6 +119,8 @@ class Gatherer:
         self._registry = registry
         self._pending: dict[str, PendingQuery] = {}
         self.counters = Counters()
+        self._timeout: dict[str, Outcome] = {}
+        self._unavailable: dict[str, Outcome] = {}
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -102,39 +133,48 @@ class Gatherer:
         *,
         on_outcome: Callable[[Outcome], None] | None = None,
     ) -> PendingQuery:
-        outcomes = {p.id: Outcome(p, "unavailable", latency_ms=0) for p in unavailable}
-        waiting = {p.id for p in asked}
+        outcomes = {p.id: self._shared(self._unavailable, p, "unavailable") for p in unavailable}
+        left = 0
         for p in asked:
-            outcomes[p.id] = Outcome(p, "timeout")
-        pending = PendingQuery(query_id, time.monotonic(), outcomes, waiting,
-                               on_outcome=on_outcome)
+            outcomes[p.id] = self._shared(self._timeout, p, "timeout")
+            left += 1
+        pending = PendingQuery(query_id, time.monotonic(), outcomes, left, on_outcome=on_outcome)
         self._pending[query_id] = pending
         return pending
+
+    @staticmethod
+    def _shared(cache: dict[str, Outcome], producer: Producer, status: SourceStatus) -> Outcome:
+        """The one ``status`` outcome of ``producer`` that every query shares."""
+        outcome = cache.get(producer.id)
+        if outcome is None or outcome.producer is not producer:  # new, or a new registry
+            outcome = cache[producer.id] = Outcome(producer, status,
+                                                   latency_ms=0 if status == "unavailable"
+                                                   else None)
+        return outcome
 
     def close(self, query_id: str) -> PendingQuery | None:
         """Stop listening for ``query_id``; unanswered sources keep ``timeout`` (or ``error``)."""
         pending = self._pending.pop(query_id, None)
-        if pending is not None:
-            for pid in pending.waiting:
-                if pid in pending.suspect:
-                    outcome = pending.outcomes[pid]
-                    outcome.status = "error"
-                    outcome.reason = pending.suspect[pid]
+        if pending is not None and pending.suspect:
+            for pid, reason in pending.suspect.items():
+                if pending.awaits(pid):
+                    pending.outcomes[pid] = Outcome(pending.outcomes[pid].producer, "error",
+                                                    reason=reason)
         return pending
 
     def everyone_gone(self) -> None:
         """This instance lost MQTT: every open wait ends as ``unavailable``."""
         for pending in list(self._pending.values()):
-            for producer_id in list(pending.waiting):
+            for producer_id in pending.waiting:
                 self.producer_gone(producer_id)
 
     def producer_gone(self, producer_id: str) -> None:
         """The producer went offline (its last will): stop waiting for it anywhere."""
         now = time.monotonic()
         for pending in list(self._pending.values()):
-            if producer_id in pending.waiting:
+            if pending.awaits(producer_id):
                 producer = pending.outcomes[producer_id].producer
-                suspect = pending.suspect.get(producer_id)
+                suspect = pending.suspect.get(producer_id) if pending.suspect else None
                 self._finish(pending, Outcome(
                     producer, "error" if suspect else "unavailable",
                     latency_ms=int((now - pending.started) * 1000),
@@ -142,18 +182,27 @@ class Gatherer:
 
     def _finish(self, pending: PendingQuery, outcome: Outcome) -> None:
         pending.outcomes[outcome.producer.id] = outcome
-        pending.waiting.discard(outcome.producer.id)
+        pending.left -= 1
         if pending.on_outcome is not None:
             pending.on_outcome(outcome)
         done = pending.done
-        if not pending.waiting and done is not None and not done.done():
+        if not pending.left and done is not None and not done.done():
             done.set_result(None)
 
     def on_reply(self, token: bytes) -> None:
         """Handle one message from the reply topic. Never raises."""
+        # The payload is decoded once, before it is verified, and used only once it is:
+        # only what does not match the schema is decoded again, for its ids alone.
+        reply: Reply | None = None
+        routing: Reply | _Routing
+        invalid: Exception | None = None
         try:
             jws = parse(token)
-            routing = _routing_decoder.decode(jws.payload)
+            try:
+                reply = routing = _reply_decoder.decode(jws.payload)
+            except HOSTILE_DECODE_ERRORS as exc:
+                invalid = exc
+                routing = _routing_decoder.decode(jws.payload)
         except (JoseError, *HOSTILE_DECODE_ERRORS):
             self.counters.malformed += 1
             log.warning("reply_dropped", reason="malformed")
@@ -163,36 +212,32 @@ class Gatherer:
             self.counters.unknown_query += 1
             return
         pid = routing.producer
-        if pid not in pending.outcomes or pending.outcomes[pid].status == "unavailable":
+        outcome = pending.outcomes.get(pid)
+        if outcome is None or outcome.status == "unavailable":
             self.counters.unexpected_producer += 1
             log.warning("reply_dropped", query_id=routing.query_id, producer=pid,
                         reason="producer was not asked")
             return
-        if pid not in pending.waiting:
+        if outcome.status != "timeout":
             self.counters.duplicate += 1
             return
-        producer = pending.outcomes[pid].producer
+        producer = outcome.producer
         latency_ms = int((time.monotonic() - pending.started) * 1000)
         try:
-            _, payload = check(jws, lambda h: self._registry.producer_key(pid, h),
-                               typ=REPLY_TYP)
+            check(jws, lambda h: self._registry.producer_key(pid, h), typ=REPLY_TYP)
         except JoseError as exc:
             self.counters.unverifiable += 1
+            if pending.suspect is None:
+                pending.suspect = {}
             pending.suspect[pid] = f"unverifiable reply: {exc}"
             log.warning("reply_unverifiable", query_id=pending.query_id, producer=pid,
                         reason=str(exc))
             return
-        try:
-            reply = _reply_decoder.decode(payload)
-        except HOSTILE_DECODE_ERRORS as exc:
+        if reply is None:
             # Signed by the producer itself: its answer is final, and it is an error.
             log.warning("reply_invalid", query_id=pending.query_id, producer=pid,
-                        reason=str(exc))
+                        reason=str(invalid))
             self._finish(pending, Outcome(producer, "error", latency_ms=latency_ms,
-                                          reason=f"reply does not match the schema: {exc}"))
-            return
-        if reply.query_id != pending.query_id or reply.producer != pid:
-            self._finish(pending, Outcome(producer, "error", latency_ms=latency_ms,
-                                          reason="reply ids do not match"))
+                                          reason=f"reply does not match the schema: {invalid}"))
             return
         self._finish(pending, Outcome(producer, reply.status, reply, latency_ms))

@@ -346,8 +346,7 @@ class QueryService:
             for producer_id, exc in failures.items():
                 log.warning("publish_failed", query_id=query.query_id, producer=producer_id,
                             reason=str(exc) or type(exc).__name__)
-                pending.waiting.discard(producer_id)
-                pending.outcomes[producer_id].status = "unavailable"
+                pending.give_up(Outcome(pending.outcomes[producer_id].producer, "unavailable"))
             await pending.wait(pending.started + deadline_ms / 1000 - time.monotonic())
         finally:
             self.gatherer.close(query.query_id)
