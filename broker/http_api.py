@@ -77,12 +77,17 @@ def _media_type(request: web.Request) -> str:
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The body, at most ``limit`` bytes. Read from the stream, not with ``request.read()``,
+    which keeps a copy on the request for as long as the query is in flight."""
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge("too-large", f"the body exceeds {limit} bytes")
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise PayloadTooLarge("too-large", f"the body exceeds {limit} bytes") from exc
+    chunks, size = [], 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge("too-large", f"the body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def post_query(request: web.Request) -> web.StreamResponse:
@@ -90,17 +95,7 @@ async def post_query(request: web.Request) -> web.StreamResponse:
     service = request.app[SERVICE]
     started = time.perf_counter()
     try:
-        body = await _read_body(request, service.config.max_body_bytes)
-        if _media_type(request) != QUERY_MEDIA_TYPE:
-            raise UnsupportedMediaType("unsupported-media-type",
-                                       f"send the signed query as {QUERY_MEDIA_TYPE}")
-        if not body:
-            raise MalformedQuery("malformed-token", "the body is empty")
-        try:
-            query = await service.authenticate(body)
-        except (Unauthenticated, PolicyRefused) as exc:
-            structlog.contextvars.bind_contextvars(query_id=await service.log_refusal(exc))
-            raise
+        query = await _authenticate(request, service)
         # every line logged for this query from here on carries its id (_log_context clears)
         structlog.contextvars.bind_contextvars(query_id=query.query_id)
         form = choose_format(request.headers.get("Accept"))
@@ -120,6 +115,22 @@ async def post_query(request: web.Request) -> web.StreamResponse:
                             content_type=FHIR_MEDIA_TYPE, headers=_ANSWER_HEADERS)
     return web.Response(body=msgspec.json.encode(answer), content_type=ANSWER_MEDIA_TYPE,
                         headers=_ANSWER_HEADERS)
+
+
+async def _authenticate(request: web.Request, service: QueryService) -> AuthenticatedQuery:
+    """The query the body carries, checked (a refusal logged). The body is not kept
+    while the query is in flight."""
+    body = await _read_body(request, service.config.max_body_bytes)
+    if _media_type(request) != QUERY_MEDIA_TYPE:
+        raise UnsupportedMediaType("unsupported-media-type",
+                                   f"send the signed query as {QUERY_MEDIA_TYPE}")
+    if not body:
+        raise MalformedQuery("malformed-token", "the body is empty")
+    try:
+        return await service.authenticate(body)
+    except (Unauthenticated, PolicyRefused) as exc:
+        structlog.contextvars.bind_contextvars(query_id=await service.log_refusal(exc))
+        raise
 
 
 async def _stream_query(request: web.Request, service: QueryService, query: AuthenticatedQuery,

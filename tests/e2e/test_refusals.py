@@ -121,6 +121,32 @@ async def test_body_too_large(fed: Federation) -> None:
     await refused(fed, b"x" * 70_000, 413, "too-large")
 
 
+async def _chunked(fed: Federation, data: bytes) -> tuple[int, Any]:
+    """POST ``data`` in 1 KB chunks with no Content-Length (Transfer-Encoding: chunked)."""
+    assert fed.http is not None
+
+    async def chunks() -> Any:
+        for i in range(0, len(data), 1024):
+            yield data[i:i + 1024]
+
+    async with fed.http.post(f"{fed.url}/v1/queries", data=chunks(),
+                             headers={"Content-Type": "application/jwt"}) as resp:
+        assert "Content-Length" not in resp.request_info.headers
+        return resp.status, await resp.json(content_type=None)
+
+
+async def test_chunked_body_too_large_without_content_length(fed: Federation) -> None:
+    """The limit holds when the consumer does not say the size beforehand."""
+    status, body = await _chunked(fed, b"x" * 70_000)
+    assert status == 413 and body["type"] == PROBLEM + "too-large", body
+
+
+async def test_chunked_query_is_answered(fed: Federation) -> None:
+    status, body = await _chunked(fed, fed.token().encode())
+    assert status == 200, body
+    assert body["sources"][0]["producer"] == "P1"
+
+
 async def test_no_relation_is_refused_by_rule(fed: Federation) -> None:
     body = await refused(fed, fed.token(relation=False), 403, "relation-required")
     assert body["rule"] == "relation-required"
