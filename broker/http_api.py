@@ -12,7 +12,6 @@ from typing import Final
 import msgspec
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from prometheus_client.registry import CollectorRegistry
 
 from schemas.messages import (
@@ -96,7 +95,8 @@ async def post_query(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     try:
         query = await _authenticate(request, service)
-        # every line logged for this query from here on carries its id (_log_context clears)
+        # every line logged for this query from here on carries its id (this request's
+        # task only: aiohttp gives each request a task and a context of its own)
         structlog.contextvars.bind_contextvars(query_id=query.query_id)
         form = choose_format(request.headers.get("Accept"))
         if form == NDJSON_MEDIA_TYPE:
@@ -230,15 +230,6 @@ async def _build_openapi(app: web.Application) -> None:
     app[OPENAPI] = msgspec.json.encode(build_openapi(routes=routes))
 
 
-@web.middleware
-async def _log_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """What a handler binds to structlog's context (a ``query_id``) ends with its request."""
-    try:
-        return await handler(request)
-    finally:
-        structlog.contextvars.clear_contextvars()
-
-
 async def get_metrics(request: web.Request) -> web.Response:
     """``GET /metrics``: Prometheus text format."""
     body, content_type = request.app[METRICS].exposition()
@@ -259,8 +250,11 @@ async def get_dashboard_data(request: web.Request) -> web.Response:
 
 
 def create_app(service: QueryService) -> web.Application:
-    app = web.Application(client_max_size=service.config.max_body_bytes,
-                          middlewares=[_log_context])
+    # No middleware clears structlog's context after a request: aiohttp runs each request's
+    # handler in a task of its own, with a copy of the context, so what a handler binds
+    # ends with its request (tests/broker/test_broker_logging.py). A middleware would also
+    # hold two more frames for each query in flight.
+    app = web.Application(client_max_size=service.config.max_body_bytes)
     app[SERVICE] = service
     app[METRICS] = metrics = BrokerMetrics(CollectorRegistry(), service)
     service.observers.add(metrics)

@@ -1,8 +1,9 @@
 """Every log line of a query carries its query id, on the broker and on the adapters.
 
-The broker binds ``query_id`` with ``structlog.contextvars`` once the id exists and clears
-it when the request ends; the adapters bind it to each question's logger. No line carries
-content: no record text, no person, no employee's name.
+The broker binds ``query_id`` with ``structlog.contextvars`` once the id exists, in the
+request's own task (aiohttp gives each request one), so it ends with the request; the
+adapters bind it to each question's logger. No line carries content: no record text, no
+person, no employee's name.
 """
 
 from __future__ import annotations
