@@ -120,7 +120,9 @@ def cmd_registry(args: argparse.Namespace) -> int:
     except RegistryError as exc:
         raise CliError(str(exc)) from exc
     if args.action == "list":
-        print(f"broker  {registry.broker.id}  keys: {', '.join(registry.broker.keys)}")
+        retired = "".join(f"  retired: {kid} (checkpoints up to entry {r.last_seq})"
+                          for kid, r in registry.broker.retired_keys.items())
+        print(f"broker  {registry.broker.id}  keys: {', '.join(registry.broker.keys)}{retired}")
         for p in registry.participants.values():
             print(f"participant  {p.id}  {p.kind:<13}  {','.join(sorted(p.roles)):<26}  {p.name}")
         for prod in registry.producers.values():

@@ -107,12 +107,16 @@ async def _verify(config_path: str) -> int:
 
     config = _load(config_path)
     registry = load_registry(config.registry_path)
-    report = await verify_log(config.access_log, broker_keys=registry.broker.keys)
+    report = await verify_log(config.access_log, broker_keys=registry.broker.keys,
+                              retired_keys=registry.broker.retired_keys)
     if not report.intact:
         print(f"BROKEN at entry {report.bad_seq}: {report.problem}")
         return 1
     print(f"intact: {report.entries} entries, {report.checkpoints} checkpoints "
           f"({report.unsigned_tail} after the last checkpoint, not yet signed)")
+    for kid, seq in sorted(report.signed_to.items(), key=lambda item: item[1]):
+        state = " (retired)" if kid in registry.broker.retired_keys else ""
+        print(f"  key {kid}{state}: checkpoints up to entry {seq}")
     return 0
 
 
@@ -216,7 +220,8 @@ async def _prune(args: argparse.Namespace) -> int:
         raise _Failed(str(exc)) from exc
     if key.kid not in registry.broker.keys:
         raise _Failed(f"the broker's key {key.kid!r} is not in the registry's [broker] keys")
-    report = await verify_log(config.access_log, broker_keys=registry.broker.keys)
+    report = await verify_log(config.access_log, broker_keys=registry.broker.keys,
+                              retired_keys=registry.broker.retired_keys)
     if not report.intact:
         raise _Failed(f"refusing to prune a broken log: BROKEN at entry {report.bad_seq}: "
                       f"{report.problem}")

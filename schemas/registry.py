@@ -5,6 +5,10 @@ The operator edits it as TOML (see docs/configuration.md)::
     [broker]
     id = "SE0000000000-BRK1"                 # the broker's id: the ``aud`` of every query
     keys = [{ kid = "...", kty = "OKP", crv = "Ed25519", x = "..." }]
+    # keys no longer signing anything: they verify only the access log's checkpoints,
+    # and only those up to the entry given
+    retired_keys = [{ key = { kid = "...", kty = "OKP", crv = "Ed25519", x = "..." },
+                      last_seq = 48210 }]
 
     [[participants]]
     id = "SE2321000999-RE01"
@@ -45,6 +49,7 @@ __all__ = [
     "Participant",
     "Producer",
     "Registry",
+    "RetiredKey",
     "load_registry",
     "parse_registry",
 ]
@@ -55,10 +60,20 @@ _ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 @dataclass(frozen=True, kw_only=True)
+class RetiredKey:
+    """A broker key taken out of use: it verifies the access log's checkpoints up to entry
+    ``last_seq`` and nothing else (no adapter accepts a question signed with it)."""
+
+    key: PublicKey
+    last_seq: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class BrokerEntry:
     id: str
     name: str
     keys: Mapping[str, PublicKey]
+    retired_keys: Mapping[str, RetiredKey] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,6 +196,32 @@ def _keys(
     return keys
 
 
+def _retired_keys(raw: Any, *, current: Mapping[str, PublicKey], at: int, loc: _Locator,
+                  path: str) -> dict[str, RetiredKey]:
+    where = "[broker] retired_keys"
+    line = loc.value("retired_keys", at) or at
+    if not isinstance(raw, list):
+        raise RegistryError(f"{where} must be a list of {{ key = {{...}}, last_seq = N }}",
+                            line=line, path=path)
+    retired: dict[str, RetiredKey] = {}
+    for entry in raw:
+        if not isinstance(entry, dict) or set(entry) != {"key", "last_seq"}:
+            raise RegistryError(f"{where}: each entry is {{ key = {{...}}, last_seq = N }}, "
+                                "the last entry its checkpoints may vouch for", line=line,
+                                path=path)
+        (kid, key), = _keys([entry["key"]], where=where, at=line, loc=loc, path=path).items()
+        last_seq = entry["last_seq"]
+        if isinstance(last_seq, bool) or not isinstance(last_seq, int) or last_seq < 0:
+            raise RegistryError(f"{where}: key {kid!r}: last_seq must be an entry number "
+                                "(0 or more)", line=loc.value(f'"{kid}"', line), path=path)
+        if kid in current or kid in retired:
+            raise RegistryError(f"{where}: kid {kid!r} is also "
+                                + ("in [broker] keys" if kid in current else "retired above"),
+                                line=loc.value(f'"{kid}"', line), path=path)
+        retired[kid] = RetiredKey(key=key, last_seq=last_seq)
+    return retired
+
+
 def _str(entry: Mapping[str, Any], key: str, *, where: str, at: int, path: str) -> str:
     value = entry.get(key)
     if not isinstance(value, str) or not value:
@@ -203,10 +244,13 @@ def parse_registry(text: str, *, path: str = "") -> Registry:
         raise RegistryError("missing [broker] table with the broker's id and keys", path=path)
     b_at = loc.value("[broker]")
     b_id = _str(raw_broker, "id", where="[broker]", at=b_at, path=path)
+    b_keys = _keys(raw_broker.get("keys"), where="[broker]", at=b_at, loc=loc, path=path)
     broker = BrokerEntry(
         id=b_id,
         name=str(raw_broker.get("name", b_id)),
-        keys=_keys(raw_broker.get("keys"), where="[broker]", at=b_at, loc=loc, path=path),
+        keys=b_keys,
+        retired_keys=_retired_keys(raw_broker.get("retired_keys", []), current=b_keys,
+                                   at=b_at, loc=loc, path=path),
     )
 
     for table in ("participants", "producers"):

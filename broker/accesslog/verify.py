@@ -4,7 +4,8 @@ The walk goes through the entries in ``seq`` order and recomputes every hash (se
 :mod:`.chain`). It names the first entry that was changed (its hash does not match its
 content), removed (a gap in ``seq``, or a ``prev_hash`` that is not the previous entry's
 hash) or moved. Every checkpoint must be signed by a key registered for the broker and
-name the hash stored at its ``seq``; a checkpoint beyond the last entry means entries were
+name the hash stored at its ``seq`` (a retired key, ``[broker] retired_keys``, only up to
+the entry the registry gives it); a checkpoint beyond the last entry means entries were
 removed from the end. A chain starting above 1 is accepted only after a signed ``prune``
 checkpoint for exactly that start. Entries after the last checkpoint are reported as
 ``unsigned_tail``: a chain proves them ordered, but only a checkpoint proves none was cut.
@@ -13,7 +14,7 @@ checkpoint for exactly that start. Entries after the last checkpoint are reporte
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Final, NamedTuple
 
 import msgspec
@@ -21,6 +22,7 @@ import msgspec
 from schemas.accesslog import CHECKPOINT_TYP, AccessEntry, Checkpoint
 from schemas.errors import JoseError
 from schemas.jose import Header, PublicKey, unknown_key, verify
+from schemas.registry import RetiredKey
 
 from .chain import GENESIS, link, time_text
 from .config import AccessLogConfig
@@ -47,16 +49,19 @@ class VerifyReport:
     """Entries after the last checkpoint: chained, not yet signed."""
     problem: str | None = None
     bad_seq: int | None = None
+    signed_to: Mapping[str, int] = field(default_factory=dict)
+    """kid → the last entry a valid checkpoint signed with that key vouches for: what a
+    key's ``last_seq`` is when it is retired."""
 
 
-async def verify_log(config: AccessLogConfig, *,
-                     broker_keys: Mapping[str, PublicKey]) -> VerifyReport:
+async def verify_log(config: AccessLogConfig, *, broker_keys: Mapping[str, PublicKey],
+                     retired_keys: Mapping[str, RetiredKey] | None = None) -> VerifyReport:
     """Walk the whole log; raises :class:`AccessLogError` when it cannot be read."""
     store = store_for(config)
     await store.open(create=False)
     try:
         async with store.snapshot() as snapshot:
-            return await _verify(snapshot, broker_keys)
+            return await _verify(snapshot, broker_keys, retired_keys or {})
     finally:
         await store.close()
 
@@ -86,22 +91,35 @@ def _column_problem(row: EntryRow) -> str | None:
     return None
 
 
-async def _verify(snapshot: LogSnapshot, keys: Mapping[str, PublicKey]) -> VerifyReport:
+async def _verify(snapshot: LogSnapshot, keys: Mapping[str, PublicKey],
+                  retired: Mapping[str, RetiredKey]) -> VerifyReport:
     def key_for(header: Header) -> PublicKey:
-        if header.kid not in keys:
-            raise unknown_key(header.kid, "the broker")
-        return keys[header.kid]
+        if header.kid in keys:
+            return keys[header.kid]
+        if header.kid in retired:
+            return retired[header.kid].key
+        raise unknown_key(header.kid, "the broker")
 
     problems: list[_Problem] = []
     rows = await snapshot.checkpoints()
     signed: list[Checkpoint] = []
+    signer: dict[Checkpoint, str] = {}  # → the kid it is signed with
     for cp_row in rows:
         try:
-            _, payload = verify(cp_row.token, key_for, typ=CHECKPOINT_TYP)
-            signed.append(_checkpoint_decoder.decode(payload))
+            header, payload = verify(cp_row.token, key_for, typ=CHECKPOINT_TYP)
+            cp = _checkpoint_decoder.decode(payload)
         except (JoseError, msgspec.DecodeError) as exc:
             problems.append(_Problem(cp_row.seq, f"the checkpoint at entry {cp_row.seq} is not signed "
                                          f"by the broker ({exc})"))
+            continue
+        old = retired.get(header.kid)
+        if old is not None and cp.seq > old.last_seq:
+            problems.append(_Problem(cp.seq, f"the checkpoint at entry {cp.seq} is signed with the "
+                                     f"retired key {header.kid!r}, which vouches only up to entry "
+                                     f"{old.last_seq}"))
+            continue
+        signed.append(cp)
+        signer[cp] = header.kid
     signed.sort(key=lambda cp: cp.seq)
     prunes = [cp for cp in signed if cp.reason == "prune"]
     wanted = {cp.seq for cp in signed}
@@ -163,6 +181,7 @@ async def _verify(snapshot: LogSnapshot, keys: Mapping[str, PublicKey]) -> Verif
         floor, end = first - 1, last
     checked_to = broken.seq - 1 if broken else end
     good: list[int] = []
+    signed_to: dict[str, int] = {}
     for cp in signed:
         if cp.seq < floor:
             continue  # before the kept part: its signature was checked, nothing else can be
@@ -177,6 +196,8 @@ async def _verify(snapshot: LogSnapshot, keys: Mapping[str, PublicKey]) -> Verif
         stored = start_hash if cp.seq == floor else hash_at.get(cp.seq)
         if cp.head_hash == stored:
             good.append(cp.seq)
+            kid = signer[cp]
+            signed_to[kid] = max(signed_to.get(kid, 0), cp.seq)
         else:
             since = max(good, default=floor) + 1
             problems.append(_Problem(since, f"the checkpoint at entry {cp.seq} does not match the log: "
@@ -184,11 +205,11 @@ async def _verify(snapshot: LogSnapshot, keys: Mapping[str, PublicKey]) -> Verif
 
     if broken is not None:
         problems.insert(0, broken)
-    signed_to = max((cp.seq for cp in signed if cp.seq <= end), default=floor)
+    last_signed = max((cp.seq for cp in signed if cp.seq <= end), default=floor)
     report = VerifyReport(
         intact=not problems, entries=count, checkpoints=len(rows),
         first_seq=first or None, last_seq=last or None,
-        unsigned_tail=max(0, end - signed_to),
+        unsigned_tail=max(0, end - last_signed), signed_to=signed_to,
     )
     if problems:
         first_problem = min(problems, key=lambda p: p.seq)

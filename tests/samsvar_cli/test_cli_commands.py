@@ -52,6 +52,19 @@ def test_registry_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "ORG1" in out and "P1" in out and "OK (1 participants, 1 producers)" in out
 
 
+def test_registry_list_names_retired_broker_keys(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    old = generate_key()
+    jwk = "{ " + ", ".join(f'{k} = "{v}"' for k, v in old.public.to_jwk().items()) + " }"
+    path = tmp_path / "registry.toml"
+    path.write_text(registry_text().replace(
+        '\n\n[[participants]]', f"\nretired_keys = [{{ key = {jwk}, last_seq = 12 }}]\n\n"
+        "[[participants]]", 1), encoding="utf-8")
+    assert main(["registry", "list", str(path)]) == 0
+    broker_line = capsys.readouterr().out.splitlines()[0]
+    assert broker_line.endswith(f"  retired: {old.kid} (checkpoints up to entry 12)")
+
+
 def test_registry_error_names_the_line(tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "registry.toml"

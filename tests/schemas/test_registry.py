@@ -196,6 +196,53 @@ def test_key_lookups(keys: Keys) -> None:
         reg.broker_key(header(keys.region))
 
 
+def with_retired(text: str, *entries: str) -> str:
+    """``text`` with ``retired_keys`` after the broker's keys, one entry a line."""
+    lines = text.splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("keys = ")) + 1
+    lines[at:at] = ["retired_keys = [", *(f"  {e}," for e in entries), "]"]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_retired_broker_key_verifies_no_question(keys: Keys) -> None:
+    """A retired key is kept for the access log's old checkpoints; a question signed with
+    it is refused like one signed with any unknown key."""
+    old = generate_key("EdDSA")
+    reg = parse_registry(with_retired(
+        good_text(keys), f"{{ key = {inline(old.public.to_jwk())}, last_seq = 48210 }}"))
+    retired = reg.broker.retired_keys[old.kid]
+    assert (retired.key.kid, retired.last_seq) == (old.kid, 48210)
+    assert list(reg.broker.keys) == [keys.broker.kid]
+    with pytest.raises(UnknownKey):
+        reg.broker_key(header(old))
+    assert parse_registry(good_text(keys)).broker.retired_keys == {}
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ("{{ key = {old} }}", r"\{ key = \{\.\.\.\}, last_seq = N \}"),
+    ("{{ key = {old}, last_seq = -1 }}", "last_seq must be an entry number"),
+    ("{{ key = {old}, last_seq = \"9\" }}", "last_seq must be an entry number"),
+    ("{{ key = {current}, last_seq = 9 }}", "is also in \\[broker\\] keys"),
+    ("{{ key = {private}, last_seq = 9 }}", "private key"),
+    ("{{ key = {{ kid = \"x\" }}, last_seq = 9 }}", "unknown kid"),
+])
+def test_retired_keys_are_checked(keys: Keys, entry: str, message: str) -> None:
+    old = generate_key("EdDSA")
+    text = with_retired(good_text(keys), entry.format(
+        old=inline(old.public.to_jwk()), current=inline(keys.broker.public.to_jwk()),
+        private=inline(old.to_jwk())))
+    with pytest.raises(RegistryError, match=message) as info:
+        parse_registry(text)
+    assert info.value.line is not None and info.value.line >= 6  # at retired_keys or after
+
+
+def test_a_key_retired_twice_is_refused(keys: Keys) -> None:
+    old = inline(generate_key("EdDSA").public.to_jwk())
+    with pytest.raises(RegistryError, match="retired above"):
+        parse_registry(with_retired(good_text(keys), f"{{ key = {old}, last_seq = 1 }}",
+                                    f"{{ key = {old}, last_seq = 2 }}"))
+
+
 # -- errors name their line ---------------------------------------------------------------------
 
 Mutation = Callable[[str, Keys], str]

@@ -82,8 +82,9 @@ def broker(tmp_path: Path) -> Broker:
 
 def test_verify_an_intact_log(broker: Broker, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["verify", "--config", broker.config]) == 0
-    assert capsys.readouterr().out.strip() == (
-        "intact: 6 entries, 1 checkpoints (0 after the last checkpoint, not yet signed)")
+    assert capsys.readouterr().out.splitlines() == [
+        "intact: 6 entries, 1 checkpoints (0 after the last checkpoint, not yet signed)",
+        f"  key {broker.key.kid}: checkpoints up to entry 6"]
 
 
 def test_verify_names_the_first_broken_entry(broker: Broker,
@@ -177,3 +178,42 @@ def test_bad_usage_exits_2(broker: Broker) -> None:
     assert run(["prune", "--config", broker.config]) == 2  # needs --before or --older-than-days
     assert run(["extract", "--config", broker.config, "--subject", PERSON,
                 "--from", "yesterday"]) == 2
+
+
+def test_a_rotated_broker_key_keeps_its_checkpoints_verifiable_when_retired(
+        broker: Broker, capsys: pytest.CaptureFixture[str]) -> None:
+    """The story of docs/operations.md: the broker switches from key A to key B. With A
+    only removed, its checkpoints no longer verify; with A in ``retired_keys`` up to the
+    last entry it signed, they do, and a checkpoint A signs beyond that (a leaked key)
+    breaks the log."""
+    old = broker.key
+    new = Broker(broker.dir, generate_key())
+    (broker.dir / "broker.jwk").write_text(json.dumps(new.key.to_jwk()))
+    registry = broker.dir / "registry.toml"
+
+    def register(retired: str = "") -> None:
+        registry.write_text(f'[broker]\nid = "SE0000000000-TEST"\n'
+                            f"keys = [{inline(new.key.public.to_jwk())}]\n{retired}")
+
+    register()
+    fill(new, 2)  # entries 7 and 8, and a checkpoint signed with B at 8
+    capsys.readouterr()
+    assert run(["verify", "--config", broker.config]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("BROKEN at entry 6: the checkpoint at entry 6 is not signed by the "
+                          "broker") and old.kid in out
+
+    register(f"retired_keys = [{{ key = {inline(old.public.to_jwk())}, last_seq = 6 }}]\n")
+    assert run(["verify", "--config", broker.config]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "intact: 8 entries, 2 checkpoints (0 after the last checkpoint, not yet signed)",
+        f"  key {old.kid} (retired): checkpoints up to entry 6",
+        f"  key {new.key.kid}: checkpoints up to entry 8",
+    ]
+
+    fill(broker, 1)  # the old key signs again: entry 9 and a checkpoint at 9
+    capsys.readouterr()
+    assert run(["verify", "--config", broker.config]) == 1
+    assert capsys.readouterr().out.strip() == (
+        f"BROKEN at entry 9: the checkpoint at entry 9 is signed with the retired key "
+        f"{old.kid!r}, which vouches only up to entry 6")

@@ -61,7 +61,7 @@ async def test_an_intact_log_is_proven_intact(log_config: AccessLogConfig,
     await write(log_config, key, 12, checkpoint_at=(5,))
     report = await check(log_config, key)
     assert report == VerifyReport(intact=True, entries=12, checkpoints=2, first_seq=1,
-                                  last_seq=12, unsigned_tail=0)
+                                  last_seq=12, unsigned_tail=0, signed_to={key.kid: 12})
 
 
 async def test_entries_after_the_last_checkpoint_are_counted_as_unsigned(
@@ -75,7 +75,7 @@ async def test_an_empty_log_is_intact(log_config: AccessLogConfig, key: PrivateK
     await write(log_config, key, 0)
     report = await check(log_config, key)
     assert report == VerifyReport(intact=True, entries=0, checkpoints=1, first_seq=None,
-                                  last_seq=None, unsigned_tail=0)
+                                  last_seq=None, unsigned_tail=0, signed_to={key.kid: 0})
 
 
 async def test_a_missing_log_is_an_error(log_config: AccessLogConfig, key: PrivateKey) -> None:
