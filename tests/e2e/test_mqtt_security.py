@@ -68,6 +68,8 @@ pytestmark = pytest.mark.mosquitto
 P1: Final = "P1"
 P2: Final = "P2"
 BROKERS: Final = ("b1", "b2")
+POOL: Final = "pool"
+"""A broker pool (``--broker-pool``): instances named at start share its certificate."""
 LINGER: Final = 0.7
 """Seconds to wait for a message that must not come (after a positive control arrived)."""
 BOTH: Final = pytest.mark.parametrize("secured", ["acl_file", "dynsec"], indirect=True)
@@ -168,9 +170,10 @@ def secured(request: pytest.FixtureRequest, require_mosquitto: None, tmp_path: P
     tls_dir = tmp_path / "mqtt"
     assert main(["registry", "mosquitto", str(tmp_path / "registry.toml"), "--out", str(tls_dir),
                  "--make-ca", "--port", str(port), "--bind", "127.0.0.1",
-                 "--prefix", unique_prefix, "--brokers", ",".join(BROKERS), *authz]) == 0
+                 "--prefix", unique_prefix, "--brokers", ",".join(BROKERS),
+                 "--broker-pool", POOL, *authz]) == 0
     printed = capsys.readouterr().out
-    assert "broker:b1" in printed and P1 in printed
+    assert "broker:b1" in printed and f"broker:{POOL}" in printed and P1 in printed
     server = start_secured_mosquitto(tls_dir / "mosquitto.conf", port, tmp_path / "mosquitto.log")
     fed.server = server
     try:
@@ -219,9 +222,12 @@ def test_generated_config_acl_and_key_modes(secured: Secured) -> None:
         f"topic write {p}/r/+", f"topic readwrite {p}/presence/{P1}"]
     assert acl[acl.index("user broker:b1") + 1:acl.index("user broker:b1") + 4] == [
         f"topic write {p}/q/+", f"topic read {p}/r/b1", f"topic read {p}/presence/+"]
+    at = acl.index(f"user broker:{POOL}")
+    assert acl[at + 1:at + 4] == [
+        f"topic write {p}/q/+", f"topic read {p}/r/+", f"topic read {p}/presence/+"]
     keys = [secured.tls_dir / "ca.key", secured.tls_dir / "server.key",
             *secured.tls_dir.glob("producers/*.key"), *secured.tls_dir.glob("brokers/*.key")]
-    assert len(keys) == 2 + 2 + len(BROKERS)
+    assert len(keys) == 2 + 2 + len(BROKERS) + 1
     for key in keys:
         assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
 
@@ -236,7 +242,8 @@ def test_generated_dynsec_config(secured: Secured) -> None:
     assert dynsec["defaultACLAccess"] == {"publishClientSend": False,
                                           "publishClientReceive": False,
                                           "subscribe": False, "unsubscribe": True}
-    assert [c["username"] for c in dynsec["clients"]] == ["broker:b1", "broker:b2", P1, P2]
+    assert [c["username"] for c in dynsec["clients"]] == ["broker:b1", "broker:b2",
+                                                          f"broker:{POOL}", P1, P2]
     assert not (secured.tls_dir / "acl").exists()
 
 
@@ -261,6 +268,28 @@ def test_rerun_keeps_certificates_and_follows_the_registry(tmp_path: Path,
         acl_text(fed.registry, prefix="samsvar/#")
     with pytest.raises(MosquittoSetupError, match="instance"):
         acl_text(fed.registry, brokers=["b/1"])
+    with pytest.raises(MosquittoSetupError, match="both a broker instance and a pool"):
+        acl_text(fed.registry, brokers=["b1"], pools=["b1"])
+    with pytest.raises(MosquittoSetupError, match="pool"):
+        acl_text(fed.registry, brokers=[], pools=["k8s/pods"])
+    with pytest.raises(MosquittoSetupError, match="at least one"):
+        acl_text(fed.registry, brokers=[])
+
+
+def test_a_pool_alone_needs_no_instance_names(tmp_path: Path, unique_prefix: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """``--broker-pool`` without ``--brokers``: one certificate for the pool, no
+    ``broker-1`` beside it (what the Kubernetes deployment uses)."""
+    stub = MqttServer("mosquitto", 1, None, None)
+    build_federation(tmp_path, stub, unique_prefix, [ProducerSpec(P1)])
+    out = tmp_path / "mqtt"
+    assert main(["registry", "mosquitto", str(tmp_path / "registry.toml"), "--out", str(out),
+                 "--make-ca", "--broker-pool", "samsvar-broker"]) == 0
+    assert "0 broker instance(s), 1 broker pool(s)" in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "brokers").iterdir()) == [
+        "samsvar-broker.key", "samsvar-broker.pem"]
+    assert [line for line in (out / "acl").read_text().splitlines()
+            if line.startswith("user ")] == ["user broker:samsvar-broker", f"user {P1}"]
 
 
 def test_broker_cn_cannot_be_a_producer_id() -> None:
@@ -323,6 +352,26 @@ async def test_producer_cannot_read_the_brokers_replies(secured: Secured) -> Non
         assert await received(broker, count=1) == [(replies, b"reply from P2")]
         assert await received(snoop, count=0) == []
         assert await received(other_instance, count=0) == []
+
+
+@BOTH
+async def test_a_pool_member_reads_its_own_replies_under_any_name(secured: Secured) -> None:
+    """Two pods under the pool's certificate, with names nobody listed: each subscribes to
+    its own reply topic and gets its replies, and the pool may ask a producer. A named
+    instance still reads only its own replies."""
+    p = secured.fed.prefix
+    pod_a, pod_b = reply_topic(p, "samsvar-broker-7f9c4-xk2lp"), reply_topic(p, "pod-b")
+    async with secured.client(f"broker:{POOL}", pod_a) as a, \
+            secured.client(f"broker:{POOL}", pod_b) as b, \
+            secured.client("broker:b1", pod_a) as named, \
+            secured.client(P1, question_topic(p, P1)) as producer:
+        await producer.publish(pod_a, b"reply to a", qos=1)
+        await producer.publish(pod_b, b"reply to b", qos=1)
+        assert await received(a, count=1) == [(pod_a, b"reply to a")]
+        assert await received(b, count=1) == [(pod_b, b"reply to b")]
+        assert await received(named, count=0) == []
+        await a.publish(question_topic(p, P1), b"a question", qos=1)
+        assert await received(producer, count=1) == [(question_topic(p, P1), b"a question")]
 
 
 @BOTH
@@ -397,12 +446,17 @@ async def test_certificate_unknown_to_the_registry_touches_nothing(secured: Secu
 
 
 @BOTH
-async def test_query_is_answered_over_tls_with_client_certificates(secured: Secured) -> None:
+@pytest.mark.parametrize(("instance", "cn"), [
+    ("b1", "broker:b1"),
+    ("samsvar-broker-7f9c4-xk2lp", f"broker:{POOL}"),  # a pod, named at start
+], ids=["named-instance", "pool-member"])
+async def test_query_is_answered_over_tls_with_client_certificates(
+        secured: Secured, instance: str, cn: str) -> None:
     fed = secured.fed
     shutdown = asyncio.Event()
     config = BrokerConfig(
         registry_path=fed.tmp / "registry.toml", key_path=fed.tmp / "broker.jwk",
-        instance="b1", port=0, mqtt=with_mqtt_client(secured.settings("broker:b1")),
+        instance=instance, port=0, mqtt=with_mqtt_client(secured.settings(cn)),
         access_log=AccessLogConfig(path=fed.tmp / "access-log.db"),
     )
     assert config.mqtt.tls and config.mqtt.url.startswith("mqtts://")
