@@ -69,7 +69,7 @@ import ipaddress
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -144,6 +144,16 @@ def _check_instances(brokers: Iterable[str], pools: Iterable[str] = ()) -> list[
     return instances
 
 
+def _brokers(prefix: str, instances: Sequence[str],
+             pools: Sequence[str]) -> Iterator[tuple[str, str, bool]]:
+    """Each broker user: its name, the reply topic (filter) it may read, and whether it is
+    a pool (whose members each read their own reply topic, so any of them)."""
+    for instance in instances:
+        yield instance, reply_topic(prefix, instance), False
+    for pool in dict.fromkeys(pools):
+        yield pool, reply_topic(prefix, "+"), True
+
+
 def acl_text(registry: Registry, *, prefix: str = DEFAULT_PREFIX,
              brokers: Sequence[str] = ("broker-1",), pools: Sequence[str] = ()) -> str:
     """The Mosquitto ``acl_file`` for the registry's producers, these broker instances and
@@ -161,21 +171,13 @@ def acl_text(registry: Registry, *, prefix: str = DEFAULT_PREFIX,
         "# (see docs/security.md; --dynsec enforces subscriptions too).",
         "",
     ]
-    for instance in instances:
+    for name, replies, pool in _brokers(prefix, instances, pools):
         lines += [
-            f"# broker instance {instance}",
-            f"user {broker_cn(instance)}",
+            f"# broker pool {name}: instances named at start, each reading its own replies"
+            if pool else f"# broker instance {name}",
+            f"user {broker_cn(name)}",
             f"topic write {question_topic(prefix, '+')}",
-            f"topic read {reply_topic(prefix, instance)}",
-            f"topic read {presence_topic(prefix, '+')}",
-            "",
-        ]
-    for pool in dict.fromkeys(pools):
-        lines += [
-            f"# broker pool {pool}: instances named at start, each reading its own replies",
-            f"user {broker_cn(pool)}",
-            f"topic write {question_topic(prefix, '+')}",
-            f"topic read {reply_topic(prefix, '+')}",
+            f"topic read {replies}",
             f"topic read {presence_topic(prefix, '+')}",
             "",
         ]
@@ -205,26 +207,18 @@ def dynsec_config(registry: Registry, *, prefix: str = DEFAULT_PREFIX,
     prefix = _check_prefix(prefix)
     clients: list[dict[str, Any]] = []
     roles: list[dict[str, Any]] = []
-    for instance in _check_instances(brokers, pools):
-        role = f"samsvar-broker-{instance}"
-        replies, presence = reply_topic(prefix, instance), presence_topic(prefix, "+")
+    for name, replies, pool in _brokers(prefix, _check_instances(brokers, pools), pools):
+        role = f"samsvar-broker-pool-{name}" if pool else f"samsvar-broker-{name}"
+        presence = presence_topic(prefix, "+")
         roles.append({"rolename": role, "acls": [
             _acl("publishClientSend", question_topic(prefix, "+")),
-            _acl("subscribeLiteral", replies), _acl("publishClientReceive", replies),
+            # a pool member subscribes to its own reply topic, a name matching the pattern
+            _acl("subscribePattern" if pool else "subscribeLiteral", replies),
+            _acl("publishClientReceive", replies),
             _acl("subscribeLiteral", presence), _acl("publishClientReceive", presence),
         ]})
-        clients.append({"username": broker_cn(instance), "textname": f"broker {instance}",
-                        "roles": [{"rolename": role}]})
-    for pool in dict.fromkeys(pools):
-        role = f"samsvar-broker-pool-{pool}"
-        replies, presence = reply_topic(prefix, "+"), presence_topic(prefix, "+")
-        roles.append({"rolename": role, "acls": [
-            _acl("publishClientSend", question_topic(prefix, "+")),
-            # each member subscribes to its own reply topic, a name matching this pattern
-            _acl("subscribePattern", replies), _acl("publishClientReceive", replies),
-            _acl("subscribeLiteral", presence), _acl("publishClientReceive", presence),
-        ]})
-        clients.append({"username": broker_cn(pool), "textname": f"broker pool {pool}",
+        clients.append({"username": broker_cn(name),
+                        "textname": f"broker pool {name}" if pool else f"broker {name}",
                         "roles": [{"rolename": role}]})
     for producer in registry.producers.values():
         role = f"samsvar-producer-{producer.id}"
