@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from broker.config import BrokerConfig
 from broker.errors import MalformedQuery, QueryRejected, Unauthenticated
-from broker.fanout import Gatherer
+from broker.fanout import Gatherer, Outcome
 from broker.merge import merge
 from broker.service import AuthenticatedQuery, QueryService
 from consumer_client import make_claims, sign_query
@@ -475,6 +475,39 @@ def test_duplicate_late_and_replayed_replies_change_nothing() -> None:
     other = gatherer.open("another-query", [REGISTRY.producers[P1]])
     gatherer.on_reply(first)  # names the old query: not routed to the new one
     assert other.waiting == {P1} and gatherer.counters.unknown_query == 2
+
+
+def test_one_querys_unverifiable_reply_does_not_touch_another_query() -> None:
+    """Queries share each producer's ``timeout`` outcome (it saves memory with 10,000 in
+    flight): ending one query's wait as ``error`` must replace its outcome, never change
+    the shared one under another open query."""
+    gatherer, first = open_gatherer()
+    second = gatherer.open("another-query", [REGISTRY.producers[P1]])
+    forged = sign(json.dumps(valid_reply()).encode(), KEYS.stranger, typ=REPLY_TYP).encode()
+    gatherer.on_reply(forged)  # names the first query and P1, signed by someone else
+    assert gatherer.counters.unverifiable == 1
+    gatherer.close(QUERY_ID)
+    assert first.outcomes[P1].status == "error" and "unverifiable" in first.outcomes[P1].reason
+    assert second.outcomes[P1].status == "timeout" and second.waiting == {P1}
+    third = gatherer.open("a-third-query", [REGISTRY.producers[P1]])
+    assert third.outcomes[P1].status == "timeout" and third.outcomes[P1].reason == ""
+
+
+async def test_a_producer_given_up_on_is_not_awaited() -> None:
+    """A question that could not be published: that producer is ``unavailable`` at once,
+    the wait ends when the others have answered, and a reply from it later is not used."""
+    gatherer, pending = open_gatherer()
+    pending.give_up(Outcome(REGISTRY.producers[P2], "unavailable"))
+    assert pending.waiting == {P1} and pending.outcomes[P2].status == "unavailable"
+    wait = asyncio.create_task(pending.wait(30))
+    await asyncio.sleep(0)
+    gatherer.on_reply(sign(json.dumps(valid_reply()).encode(), KEYS.p1,
+                           typ=REPLY_TYP).encode())
+    await asyncio.wait_for(wait, 2)  # long before the 30 s deadline
+    gatherer.on_reply(sign(json.dumps(valid_reply(producer=P2)).encode(), KEYS.p2,
+                           typ=REPLY_TYP).encode())
+    assert gatherer.counters.unexpected_producer == 1
+    assert {pid: o.status for pid, o in pending.outcomes.items()} == {P1: "ok", P2: "unavailable"}
 
 
 # -- algorithm confusion through the running broker ----------------------------------------------
