@@ -82,6 +82,16 @@ class _Broker:
         t = self._p.cpu_times()
         return float(t.user + t.system)
 
+    def loop_cpu(self) -> float:
+        """The CPU time of the process's main thread (its thread id is the pid): the
+        event loop's, without the access log's thread and the others."""
+        if self._p is None:
+            return float("nan")
+        for thread in self._p.threads():
+            if thread.id == self._p.pid:
+                return float(thread.user_time + thread.system_time)
+        return float("nan")
+
     def rss(self) -> int:
         return int(self._p.memory_info().rss) if self._p else 0
 
@@ -446,10 +456,12 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
             stop_at = loop.time() + args.seconds
             left = [args.count]
             commits0 = await _commits(http, args.url) if args.metrics else None
-            cpu0, rss0, own0 = broker.cpu(), broker.rss(), time.process_time()
+            cpu0, loop0, rss0 = broker.cpu(), broker.loop_cpu(), broker.rss()
+            own0 = time.process_time()
             others0 = {name: sum(p.cpu() for p in ps) for name, ps in others.items()}
             elapsed = await phase()
-            own1, cpu1, rss1 = time.process_time(), broker.cpu(), broker.rss()
+            own1, cpu1, loop1 = time.process_time(), broker.cpu(), broker.loop_cpu()
+            rss1 = broker.rss()
             others1 = {name: sum(p.cpu() for p in ps) for name, ps in others.items()}
             commits1 = await _commits(http, args.url) if args.metrics else None
     finally:
@@ -459,7 +471,8 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
     if commits0 is not None and commits1 is not None:
         extra["commits_per_s"] = (commits1 - commits0) / elapsed
     return {**extra, "latencies_ms": latencies, "statuses": statuses, "incomplete": incomplete,
-            "elapsed_s": elapsed, "broker_cpu_s": cpu1 - cpu0, "broker_rss": [rss0, rss1],
+            "elapsed_s": elapsed, "broker_cpu_s": cpu1 - cpu0,
+            "broker_loop_cpu_s": loop1 - loop0, "broker_rss": [rss0, rss1],
             "loadgen_cpu_s": own1 - own0, "concurrency": args.concurrency,
             "processes_cpu_s": {name: others1[name] - others0[name] for name in others}}
 
