@@ -75,9 +75,10 @@ def _media_type(request: web.Request) -> str:
     return request.headers.get("Content-Type", "").partition(";")[0].strip().lower()
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    """The body, at most ``limit`` bytes. Read from the stream, not with ``request.read()``,
-    which keeps a copy on the request for as long as the query is in flight."""
+async def _signed_body(request: web.Request, limit: int, what: str) -> bytes:
+    """The body, a signed JWT of at most ``limit`` bytes (``what`` names it in the error).
+    Read from the stream, not with ``request.read()``, which keeps a copy on the request
+    for as long as the query is in flight."""
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge("too-large", f"the body exceeds {limit} bytes")
     chunks, size = [], 0
@@ -86,6 +87,9 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
         if size > limit:
             raise PayloadTooLarge("too-large", f"the body exceeds {limit} bytes")
         chunks.append(chunk)
+    if _media_type(request) != QUERY_MEDIA_TYPE:
+        raise UnsupportedMediaType("unsupported-media-type",
+                                   f"send the signed {what} as {QUERY_MEDIA_TYPE}")
     return b"".join(chunks)
 
 
@@ -120,10 +124,7 @@ async def post_query(request: web.Request) -> web.StreamResponse:
 async def _authenticate(request: web.Request, service: QueryService) -> AuthenticatedQuery:
     """The query the body carries, checked (a refusal logged). The body is not kept
     while the query is in flight."""
-    body = await _read_body(request, service.config.max_body_bytes)
-    if _media_type(request) != QUERY_MEDIA_TYPE:
-        raise UnsupportedMediaType("unsupported-media-type",
-                                   f"send the signed query as {QUERY_MEDIA_TYPE}")
+    body = await _signed_body(request, service.config.max_body_bytes, "query")
     if not body:
         raise MalformedQuery("malformed-token", "the body is empty")
     try:
@@ -170,10 +171,7 @@ async def post_extract(request: web.Request) -> web.Response:
     """``POST /v1/access-log/extract``: who accessed the person's documentation."""
     service = request.app[SERVICE]
     try:
-        body = await _read_body(request, service.config.max_body_bytes)
-        if _media_type(request) != QUERY_MEDIA_TYPE:
-            raise UnsupportedMediaType("unsupported-media-type",
-                                       f"send the signed request as {QUERY_MEDIA_TYPE}")
+        body = await _signed_body(request, service.config.max_body_bytes, "request")
         response = await service.extract(body)
     except QueryRejected as exc:
         log.info("extract_refused", status=exc.status, problem=exc.slug)
