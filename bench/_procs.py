@@ -21,7 +21,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-__all__ = ["PYTHON", "Processes", "free_port", "raise_fd_limit", "wait_for_port"]
+import psutil  # type: ignore[import-untyped,unused-ignore]  # no stubs installed
+
+__all__ = ["PYTHON", "ProcessGroups", "Processes", "free_port", "raise_fd_limit",
+           "wait_for_port"]
 
 PYTHON = sys.executable
 
@@ -41,6 +44,24 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
         except OSError:
             time.sleep(0.02)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:g} s")
+
+
+class ProcessGroups:
+    """Named groups of other processes whose CPU time a measuring child reads at the edges
+    of its window: ``--process NAME=PID[,PID...]``, repeatable."""
+
+    def __init__(self, specs: Sequence[str] | None) -> None:
+        self._groups = {name: [psutil.Process(int(pid)) for pid in pids.split(",")]
+                        for name, _, pids in (s.partition("=") for s in specs or ())}
+
+    def cpu(self) -> dict[str, float]:
+        """User + system seconds of each group so far (all threads, summed)."""
+        return {name: sum(float(t.user + t.system) for t in (p.cpu_times() for p in procs))
+                for name, procs in self._groups.items()}
+
+    @staticmethod
+    def since(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        return {name: after[name] - before[name] for name in after}
 
 
 def raise_fd_limit() -> None:

@@ -44,6 +44,7 @@ import psutil  # type: ignore[import-untyped,unused-ignore]  # no stubs installe
 from consumer_client import make_claims, sign_query
 from schemas.jose import PrivateKey, load_private_key
 
+from ._procs import ProcessGroups
 from .federation import BROKER_ID, CONSUMER, SUBJECT, bench_user
 
 __all__ = ["main"]
@@ -403,8 +404,7 @@ class _Client:
 async def load(args: argparse.Namespace) -> dict[str, Any]:
     signer = _Signer(load_private_key(args.key), args.type, args.deadline_ms)
     broker = _Broker(args.broker_pid)
-    others = {name: [_Broker(int(pid)) for pid in pids.split(",")]
-              for name, _, pids in (p.partition("=") for p in args.process or ())}
+    others = ProcessGroups(args.process)
     client = _Client(args.url, "/v1/queries")
     latencies: list[float] = []
     statuses: dict[str, int] = {}
@@ -458,11 +458,11 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
             commits0 = await _commits(http, args.url) if args.metrics else None
             cpu0, loop0, rss0 = broker.cpu(), broker.loop_cpu(), broker.rss()
             own0 = time.process_time()
-            others0 = {name: sum(p.cpu() for p in ps) for name, ps in others.items()}
+            others0 = others.cpu()
             elapsed = await phase()
             own1, cpu1, loop1 = time.process_time(), broker.cpu(), broker.loop_cpu()
             rss1 = broker.rss()
-            others1 = {name: sum(p.cpu() for p in ps) for name, ps in others.items()}
+            others1 = others.cpu()
             commits1 = await _commits(http, args.url) if args.metrics else None
     finally:
         watchdog.cancel()
@@ -474,7 +474,7 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
             "elapsed_s": elapsed, "broker_cpu_s": cpu1 - cpu0,
             "broker_loop_cpu_s": loop1 - loop0, "broker_rss": [rss0, rss1],
             "loadgen_cpu_s": own1 - own0, "concurrency": args.concurrency,
-            "processes_cpu_s": {name: others1[name] - others0[name] for name in others}}
+            "processes_cpu_s": others.since(others0, others1)}
 
 
 async def _post(http: aiohttp.ClientSession, url: str, token: bytes) -> tuple[int, bool]:

@@ -30,6 +30,8 @@ from typing import Any
 
 import msgspec
 
+from ._procs import ProcessGroups
+
 __all__ = ["main"]
 
 _ID = 16  # bytes of request id at the start of every payload
@@ -103,10 +105,12 @@ async def _drive(args: argparse.Namespace, send: Callable[[bytes], Any], gather:
 
     await phase()
     state.update(measuring=True, stop_at=loop.time() + args.seconds, left=args.count)
-    cpu = time.process_time()
+    others = ProcessGroups(args.process)
+    cpu, others0 = time.process_time(), others.cpu()
     elapsed = await phase()
     return {"latencies_ms": latencies, "elapsed_s": elapsed, "concurrency": args.concurrency,
-            "cpu_s": time.process_time() - cpu}
+            "cpu_s": time.process_time() - cpu,
+            "processes_cpu_s": others.since(others0, others.cpu())}
 
 
 def _topics(args: argparse.Namespace) -> tuple[list[str], str]:
@@ -367,12 +371,13 @@ def _paho_request(args: argparse.Namespace) -> dict[str, Any]:
 
     phase(args.warmup, 10**9)
     state["measuring"] = True
-    cpu = time.process_time()
+    others = ProcessGroups(args.process)
+    cpu, others0 = time.process_time(), others.cpu()
     elapsed = phase(args.seconds, args.count)
-    cpu = time.process_time() - cpu
+    cpu, others1 = time.process_time() - cpu, others.cpu()
     client.disconnect()
     return {"latencies_ms": latencies, "elapsed_s": elapsed, "concurrency": args.concurrency,
-            "cpu_s": cpu}
+            "cpu_s": cpu, "processes_cpu_s": others.since(others0, others1)}
 
 
 # -- entry point --------------------------------------------------------------------------
@@ -403,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=10**9)
     p.add_argument("--nodelay", action="store_true",
                    help="aiomqtt/paho: set TCP_NODELAY on the client sockets (gmqtt always does)")
+    p.add_argument("--process", action="append", metavar="NAME=PID[,PID...]",
+                   help="request: also report these processes' CPU time over the window")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("mqtt").setLevel(logging.ERROR)  # aiomqtt's "pending publish calls"
