@@ -46,6 +46,10 @@ RULE_UNBLOCK_READ_NAMES_PRODUCERS: Final = "unblock-read-names-producers"
 
 ADULT_AGE: Final = 18
 
+_NO_FLAGS: Final[frozenset[str]] = frozenset()
+_LACKS_CAPACITY: Final = frozenset({"lacks_capacity"})
+"""A decision's flags, shared by every query (one is held per query in flight)."""
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Decision:
@@ -83,5 +87,5 @@ def decide(claims: QueryClaims, *, kind: ParticipantKind, subject: str, today: d
     if claims.basis == "child" and age_on(subject, today) >= ADULT_AGE:
         return _refuse(RULE_CHILD_UNDER_18,
                        "basis 'child' applies only to a person under 18 by the identity number")
-    flags = frozenset({"lacks_capacity"}) if claims.basis == "lacks_capacity" else frozenset()
-    return Decision(allowed=True, flags=flags)
+    return Decision(allowed=True,
+                    flags=_LACKS_CAPACITY if claims.basis == "lacks_capacity" else _NO_FLAGS)

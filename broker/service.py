@@ -42,7 +42,7 @@ from schemas.messages import (
     QueryClaims,
     Question,
 )
-from schemas.registry import Participant, Registry
+from schemas.registry import Participant, Producer, Registry
 
 from . import policy
 from .accesslog import AccessLog, AccessLogError, collapse_streams
@@ -55,7 +55,7 @@ from .errors import (
     QueryRejected,
     Unauthenticated,
 )
-from .fanout import Gatherer, Outcome
+from .fanout import Gatherer, Outcome, PendingQuery
 from .merge import Merged, merge
 from .observe import Observers
 from .ports import QuestionBus
@@ -323,31 +323,41 @@ class QueryService:
         )
         return sign(msgspec.json.encode(question), self._key, typ=QUESTION_TYP).encode("ascii")
 
-    async def _ask(
-        self, bus: QuestionBus, query: AuthenticatedQuery,
-        on_outcome: Callable[[Outcome], None] | None,
-    ) -> Merged:
-        claims = query.claims
-        producers = self.registry.producers_for(claims.types)
+    def _open(self, query: AuthenticatedQuery, producers: tuple[Producer, ...],
+              deadline_ms: int, on_outcome: Callable[[Outcome], None] | None) -> PendingQuery:
+        """Open the query's wait: the producers online are asked, the others are
+        ``unavailable`` at once (no list of either outlives this, while the answers are
+        awaited)."""
         online = [p for p in producers if self.presence.is_online(p.id)]
         offline = [p for p in producers if not self.presence.is_online(p.id)]
-        deadline_ms = self.deadline_ms(claims)
         pending = self.gatherer.open(query.query_id, online, offline, on_outcome=on_outcome)
         if on_outcome is not None:
             for p in offline:
                 on_outcome(pending.outcomes[p.id])
         log.info("query_fanout", query_id=query.query_id, asked=len(online),
                  unavailable=len(offline), deadline_ms=deadline_ms)
+        return pending
+
+    async def _ask(
+        self, bus: QuestionBus, query: AuthenticatedQuery,
+        on_outcome: Callable[[Outcome], None] | None,
+    ) -> Merged:
+        claims = query.claims
+        producers = self.registry.producers_for(claims.types)
+        deadline_ms = self.deadline_ms(claims)
+        pending = self._open(query, producers, deadline_ms, on_outcome)
         try:
             failures = await bus.publish_questions(
-                [p.id for p in online], self._signed_question(query, bus, deadline_ms),
+                [p.id for p in producers if pending.awaits(p.id)],
+                self._signed_question(query, bus, deadline_ms),
                 expiry_s=-(-deadline_ms // 1000),
                 timeout_s=deadline_ms / 1000)  # never past the deadline (MQTT going away)
             for producer_id, exc in failures.items():
                 log.warning("publish_failed", query_id=query.query_id, producer=producer_id,
                             reason=str(exc) or type(exc).__name__)
                 pending.give_up(Outcome(pending.outcomes[producer_id].producer, "unavailable"))
-            await pending.wait(pending.started + deadline_ms / 1000 - time.monotonic())
+            await self.gatherer.settled(
+                pending, pending.started + deadline_ms / 1000 - time.monotonic())
         finally:
             self.gatherer.close(query.query_id)
         merged = merge(query_id=query.query_id, subject=query.subject,

@@ -113,14 +113,15 @@ class Registry:
     changes (a new one is loaded instead), and one query used to scan every producer. At
     most one entry per combination of the nine information types (queries name only those)."""
 
-    def producers_for(self, types: Iterable[str]) -> list[Producer]:
-        """Every producer serving at least one of ``types``, in registry order."""
+    def producers_for(self, types: Iterable[str]) -> tuple[Producer, ...]:
+        """Every producer serving at least one of ``types``, in registry order (a tuple:
+        every query asking for the same types shares it)."""
         wanted = frozenset(types)
         serving = self._serving.get(wanted)
         if serving is None:
             serving = self._serving[wanted] = tuple(
                 p for p in self.producers.values() if p.types & wanted)
-        return list(serving)
+        return serving
 
     def participant_key(self, participant_id: str, header: Header) -> PublicKey:
         p = self.participants.get(participant_id)

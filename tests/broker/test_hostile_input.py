@@ -499,8 +499,7 @@ async def test_a_producer_given_up_on_is_not_awaited() -> None:
     gatherer, pending = open_gatherer()
     pending.give_up(Outcome(REGISTRY.producers[P2], "unavailable"))
     assert pending.waiting == {P1} and pending.outcomes[P2].status == "unavailable"
-    wait = asyncio.create_task(pending.wait(30))
-    await asyncio.sleep(0)
+    wait = gatherer.settled(pending, 30)
     gatherer.on_reply(sign(json.dumps(valid_reply()).encode(), KEYS.p1,
                            typ=REPLY_TYP).encode())
     await asyncio.wait_for(wait, 2)  # long before the 30 s deadline
