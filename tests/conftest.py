@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 import pytest
@@ -43,6 +43,28 @@ PG_CANDIDATES = (
     [os.environ["SAMSVAR_TEST_PG_DSN"]] if os.environ.get("SAMSVAR_TEST_PG_DSN") else
     ["postgresql://postgres@127.0.0.1:5432/test", "postgresql://root@127.0.0.1:5432/test"]
 )
+
+REPO_ROOT: Final = Path(__file__).resolve().parents[1]
+
+
+def reference_dir() -> Path | None:
+    """``../shared/reference`` beside the repository (the repo is ``.../main``), if present."""
+    candidate = REPO_ROOT.parent / "shared" / "reference"
+    return candidate if candidate.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def reference() -> Path:
+    """The shared reference data (Skatteverket's test personnummer and the rest): a fresh
+    clone does not have it beside it, so a missing folder skips, and fails under CI=true."""
+    found = reference_dir()
+    if found is None:
+        message = f"shared reference data not found at {REPO_ROOT.parent / 'shared/reference'}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
 
 MQTT_CLIENT = os.environ.get("SAMSVAR_MQTT_CLIENT", "")
 """Every role's MQTT client for this test run ("" = the default of MqttSettings)."""

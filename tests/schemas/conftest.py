@@ -3,32 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def reference_dir() -> Path | None:
-    """``../shared/reference`` beside the repository (the repo is ``.../main``), if present."""
-    candidate = REPO_ROOT.parent / "shared" / "reference"
-    return candidate if candidate.is_dir() else None
-
-
-@pytest.fixture(scope="session")
-def reference() -> Path:
-    """The shared reference data; a missing folder fails under CI=true, else skips."""
-    found = reference_dir()
-    if found is None:
-        message = f"shared reference data not found at {REPO_ROOT.parent / 'shared/reference'}"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
+from tests.conftest import IN_CI, reference_dir
 
 
 def _vectors() -> list[dict[str, object]]:
