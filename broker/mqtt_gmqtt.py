@@ -32,7 +32,6 @@ from schemas.gmqtt_link import (
     close,
     gmqtt_logger,
     publish,
-    try_publish,
     unless_lost,
 )
 from schemas.topics import presence_topic, question_topic
@@ -135,17 +134,12 @@ class GmqttBus(BusBase):
         """One after the other, in one task: a publish here returns as soon as it is written,
         and waits only for room in the Receive Maximum, in line, which concurrent publishers
         would do as well. Those not written within ``timeout_s`` or when the connection
-        goes are returned.
-
-        Those that can be written at once are, with no timer: one is set only if a publish
-        has to wait for room (under uvloop a timer a query costs CPU and ~600 B)."""
+        goes are returned."""
         failures: dict[str, Exception] = {}
-        sent = self._publish_now(producer_ids, token, expiry_s=expiry_s)
-        if sent == len(producer_ids):
-            return failures
+        sent = 0
         try:
             async with asyncio.timeout(timeout_s):
-                for producer_id in producer_ids[sent:]:
+                for producer_id in producer_ids:
                     try:
                         await self.publish_question(producer_id, token, expiry_s=expiry_s)
                     except NotReady as exc:
@@ -155,21 +149,3 @@ class GmqttBus(BusBase):
             for producer_id in producer_ids[sent:]:
                 failures[producer_id] = TimeoutError("no room to publish before the deadline")
         return failures
-
-    def _publish_now(self, producer_ids: Sequence[str], token: bytes, *, expiry_s: int) -> int:
-        """Write questions while none has to wait: how many were written."""
-        client, window = self._client, self._window
-        if client is None or not self.connected.is_set():
-            return 0
-        prefix, qos = self._settings.prefix, self._settings.qos
-        expiry = max(1, expiry_s) if self._v5 else None
-        written = 0
-        try:
-            for producer_id in producer_ids:
-                if not try_publish(client, window, question_topic(prefix, producer_id), token,
-                                   qos=qos, expiry_s=expiry):
-                    break
-                written += 1
-        except ConnectionGone:
-            pass  # the rest fail as not connected, below
-        return written

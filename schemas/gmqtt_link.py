@@ -50,7 +50,6 @@ __all__ = [
     "close",
     "gmqtt_logger",
     "publish",
-    "try_publish",
     "unless_lost",
 ]
 
@@ -335,23 +334,6 @@ async def unless_lost(aw: Awaitable[T], lost: asyncio.Event) -> T:
     if gone in done:
         raise ConnectionLost("the server refused or closed the connection")
     raise TimeoutError(f"no answer from the MQTT server within {TIMEOUT:.0f} s")
-
-
-def try_publish(client: Client, window: Window, topic: str, payload: bytes, *, qos: int,
-                retain: bool = False, expiry_s: int | None = None) -> bool:
-    """Write one publish to the socket now, if nobody waits in line and the server's
-    Receive Maximum has room; ``False`` if it would have to wait (:func:`publish` waits).
-    Raises :class:`ConnectionGone` once ``window`` is closed."""
-    if window.queued:
-        return False
-    if window.closed:
-        raise ConnectionGone("not connected to MQTT")
-    properties = {} if expiry_s is None else {"message_expiry_interval": expiry_s}
-    try:
-        client.publish(topic, payload, qos=qos, retain=retain, **properties)
-    except OverflowError:  # the server's Receive Maximum is in flight
-        return False
-    return True
 
 
 async def publish(client: Client, window: Window, topic: str, payload: bytes, *, qos: int,
