@@ -665,11 +665,10 @@ def _floor_table(res: Results, total: int, raw_labels: list[str]) -> Table:
     rsign, rverify = c["sign_reply_us"], c["verify_reply_us"]
 
     def leanest(slot: dict[str, list[dict[str, Any]]], key: str) -> tuple[str, float]:
-        found = {lb: _spread(slot.get(lb, []), key).median for lb in raw_labels if slot.get(lb)}
-        if not found:
+        label = _best_raw(slot, raw_labels, key)
+        if label is None:
             return "not measured", float("nan")
-        label = min(found, key=lambda lb: found[lb])
-        return label, found[label]
+        return label, _spread(slot[label], key).median
 
     t = Table("The floor under each target (measured in this run)",
               ["target", "what the whole job cannot do without", "floor", "target",
@@ -691,10 +690,9 @@ def _floor_table(res: Results, total: int, raw_labels: list[str]) -> Table:
                    f"{raw311:.1f} µs"), f"{rverify + raw311:.1f} µs", "≤ 120 µs",
                    f"{cpu311.median:.1f} µs"])
     slot = res.latency.get(total, {})
-    raw_p50 = {lb: _spread(slot.get(lb, []), "p50").median for lb in raw_labels if slot.get(lb)}
-    if raw_p50:
-        fastest = min(raw_p50, key=lambda lb: raw_p50[lb])
-        base = raw_p50[fastest]
+    fastest = _best_raw(slot, raw_labels, "p50")
+    if fastest is not None:
+        base = _spread(slot[fastest], "p50").median
         signing_ms = total * (qverify + rsign + rverify) / 1000
         floor_ms = base + signing_ms / 2
         ours = _spread(slot.get("samsvar", []), "p50").median
@@ -709,18 +707,16 @@ def _floor_table(res: Results, total: int, raw_labels: list[str]) -> Table:
     signatures = (f"the signatures of one answer, machine-wide: query JWT signed ~{qsign:.0f} "
                   f"and verified {jwt:.0f}, question signed {qsign:.0f}, 5 × (question "
                   f"verified, reply signed, reply verified) = {per_answer:.0f} µs")
-    exchange_label, exchange = _fastest_raw(res.throughput, raw_labels)
-    exchange_us = _spread(exchange, "machine_us:all").median if exchange else float("nan")
+    exchange = _best_raw(res.throughput, raw_labels, "per_s", max)
+    exchange_us = (_spread(res.throughput[exchange], "machine_us:all").median
+                   if exchange is not None else float("nan"))
     if not math.isnan(exchange_us):
-        t.rows.append(["answers/s, N=5",
-                       (f"{signatures} + the raw exchange ({exchange_label}) machine-wide "
-                        f"{exchange_us:.0f} µs (its requester, responders and Mosquitto) = "
-                        f"{per_answer + exchange_us:.0f} µs; 2 cores / that"),
-                       f"≤ {2e6 / (per_answer + exchange_us):,.0f}/s", "≥ 1,000/s",
-                       f"{tp.median:,.0f}/s"])
-    else:
-        t.rows.append(["answers/s, N=5", f"{signatures}; 2 cores / that",
-                       f"≤ {2e6 / per_answer:,.0f}/s", "≥ 1,000/s", f"{tp.median:,.0f}/s"])
+        signatures += (f" + the raw exchange ({exchange}) machine-wide {exchange_us:.0f} µs "
+                       "(its requester, responders and Mosquitto) = "
+                       f"{per_answer + exchange_us:.0f} µs")
+        per_answer += exchange_us
+    t.rows.append(["answers/s, N=5", f"{signatures}; 2 cores / that",
+                   f"≤ {2e6 / per_answer:,.0f}/s", "≥ 1,000/s", f"{tp.median:,.0f}/s"])
     held = res.floor.get("http_memory")
     if held:
         ours_kib = res.memory["per_query_bytes"] / 1024 if res.memory else float("nan")
@@ -751,14 +747,12 @@ _RAW_TWIN: dict[str, str] = {"broker": "requester", "adapters": "responders",
 """Which process of the raw exchange does the part of each of the whole job's."""
 
 
-def _fastest_raw(slot: dict[str, list[dict[str, Any]]],
-                 raw_labels: list[str]) -> tuple[str, list[dict[str, Any]]]:
-    """The raw client with the most answers per second in ``slot``, and its runs."""
-    found = {lb: _spread(slot[lb], "per_s").median for lb in raw_labels if slot.get(lb)}
-    if not found:
-        return "not measured", []
-    label = max(found, key=lambda lb: found[lb])
-    return label, slot[label]
+def _best_raw(slot: dict[str, list[dict[str, Any]]], raw_labels: list[str], key: str,
+              pick: Callable[..., str] = min) -> str | None:
+    """The raw client whose runs in ``slot`` have the lowest median ``key`` (``pick=max``:
+    the highest), or None if no raw client was measured there."""
+    found = {lb: _spread(slot[lb], key).median for lb in raw_labels if slot.get(lb)}
+    return pick(found, key=found.__getitem__) if found else None
 
 
 def _spread(runs: list[dict[str, Any]], key: str) -> Spread:
@@ -781,9 +775,8 @@ def build_report(res: Results, b: Bench, command: str, started: float) -> tuple[
             p50, p99 = _spread(ours, "p50"), _spread(ours, "p99")
             raws = {lb: (_spread(slot.get(lb, []), "p50"), _spread(slot.get(lb, []), "p99"))
                     for lb in raw_labels}
-            measured = {lb: v for lb, v in raws.items() if v[0].runs}
-            fastest = min(measured, key=lambda lb: measured[lb][0].median) if measured else None
-            f50, f99 = measured[fastest] if fastest else (spread([]), spread([]))
+            fastest = _best_raw(slot, raw_labels, "p50")
+            f50, f99 = raws[fastest] if fastest else (spread([]), spread([]))
             t.rows.append([str(n), fmt_ms(p50), fmt_ms(p99), *[fmt_ms(raws[lb][0]) for lb in
                                                               raw_labels],
                            f"{f50.median:.2f} / {f99.median:.2f} ({fastest})",
@@ -805,10 +798,8 @@ def build_report(res: Results, b: Bench, command: str, started: float) -> tuple[
         t = Table("Throughput: fan-out 5, 64 queries (raw: 64 scatter-gathers) in flight",
                   ["client", "answers/s", "p50 ms", "p99 ms", "ratio answers/s to fastest raw",
                    "incomplete"])
-        rates = {lb: _spread(res.throughput.get(lb, []), "per_s") for lb in raw_labels
-                 if res.throughput.get(lb)}
-        fastest = max(rates, key=lambda lb: rates[lb].median) if rates else None
-        best = rates[fastest].median if fastest else float("nan")
+        fastest = _best_raw(res.throughput, raw_labels, "per_s", max)
+        best = _spread(res.throughput[fastest], "per_s").median if fastest else float("nan")
         for label in ["samsvar", *raw_labels]:
             runs = res.throughput.get(label, [])
             if not runs:
@@ -831,10 +822,8 @@ def build_report(res: Results, b: Bench, command: str, started: float) -> tuple[
                    "ratio µs/answer to leanest raw"])
         for load, slot in (("N=5, 64 in flight", res.throughput),
                            (f"N={fed.total}, 4 in flight", res.cpu311)):
-            costs = {lb: _spread(slot.get(lb, []), "cpu_us_per_answer") for lb in raw_labels
-                     if slot.get(lb)}
-            leanest = min(costs, key=lambda lb: costs[lb].median) if costs else None
-            low = costs[leanest].median if leanest else float("nan")
+            leanest = _best_raw(slot, raw_labels, "cpu_us_per_answer")
+            low = _spread(slot[leanest], "cpu_us_per_answer").median if leanest else float("nan")
             for label in ["samsvar", *raw_labels]:
                 runs = slot.get(label, [])
                 if not runs:
@@ -864,10 +853,11 @@ def build_report(res: Results, b: Bench, command: str, started: float) -> tuple[
 
     ours = res.throughput.get("samsvar", [])
     if any("machine_us:all" in r for r in ours):
-        raw_label, raw = _fastest_raw(res.throughput, raw_labels)
+        raw_label = _best_raw(res.throughput, raw_labels, "per_s", max)
+        raw = res.throughput[raw_label] if raw_label else []
         t = Table("The whole machine's CPU per answer at N=5, 64 in flight",
                   ["process", "µs per answer", "share of the 2 cores",
-                   f"the raw exchange ({raw_label}): process", "µs per answer",
+                   f"the raw exchange ({raw_label or 'not measured'}): process", "µs per answer",
                    "share of the 2 cores"])
 
         def cells(runs: list[dict[str, Any]], name: str) -> list[str]:
