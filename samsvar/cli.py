@@ -16,6 +16,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+from .secret_files import write_secret
+
 __all__ = ["main"]
 
 
@@ -104,11 +106,7 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
 
 def write_private_jwk(path: Path, jwk: dict[str, str]) -> None:
     """Write a private JWK readable by its owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(jwk, f, indent=2)
-        f.write("\n")
+    write_secret(path, (json.dumps(jwk, indent=2) + "\n").encode("utf-8"))
 
 
 def cmd_registry(args: argparse.Namespace) -> int:

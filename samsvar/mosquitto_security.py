@@ -67,7 +67,6 @@ import argparse
 import datetime as dt
 import ipaddress
 import json
-import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +81,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from schemas.registry import Registry
 from schemas.topics import DEFAULT_PREFIX, presence_topic, question_topic, reply_topic, shared
+
+from .secret_files import write_secret
 
 __all__ = [
     "BROKER_CN_PREFIX",
@@ -407,16 +408,6 @@ def _sans(cert: x509.Certificate) -> set[str]:
     return {str(n.value) for n in names}
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a secret readable by its owner only (also when the file already existed)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-
-
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
@@ -465,7 +456,7 @@ class _Issuer:
             return
         cert_path.parent.mkdir(parents=True, exist_ok=True)
         cert, key = self.ca.issue(cn, server_hosts=server_hosts, days=self.days)
-        _write_private(key_path, _key_pem(key))
+        write_secret(key_path, _key_pem(key))
         cert_path.write_bytes(_cert_pem(cert))
         self.issued.append(cn)
 
@@ -516,7 +507,7 @@ def write_mosquitto_security(
             ca = CertificateAuthority.load(files.ca, ca_key)
         else:
             ca = CertificateAuthority.create(f"samsvar MQTT CA ({registry.broker.id})")
-            _write_private(ca_key, _key_pem(ca.key))
+            write_secret(ca_key, _key_pem(ca.key))
             files.ca.write_bytes(_cert_pem(ca.cert))
     elif ca is not None:
         files.ca.write_bytes(_cert_pem(ca.cert))

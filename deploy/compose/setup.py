@@ -21,13 +21,13 @@ clients stay valid); demo data and the demo block registers are written afresh.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from samsvar.demo import PRODUCERS, build_workdir
+from samsvar.secret_files import write_secret
 from schemas.transport import MqttSettings
 
 BROKERS = ("broker-1", "broker-2")
@@ -106,9 +106,7 @@ def write_pgpass(root: Path, password_file: Path) -> None:
     escaped = password.replace("\\", "\\\\").replace(":", "\\:")
     directory = root / "secrets"
     directory.mkdir(mode=0o700, exist_ok=True)
-    fd = os.open(directory / "pgpass", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(f"*:*:*:*:{escaped}\n")
+    write_secret(directory / "pgpass", f"*:*:*:*:{escaped}\n".encode())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

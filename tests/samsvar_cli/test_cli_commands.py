@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from samsvar.cli import CliError, event_loop_factory, main
+from samsvar.secret_files import write_secret
 from schemas.jose import generate_key, load_private_key
 
 
@@ -85,3 +86,37 @@ def test_services_run_on_uvloop_unless_told_otherwise(monkeypatch: pytest.Monkey
     monkeypatch.setenv("SAMSVAR_EVENT_LOOP", "trio")
     with pytest.raises(CliError, match="SAMSVAR_EVENT_LOOP must be uvloop or asyncio"):
         event_loop_factory()
+
+
+def test_keys_generate_force_over_a_world_readable_file_leaves_it_owner_only(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "k.jwk"
+    out.write_text("{}")
+    out.chmod(0o644)
+    assert main(["keys", "generate", "--force", "--out", str(out)]) == 0
+    assert load_private_key(out).kid == json.loads(capsys.readouterr().out)["kid"]
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("existing", [None, 0o644, 0o666, 0o400])
+def test_write_secret_is_owner_only_whatever_was_there(tmp_path: Path,
+                                                       existing: int | None) -> None:
+    path = tmp_path / "sub" / "secret"
+    if existing is not None:
+        path.parent.mkdir()
+        path.write_bytes(b"an older and longer secret")
+        path.chmod(existing | 0o200)  # writable by the owner, as --force needs
+        path.chmod(existing | 0o200)
+    write_secret(path, b"new")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_bytes() == b"new"
+
+
+def test_write_secret_refuses_a_symlink(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"")
+    link = tmp_path / "secret"
+    link.symlink_to(target)
+    with pytest.raises(OSError):
+        write_secret(link, b"key")
+    assert target.read_bytes() == b""
