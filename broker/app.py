@@ -16,7 +16,7 @@ from .errors import ConfigError
 from .http_api import METRICS, create_app
 from .mqtt import MqttBus
 from .mqtt_gmqtt import GmqttBus
-from .replay import PostgresReplayStore, ReplayStoreError
+from .replay import PostgresReplayStore, ReplayStore, ReplayStoreError, SqliteReplayStore
 from .service import QueryService
 
 __all__ = ["BrokerServer"]
@@ -72,16 +72,21 @@ class BrokerServer:
             raise ConfigError(f"cannot open the access log: {exc}") from exc
         self.service.access_log = access_log
         log_config = self.config.access_log
+        # The seen jtis live beside the log: they outlive a restart, and with PostgreSQL
+        # the instances sharing the log share them too.
+        replay: ReplayStore
         if log_config.kind == "postgresql":
-            # Several instances share the log: they share the seen jtis too.
             assert log_config.dsn is not None
             replay = PostgresReplayStore(dsn=log_config.dsn, schema=log_config.schema)
-            try:
-                await replay.open()
-            except ReplayStoreError as exc:
-                await access_log.close()
-                raise ConfigError(f"cannot open the replay store: {exc}") from exc
-            self.service.replay = replay
+        else:
+            assert log_config.path is not None
+            replay = SqliteReplayStore(log_config.path)
+        try:
+            await replay.open()
+        except ReplayStoreError as exc:
+            await access_log.close()
+            raise ConfigError(f"cannot open the replay store: {exc}") from exc
+        self.service.replay = replay
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await runner.setup()
         try:

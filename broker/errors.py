@@ -56,18 +56,22 @@ PROBLEM_TYPES: Final[Mapping[str, ProblemType]] = MappingProxyType({
     "no-types": ProblemType(400, "`types` names no information type", "query"),
     "invalid-period": ProblemType(400, "`period.from` is after `period.to`"),
     "invalid-deadline": ProblemType(400, "`deadline_ms` is not positive", "query"),
-    "unknown-issuer": ProblemType(401, "`iss` is not a registered participant"),
-    "not-a-consumer": ProblemType(401, "the issuer lacks the consumer role", "query"),
-    "unknown-key": ProblemType(401, "`kid` is not registered for the issuer"),
+    "duplicate-member": ProblemType(
+        400, "the claims name a member twice (never read as \"last one wins\")"),
+    "unknown-key": ProblemType(
+        401, "`iss` and `kid` name no key of a participant with the role the request needs "
+             "(an unknown issuer, an unknown key and a missing role get this same answer, "
+             "before the signature is checked)"),
     "bad-signature": ProblemType(401, "the signature does not verify, or `alg` is not accepted"),
-    "bad-token": ProblemType(401, "the JOSE header is unreadable, or `typ` is wrong"),
+    "bad-token": ProblemType(401, "the JOSE header is unreadable, names a member twice, has "
+                                  "`crit`, or `typ` is wrong"),
     "wrong-audience": ProblemType(401, "`aud` is not this broker's id"),
     "expired": ProblemType(401, "`exp` has passed"),
-    "not-yet-valid": ProblemType(401, "`iat` is in the future"),
+    "not-yet-valid": ProblemType(401, "`iat` or `nbf` is in the future"),
     "lifetime": ProblemType(401, "`exp - iat` is not 1..300 s (the configured maximum)"),
     "replayed": ProblemType(401, "this `jti` has been used before, within its lifetime"),
-    "log-extract-role-required": ProblemType(403, "the issuer lacks the log-extract role",
-                                             "extract"),
+    "unit-not-of-issuer": ProblemType(
+        403, "`user.id` or `user.unit.id` is not an HSA-id of the issuing organisation", "query"),
     "relation-required": ProblemType(403, "`relation` is not true", "query"),
     "emergency-care-giver-only": ProblemType(
         403, "basis `emergency`: only a care giver (vårdgivare)", "query"),

@@ -129,9 +129,19 @@ async def _authenticate(request: web.Request, service: QueryService) -> Authenti
         raise MalformedQuery("malformed-token", "the body is empty")
     try:
         return await service.authenticate(body)
-    except (Unauthenticated, PolicyRefused) as exc:
-        structlog.contextvars.bind_contextvars(query_id=await service.log_refusal(exc))
+    except QueryRejected as exc:
+        if _loggable(exc):
+            structlog.contextvars.bind_contextvars(query_id=await service.log_refusal(exc))
         raise
+
+
+def _loggable(exc: QueryRejected) -> bool:
+    """Whether a refusal goes into the access log: every 401 and 403, and any other
+    refusal of a token whose signature was verified (400, and 503 but for the log's own).
+    A body nobody is known to have signed is not logged as anyone's question."""
+    if exc.slug == "access-log-unavailable":
+        return False
+    return isinstance(exc, (Unauthenticated, PolicyRefused)) or "participant" in exc.context
 
 
 async def _stream_query(request: web.Request, service: QueryService, query: AuthenticatedQuery,
@@ -172,7 +182,12 @@ async def post_extract(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     try:
         body = await _signed_body(request, service.config.max_body_bytes, "request")
-        response = await service.extract(body)
+        try:
+            response = await service.extract(body)
+        except QueryRejected as exc:
+            if _loggable(exc):
+                await service.log_refusal(exc, action="extract")
+            raise
     except QueryRejected as exc:
         log.info("extract_refused", status=exc.status, problem=exc.slug)
         return problem_response(exc, instance=request.path)
@@ -192,12 +207,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
-    reasons = []
-    if service.bus is None or not service.bus.connected.is_set():
-        reasons.append("not connected to MQTT")
-    if service.access_log is None or not await service.access_log.writable():
-        reasons.append("the access log is not writable")
+    """``GET /readyz``: 503 with the reasons whenever a query would get 503."""
+    reasons = await request.app[SERVICE].not_ready()
     if reasons:
         return _json(Health(status="not ready", reasons=reasons), status=503)
     return _json(Health(status="ready"))

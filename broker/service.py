@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Final, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -31,10 +31,18 @@ from schemas.errors import (
     BadSignature,
     BadToken,
     InvalidPersonId,
-    UnknownKey,
 )
-from schemas.identity import normalise
-from schemas.jose import PrivateKey, b64url_decode, sign, verify
+from schemas.identity import hsa_organisation, normalise
+from schemas.jose import (
+    Header,
+    PrivateKey,
+    PublicKey,
+    b64url_decode,
+    read_header,
+    reject_duplicate_members,
+    sign,
+    verify,
+)
 from schemas.messages import (
     QUERY_TYP,
     QUESTION_TYP,
@@ -63,10 +71,12 @@ from .presence import OFFLINE_GRACE_S, PresenceTable
 from .replay import ReplayGuard, ReplayStore, ReplayStoreError
 from .stats import RollingStats
 
-__all__ = ["AuthenticatedQuery", "QueryService"]
+__all__ = ["LOG_FAILURE_HOLD_S", "AuthenticatedQuery", "QueryService"]
 
 log = structlog.get_logger("samsvar.broker")
 
+LOG_FAILURE_HOLD_S: Final = 10.0
+"""How long a failed access-log append keeps ``/readyz`` at 503 (see ``not_ready``)."""
 SWEDEN: Final = ZoneInfo("Europe/Stockholm")
 """Ages are counted on the Swedish calendar date (basis ``child``)."""
 
@@ -76,6 +86,8 @@ class _Issuer(msgspec.Struct):
 
 
 _Claims = TypeVar("_Claims", QueryClaims, ExtractClaims)
+_NO_SUCH_KEY: Final = ("no participant with the {role} role has a key registered under this iss "
+                       "and kid; check both against the registry, and the role")
 _issuer_decoder: Final = msgspec.json.Decoder(_Issuer)
 _claims_decoder: Final = msgspec.json.Decoder(QueryClaims)
 _extract_decoder: Final = msgspec.json.Decoder(ExtractClaims)
@@ -117,9 +129,34 @@ class QueryService:
         self.access_log: AccessLog | None = None
         self.in_flight = 0
         self._in_flight_by_org: dict[str, int] = {}
+        self._log_failure: tuple[float, str] | None = None
+        """When the last append failed, and why; ``None`` once one succeeds."""
         self.stats = RollingStats()
         self.observers = Observers(self.stats)
         """Told what became of each query: the dashboard's stats, and the metrics."""
+
+    # -- readiness -----------------------------------------------------------------
+
+    async def not_ready(self) -> list[str]:
+        """Why a query would get 503 now (empty: ready), for ``/readyz``.
+
+        An append that failed (say, the disk is full) makes the log count as unwritable
+        for :data:`LOG_FAILURE_HOLD_S`, whatever a probe says: SQLite opens and closes an
+        empty transaction on a full disk. After that, or as soon as an append succeeds,
+        the probe decides again.
+        """
+        reasons = []
+        bus = self.bus
+        if bus is None or not bus.connected.is_set():
+            reasons.append("not connected to MQTT")
+        failure = self._log_failure
+        if failure is not None and time.monotonic() - failure[0] < LOG_FAILURE_HOLD_S:
+            reasons.append(f"the access log is not writable: {failure[1]}")
+        elif self.access_log is None or not await self.access_log.writable():
+            reasons.append("the access log is not writable")
+        if not await self.replay.writable():
+            reasons.append("the replay store cannot be reached")
+        return reasons
 
     # -- authentication and the law -------------------------------------------------
 
@@ -129,8 +166,8 @@ class QueryService:
         """Signature, issuer, role, audience, lifetime and ``sub`` of a JWT (then the caller
         awaits :meth:`_first_use`, the replay check, before anything else).
 
-        A missing ``consumer`` role is a 401 (not a registered consumer); any other missing
-        role is a 403 (a known participant asking for what it may not).
+        Before the signature is checked, an unknown issuer, an unknown key and a participant
+        without ``role`` get one and the same 401 (:meth:`_registered_key`).
         """
         parts = token.strip().split(b".")
         if len(parts) != 3:
@@ -139,30 +176,35 @@ class QueryService:
             issuer = _issuer_decoder.decode(b64url_decode(parts[1])).iss
         except (BadToken, *HOSTILE_DECODE_ERRORS) as exc:
             raise MalformedQuery("malformed-token", f"the JWT payload is unreadable: {exc}") from exc
-        participant = self.registry.participants.get(issuer)
-        if participant is None:
-            raise Unauthenticated("unknown-issuer", f"issuer {issuer!r} is not a registered participant")
-        if role == "consumer" and role not in participant.roles:
-            raise Unauthenticated("not-a-consumer", f"issuer {issuer!r} lacks the consumer role")
         try:
-            _, payload = verify(token, lambda h: self.registry.participant_key(issuer, h), typ=typ)
-        except UnknownKey as exc:
-            raise Unauthenticated("unknown-key", str(exc)) from exc
+            header = read_header(token)
         except BadSignature as exc:
             raise Unauthenticated("bad-signature", str(exc)) from exc
         except BadToken as exc:
             raise Unauthenticated("bad-token", str(exc)) from exc
-        if role not in participant.roles:
-            refusal = PolicyRefused(f"{role}-role-required",
-                                    f"issuer {issuer!r} lacks the {role} role", rule=f"{role}-role-required")
-            refusal.context["participant"] = participant
-            raise refusal
+        participant, key = self._registered_key(issuer, header, role)
         try:
-            claims = decoder.decode(payload)
-        except msgspec.ValidationError as exc:
-            raise MalformedQuery("malformed-claims", f"the JWT claims are invalid: {exc}") from exc
-        except HOSTILE_DECODE_ERRORS as exc:
-            raise MalformedQuery("malformed-token", f"the JWT payload is not JSON: {exc}") from exc
+            _, payload = verify(token, lambda h: key, typ=typ)
+        except BadSignature as exc:
+            raise Unauthenticated("bad-signature", str(exc)) from exc
+        except BadToken as exc:
+            raise Unauthenticated("bad-token", str(exc)) from exc
+        try:
+            try:
+                reject_duplicate_members(payload)
+            except BadToken as exc:
+                raise MalformedQuery("duplicate-member", f"the JWT claims: {exc}") from exc
+            try:
+                claims = decoder.decode(payload)
+            except msgspec.ValidationError as exc:
+                raise MalformedQuery("malformed-claims",
+                                     f"the JWT claims are invalid: {exc}") from exc
+            except HOSTILE_DECODE_ERRORS as exc:
+                raise MalformedQuery("malformed-token",
+                                     f"the JWT payload is not JSON: {exc}") from exc
+        except QueryRejected as exc:
+            exc.context["participant"] = participant  # signed by it: logged
+            raise
         cfg = self.config
         try:
             if claims.aud != self.registry.broker.id:
@@ -173,6 +215,8 @@ class QueryService:
                 raise Unauthenticated("expired", "the token has expired")
             if claims.iat > now + cfg.clock_skew_s:
                 raise Unauthenticated("not-yet-valid", "the token is issued in the future")
+            if claims.nbf is not None and claims.nbf > now + cfg.clock_skew_s:
+                raise Unauthenticated("not-yet-valid", "the token's nbf is in the future")
             if not 0 < claims.exp - claims.iat <= cfg.max_token_lifetime_s:
                 raise Unauthenticated("lifetime",
                                       f"exp - iat must be 1..{cfg.max_token_lifetime_s} s")
@@ -187,6 +231,28 @@ class QueryService:
             raise
         return claims, participant, subject
 
+    def _registered_key(self, issuer: str, header: Header,
+                        role: str) -> tuple[Participant, PublicKey]:
+        """The participant and key a token names, if the participant holds ``role``.
+
+        Whatever is missing (the participant, the key, the role), the refusal is the same
+        401, word for word, so nobody can probe the registry; the log line says which.
+        """
+        participant = self.registry.participants.get(issuer)
+        reason = None
+        if participant is None:
+            reason = "unknown-issuer"
+        elif role not in participant.roles:
+            reason = f"no-{role}-role"
+        elif header.kid not in participant.keys:
+            reason = "unknown-kid"
+        if reason is not None:
+            log.info("token_key_not_registered", issuer=issuer, kid=header.kid, role=role,
+                     reason=reason)
+            raise Unauthenticated("unknown-key", _NO_SUCH_KEY.format(role=role))
+        assert participant is not None
+        return participant, participant.keys[header.kid]
+
     async def _first_use(self, claims: QueryClaims | ExtractClaims,
                          participant: Participant) -> None:
         """The replay check, right after :meth:`_verified` and before the law: a ``jti`` is
@@ -198,8 +264,12 @@ class QueryService:
                                                 now=int(self._clock()))
         except ReplayStoreError as exc:
             log.error("replay_store_failed", reason=str(exc))
-            raise NotReady("replay-store-unavailable",
-                           "the replay store cannot be reached; no token is accepted") from exc
+            refusal = NotReady("replay-store-unavailable",
+                               "the replay store cannot be reached; no token is accepted")
+            refusal.context["participant"] = participant
+            if isinstance(claims, QueryClaims):
+                refusal.context["claims"] = claims
+            raise refusal from exc
         if not first:
             refusal = Unauthenticated("replayed", "this jti has been used before")
             refusal.context["participant"] = participant
@@ -235,6 +305,14 @@ class QueryService:
             raise MalformedQuery("invalid-period", "period.from is after period.to")
         if claims.deadline_ms is not None and claims.deadline_ms <= 0:
             raise MalformedQuery("invalid-deadline", "deadline_ms must be positive")
+        org = hsa_organisation(participant.id)
+        if not (hsa_organisation(claims.user.id) == org
+                and hsa_organisation(claims.user.unit.id) == org):
+            raise PolicyRefused(
+                "unit-not-of-issuer",
+                f"user.id and user.unit.id must be HSA-ids of the issuing organisation "
+                f"(beginning {org}-): a user asks from a unit of their own organisation",
+                rule="unit-not-of-issuer")
         today = dt.datetime.fromtimestamp(self._clock(), SWEDEN).date()
         decision = policy.decide(claims, kind=participant.kind, subject=subject, today=today)
         if not decision.allowed:
@@ -263,14 +341,19 @@ class QueryService:
         in-flight limits) and before any producer is asked; what it raises ends the query.
         """
         bus = self.bus
-        if bus is None or not bus.connected.is_set():
-            raise NotReady("mqtt-disconnected", "the broker is not connected to MQTT")
-        if self.in_flight >= self.config.max_in_flight:
-            raise Overloaded("overloaded", "too many queries in flight; retry shortly")
         org = query.participant.id
-        if self._in_flight_by_org.get(org, 0) >= self.config.max_in_flight_per_consumer:
-            raise Overloaded("overloaded-consumer",
-                             f"too many queries in flight for {org}; retry shortly")
+        refusal: QueryRejected | None = None
+        if bus is None or not bus.connected.is_set():
+            refusal = NotReady("mqtt-disconnected", "the broker is not connected to MQTT")
+        elif self.in_flight >= self.config.max_in_flight:
+            refusal = Overloaded("overloaded", "too many queries in flight; retry shortly")
+        elif self._in_flight_by_org.get(org, 0) >= self.config.max_in_flight_per_consumer:
+            refusal = Overloaded("overloaded-consumer",
+                                 f"too many queries in flight for {org}; retry shortly")
+        if refusal is not None:
+            await self._not_admitted(query, refusal)
+            raise refusal
+        assert bus is not None
         self.in_flight += 1
         self._in_flight_by_org[org] = self._in_flight_by_org.get(org, 0) + 1
         try:
@@ -284,6 +367,20 @@ class QueryService:
                 self._in_flight_by_org[org] = left
             else:
                 del self._in_flight_by_org[org]
+
+    async def _not_admitted(self, query: AuthenticatedQuery, refusal: QueryRejected) -> None:
+        """A query refused before any producer was asked (429, or 503 without MQTT): its
+        ``jti`` is given back, so the same token may be sent again after ``Retry-After``,
+        and the refusal is logged like any other. Raises :class:`NotReady` if it cannot
+        be logged."""
+        claims = query.claims
+        try:
+            await self.replay.release(query.participant.id, claims.jti)
+        except ReplayStoreError as exc:  # the token stays used: a new one is needed
+            log.warning("replay_release_failed", query_id=query.query_id, reason=str(exc))
+        refusal.context.update(participant=query.participant, claims=claims,
+                               subject=query.subject)
+        await self.log_refusal(refusal, query_id=query.query_id)
 
     def on_disconnect(self) -> None:
         """MQTT is gone: nobody's reply can reach this instance, so no question waits on."""
@@ -394,14 +491,16 @@ class QueryService:
         self.observers.query_answered(time.monotonic() - started)
         return merged
 
-    async def log_refusal(self, exc: QueryRejected) -> str:
-        """Log a 401 or 403 and return its query id; what was not verified is not logged
-        as fact."""
+    async def log_refusal(self, exc: QueryRejected, *, query_id: str | None = None,
+                          action: Literal["query", "extract"] = "query") -> str:
+        """Log a refusal (400, 401, 403, 429, 503 but for the log's own) and return its
+        query id; what was not verified is not logged as fact."""
         ctx = exc.context
         participant: Participant | None = ctx.get("participant")
         claims: QueryClaims | None = ctx.get("claims")
         entry = AccessEntry(
-            time=dt.datetime.fromtimestamp(self._clock(), dt.UTC), query_id=str(uuid.uuid4()),
+            time=dt.datetime.fromtimestamp(self._clock(), dt.UTC),
+            query_id=query_id or str(uuid.uuid4()), action=action,
             instance=self.config.instance, outcome="refused", status=exc.status,
             rule=exc.rule or exc.slug,
             consumer=participant.ref if participant else None,
@@ -457,24 +556,35 @@ class QueryService:
         try:
             await self.access_log.append(entry)
         except AccessLogError as exc:
+            self._log_failure = (time.monotonic(), str(exc))
             log.error("access_log_failed", query_id=entry.query_id, reason=str(exc))
             raise NotReady("access-log-unavailable",
                            "the access log cannot be written; nothing is disclosed") from exc
+        self._log_failure = None
         self.observers.access_log_committed(time.monotonic() - started)
 
     async def extract(self, token: bytes) -> ExtractResponse:
         """The person's log extract: every access to ``sub`` in the period."""
-        claims, _, subject = await self.authenticate_extract(token)
+        claims, participant, subject = await self.authenticate_extract(token)
         period = claims.period
         if period and period.from_ and period.to and period.from_ > period.to:
             # An empty extract would tell the person nobody looked: refuse instead.
-            raise MalformedQuery("invalid-period", "period.from is after period.to")
+            refusal = MalformedQuery("invalid-period", "period.from is after period.to")
+            refusal.context.update(participant=participant, subject=subject)
+            raise refusal
         if self.access_log is None:
             raise NotReady("access-log-unavailable", "the access log is not open")
         try:
             accesses = await self.access_log.extract(subject, claims.period)
         except AccessLogError as exc:
             raise NotReady("access-log-unavailable", "the access log cannot be read") from exc
+        # Who read the person's log is itself in the log before the extract leaves; the
+        # person sees this call in their next extract.
+        await self._append(AccessEntry(
+            time=dt.datetime.fromtimestamp(self._clock(), dt.UTC), query_id=str(uuid.uuid4()),
+            instance=self.config.instance, outcome="answered", status=200, action="extract",
+            consumer=participant.ref, consumer_kind=participant.kind, subject=subject,
+            period=claims.period))
         return ExtractResponse(subject=subject, period=claims.period,
                                accesses=collapse_streams(accesses))
 

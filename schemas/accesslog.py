@@ -83,6 +83,9 @@ class AccessEntry(_Log, frozen=True, kw_only=True):
     period: Period | None = None
     sources: list[LoggedSource] = []
     blocked_information_exists: bool = False
+    action: Literal["query", "extract"] = "query"
+    """``extract``: a call to ``POST /v1/access-log/extract`` about ``subject``, by
+    ``consumer`` (the person's own portal, say); it shows in the person's next extract."""
 
 
 class StoredEntry(_Log, frozen=True, kw_only=True):

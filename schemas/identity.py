@@ -13,7 +13,15 @@ from typing import Final
 
 from .errors import InvalidPersonId
 
-__all__ = ["PersonId", "age_on", "birth_date", "is_coordination_number", "luhn_ok", "normalise"]
+__all__ = [
+    "PersonId",
+    "age_on",
+    "birth_date",
+    "hsa_organisation",
+    "is_coordination_number",
+    "luhn_ok",
+    "normalise",
+]
 
 _LONG: Final = re.compile(r"^([0-9]{8})-?([0-9]{4})$")
 _SHORT: Final = re.compile(r"^([0-9]{6})([-+])([0-9]{4})$")
@@ -94,3 +102,9 @@ def age_on(pid: PersonId, day: dt.date) -> int:
     if (day.month, day.day) < (born.month, born.day):
         years -= 1
     return years
+
+
+def hsa_organisation(hsa_id: str) -> str:
+    """The organisation part of an HSA-id: everything before its first ``-``
+    (``SE2321000016-1ABC`` → ``SE2321000016``); an id without ``-`` is all organisation."""
+    return hsa_id.partition("-")[0]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import binascii
 import functools
 import hashlib
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ __all__ = [
     "private_key_from_jwk",
     "public_key_from_jwk",
     "read_header",
+    "reject_duplicate_members",
     "sign",
     "unknown_key",
     "verify",
@@ -101,7 +103,33 @@ class Header(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=F
     alg: str
     kid: str
     typ: str | None = None
-    crit: list[str] | None = None
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    members = dict(pairs)
+    if len(members) != len(pairs):
+        seen: set[str] = set()
+        twice = next(name for name, _ in pairs if name in seen or seen.add(name))
+        raise BadToken(f"member {twice!r} appears more than once")
+    return members
+
+
+def reject_duplicate_members(document: bytes) -> dict[str, Any]:
+    """The JSON object ``document``, refused with :class:`BadToken` if any object in it
+    names a member twice: RFC 7515 section 5.2 and RFC 7519 section 7.2 allow a parser
+    to take the last one, and two readers taking different ones would verify one thing
+    and act on another (``{"alg": "none", ..., "alg": "EdDSA"}``). The standard
+    library's ``object_pairs_hook`` sees every member; msgspec then decodes the same
+    bytes into their type."""
+    try:
+        value = json.loads(document, object_pairs_hook=_unique_members)
+    except BadToken:
+        raise
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise BadToken(f"not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise BadToken("not a JSON object")
+    return value
 
 
 _header_decoder: Final = msgspec.json.Decoder(Header)
@@ -313,15 +341,20 @@ def _header(head: bytes) -> Header:
     """Remembered by the header's bytes: a signer sends the same protected header every
     time, and a header is immutable. Only a valid one is remembered (lru_cache keeps no
     exceptions), and a flood of new ones only pushes out old ones."""
+    raw = b64url_decode(head)
     try:
-        header = _header_decoder.decode(b64url_decode(head))
+        members = reject_duplicate_members(raw)
+        header = _header_decoder.decode(raw)
+    except BadToken as exc:
+        raise BadToken(f"JWS header is invalid: {exc}") from exc
     except HOSTILE_DECODE_ERRORS as exc:
         # RecursionError: JSON nested deeper than the decoder will follow (hostile input).
         raise BadToken(f"JWS header is invalid: {exc}") from exc
     if header.alg not in ALGORITHMS:
         raise BadSignature(f"algorithm {header.alg!r} is not accepted (use EdDSA or ES256)")
-    if header.crit:
-        raise BadToken("JWS header has critical extensions this broker does not understand")
+    if "crit" in members:
+        # Present at all, even empty or null (RFC 7515 4.1.11): no extension is understood.
+        raise BadToken("JWS header has crit; this broker understands no extension")
     return header
 
 

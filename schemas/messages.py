@@ -108,8 +108,11 @@ class TokenClaims(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     aud: str
     iat: int
     exp: int
-    jti: str
+    jti: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    """Non-empty, at most 128 characters: the replay guard keeps it for the lifetime."""
     sub: str
+    nbf: int | None = None
+    """Not before (Unix seconds), honoured when present."""
 
 
 class QueryClaims(TokenClaims, _Msg, frozen=True, kw_only=True):

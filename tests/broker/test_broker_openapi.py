@@ -145,7 +145,7 @@ def test_query_answers_in_three_representations() -> None:
 
 @pytest.mark.parametrize(("path", "statuses"), [
     ("/v1/queries", {"400", "401", "403", "413", "415", "429", "503"}),
-    ("/v1/access-log/extract", {"400", "401", "403", "413", "415", "503"}),
+    ("/v1/access-log/extract", {"400", "401", "413", "415", "503"}),
 ])
 def test_problems_are_documented_with_their_slugs(path: str, statuses: set[str]) -> None:
     responses = build_openapi()["paths"][path]["post"]["responses"]
@@ -224,22 +224,19 @@ def test_every_literal_slug_raised_is_listed_with_its_status() -> None:
         assert statuses == {errors.PROBLEM_TYPES[slug].status}, slug
 
 
-def test_computed_slugs_are_the_policy_rules_and_the_role_check() -> None:
-    """A new computed slug must be added here, and its values to PROBLEM_TYPES."""
-    _, dynamic, roles = _raised_in_code()
-    assert dynamic == {"service.py: decision.rule", "service.py: f'{role}-role-required'"}
+def test_computed_slugs_are_the_policy_rules() -> None:
+    """A new computed slug must be added here, and its values to PROBLEM_TYPES. A missing
+    role is no slug of its own: it is the same 401 ``unknown-key`` as an unknown issuer."""
+    _, dynamic, _ = _raised_in_code()
+    assert dynamic == {"service.py: decision.rule"}
     rules = {value for name, value in vars(policy).items() if name.startswith("RULE_")}
     assert rules
     for rule in rules:
         assert errors.PROBLEM_TYPES[rule].status == 403, rule
-    # A missing consumer role is refused earlier, as 401 not-a-consumer.
-    assert "consumer" in roles and "not-a-consumer" in errors.PROBLEM_TYPES
-    for role in roles - {"consumer"}:
-        assert errors.PROBLEM_TYPES[f"{role}-role-required"].status == 403, role
 
 
 def test_problem_types_lists_nothing_the_code_never_raises() -> None:
-    literal, _, roles = _raised_in_code()
+    literal, _, _ = _raised_in_code()
     rules = {value for name, value in vars(policy).items() if name.startswith("RULE_")}
-    raised = set(literal) | rules | {f"{r}-role-required" for r in roles - {"consumer"}}
+    raised = set(literal) | rules
     assert set(errors.PROBLEM_TYPES) - raised == set()

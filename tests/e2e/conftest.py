@@ -44,6 +44,14 @@ USER = User(id="SE2321000999-ANLI", name="Anna Lind", role="Läkare",
             unit=UnitRef(id="SE2321000999-U100", name="Akuten"))
 
 
+def user_of(issuer: str) -> User:
+    """:data:`USER`, moved to the issuing organisation (its HSA-id prefix): the broker
+    refuses a user or unit of another organisation (``unit-not-of-issuer``)."""
+    org = issuer.partition("-")[0]
+    return User(id=f"{org}-ANLI", name=USER.name, role=USER.role,
+                unit=UnitRef(id=f"{org}-U100", name=USER.unit.name))
+
+
 def record(producer: str, n: int, *, when: str, type_: str = "medication",
            scope: str = "hsl", unit: str = "U1", text: str = "") -> dict[str, Any]:
     """A record as a producer's JSON file holds it."""
@@ -139,7 +147,7 @@ class Federation:
     # -- asking -----------------------------------------------------------------------
 
     def claims(self, issuer: str = CARE_GIVER, **kw: Any) -> QueryClaims:
-        args: dict[str, Any] = dict(issuer=issuer, audience=BROKER_ID, user=USER,
+        args: dict[str, Any] = dict(issuer=issuer, audience=BROKER_ID, user=user_of(issuer),
                                     subject=PERSON, types=["medication"], basis="consent")
         args.update(kw)
         return make_claims(**args)

@@ -92,9 +92,10 @@ async def test_unblock_step_is_visible_in_the_log(fed: Federation) -> None:
 
 
 async def test_extract_only_for_the_log_extract_role(fed: Federation) -> None:
+    """A participant without the role gets the 401 an unknown issuer gets (SPEC 3)."""
     status, body = await extract(fed, extract_token(fed, issuer=CARE_GIVER))
-    assert status == 403
-    assert body["type"] == "urn:samsvar:problem:log-extract-role-required"
+    assert status == 401
+    assert body["type"] == "urn:samsvar:problem:unknown-key"
 
 
 async def test_extract_of_another_person_is_empty(fed: Federation) -> None:

@@ -9,7 +9,15 @@ import pytest
 
 from broker.replay import ReplayStoreError
 from schemas.jose import b64url_encode, generate_key
-from tests.e2e.conftest import BROKER_ID, CARE_GIVER, SOCIAL_CARE_GIVER, Federation, ProducerSpec
+from consumer_client import sign_query
+from tests.e2e.conftest import (
+    BROKER_ID,
+    CARE_GIVER,
+    SOCIAL_CARE_GIVER,
+    Federation,
+    ProducerSpec,
+    user_of,
+)
 
 PROBLEM = "urn:samsvar:problem:"
 
@@ -88,7 +96,26 @@ async def test_unknown_issuer(fed: Federation) -> None:
     import msgspec
 
     claims = msgspec.structs.replace(fed.claims(), iss="SE0000000000-NOBODY")
-    await refused(fed, fed.claims_token(claims), 401, "unknown-issuer")
+    await refused(fed, fed.claims_token(claims), 401, "unknown-key")
+
+
+async def test_unknown_issuer_unknown_key_and_missing_role_get_one_401(fed: Federation) -> None:
+    """The registry cannot be probed: whether the issuer is unknown, its kid is, or it is
+    registered without the consumer role, the answer is the same 401, word for word, and
+    it comes before the signature is checked (a zero signature changes nothing)."""
+    import msgspec
+
+    stranger = generate_key("EdDSA")
+    unknown_issuer = sign_query(msgspec.structs.replace(
+        fed.claims(), iss="SE0000000000-NOBODY", user=user_of("SE0000000000-NOBODY")), stranger)
+    unknown_kid = fed.token(key=stranger)
+    no_role = fed.token("PRODORG")  # registered, as a producer's organisation only
+    bodies = []
+    for token in (unknown_issuer, unknown_kid, no_role):
+        head, payload, _ = token.split(".")
+        for variant in (token, f"{head}.{payload}.{b64url_encode(bytes(64))}"):
+            bodies.append(await refused(fed, variant, 401, "unknown-key"))
+    assert all(body == bodies[0] for body in bodies), bodies
 
 
 async def test_malformed_identity_number(fed: Federation) -> None:

@@ -287,7 +287,7 @@ def test_critical_extensions_are_refused() -> None:
         {"alg": key.alg, "kid": key.kid, "typ": QUERY_TYP, "crit": ["exp"], "exp": 1}).encode())
     body = b64url_encode(b"{}")
     sig = b64url_encode(key.sign(f"{head}.{body}".encode()))
-    with pytest.raises(BadToken, match="critical"):
+    with pytest.raises(BadToken, match="crit"):
         verify(f"{head}.{body}.{sig}", only(key.public), typ=QUERY_TYP)
 
 
