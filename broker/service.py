@@ -281,11 +281,12 @@ class QueryService:
         """Check a query JWT end to end, the law included; raises :class:`QueryRejected`."""
         claims, participant, subject = self._verified(token, typ=QUERY_TYP, role="consumer",
                                                       decoder=_claims_decoder)
-        await self._first_use(claims, participant)
         try:
+            await self._first_use(claims, participant)
             return self._check_query(claims, participant, subject)
         except QueryRejected as exc:
             exc.context.update(participant=participant, claims=claims)
+            exc.context.setdefault("subject", subject)
             raise
 
     async def authenticate_extract(self, token: bytes
@@ -293,7 +294,11 @@ class QueryService:
         """Check a log-extract JWT: only a participant with the log-extract role."""
         claims, participant, subject = self._verified(token, typ=EXTRACT_TYP, role="log-extract",
                                                       decoder=_extract_decoder)
-        await self._first_use(claims, participant)
+        try:
+            await self._first_use(claims, participant)
+        except QueryRejected as exc:
+            exc.context.update(participant=participant, subject=subject)
+            raise
         return claims, participant, subject
 
     def _check_query(self, claims: QueryClaims, participant: Participant,

@@ -13,7 +13,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from broker import BrokerConfig, BrokerServer
+import broker.service
 from broker.accesslog import AccessLogConfig
+from broker.accesslog.sqlite import SqliteStore
 from tests.conftest import IN_CI, MqttServer
 from tests.e2e.conftest import (
     PERSON,
@@ -156,6 +158,56 @@ async def test_readyz_says_when_the_access_log_is_not_writable(federation_factor
                                      "reasons": ["the access log is not writable"]}
     status, _, problem = await fed.post(fed.token())
     assert status == 503 and problem["type"].endswith(":access-log-unavailable")
+
+
+async def test_readyz_is_503_while_the_access_log_s_disk_is_full(
+        federation_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite caps the file at the pages it has (``max_page_count``): an append then fails
+    with SQLITE_FULL, "database or disk is full", as on a full disk. Every query gets
+    503, and so does ``/readyz``, with the reason; once there is room it is ready again."""
+    monkeypatch.setattr(broker.service, "LOG_FAILURE_HOLD_S", 0.5)
+    fed: Federation = await federation_factory(specs())
+    server = await fed.start_broker()
+    assert fed.http is not None and server.service.access_log is not None
+    store = server.service.access_log._store  # the SqliteStore under the chained log
+    assert isinstance(store, SqliteStore)
+
+    def cap(pages: int | None) -> None:
+        conn = store._c
+        if pages is None:
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")
+
+    await store._call(cap, None)
+    for _ in range(200):  # until an entry needs a page the file may not have
+        status, _, problem = await fed.post(fed.token())
+        if status != 200:
+            break
+    assert status == 503 and problem["type"].endswith(":access-log-unavailable")
+    async with fed.http.get(f"{fed.url}/readyz") as resp:
+        body = await resp.json()
+        assert resp.status == 503, body
+    [reason] = body["reasons"]
+    assert reason.startswith("the access log is not writable") and "full" in reason
+    await store._call(cap, 1 << 30)
+    await asyncio.sleep(0.6)
+    async with fed.http.get(f"{fed.url}/readyz") as resp:
+        assert resp.status == 200, await resp.json()
+    status, _, body = await fed.post(fed.token())
+    assert status == 200, body
+
+
+async def test_readyz_is_503_when_the_replay_store_is_down(federation_factory: Any) -> None:
+    fed: Federation = await federation_factory(specs())
+    server = await fed.start_broker()
+    assert fed.http is not None
+    await server.service.replay.close()  # run() closes it again on shutdown: a no-op
+    async with fed.http.get(f"{fed.url}/readyz") as resp:
+        assert resp.status == 503
+        assert await resp.json() == {"status": "not ready",
+                                     "reasons": ["the replay store cannot be reached"]}
+    status, _, problem = await fed.post(fed.token())
+    assert status == 503 and problem["type"].endswith(":replay-store-unavailable")
 
 
 def test_two_brokers_in_one_process_have_their_own_metrics(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import time
 import uuid
 from typing import Any
@@ -11,7 +13,7 @@ import pytest
 
 from schemas.accesslog import EXTRACT_TYP, ExtractClaims
 from schemas.jose import sign
-from schemas.messages import Unblock
+from schemas.messages import Period, Unblock
 from tests.e2e.conftest import (
     BROKER_ID,
     CARE_GIVER,
@@ -113,3 +115,58 @@ async def test_no_answer_without_a_log_entry(fed: Federation) -> None:
     assert status == 503
     assert body["type"] == "urn:samsvar:problem:access-log-unavailable"
     assert "records" not in body
+
+
+async def test_a_429_refusal_is_logged(fed: Federation) -> None:
+    assert fed.broker is not None
+    service = fed.broker.service
+    config = service.config
+    service.config = dataclasses.replace(config, max_in_flight=0)
+    try:
+        status, _, _ = await fed.post(fed.token(types=["alerts"]))
+    finally:
+        service.config = config
+    assert status == 429
+    _, body = await extract(fed, extract_token(fed))
+    [entry] = body["accesses"]
+    assert entry["outcome"] == "refused" and entry["status"] == 429
+    assert entry["rule"] == "overloaded"
+    assert entry["consumer"]["id"] == CARE_GIVER and entry["types"] == ["alerts"]
+    assert entry["user"]["id"].startswith(CARE_GIVER.split("-")[0])
+
+
+@pytest.mark.parametrize(("change", "rule"), [
+    ({"period": Period(from_=dt.date(2026, 2, 1), to=dt.date(2026, 1, 1))}, "invalid-period"),
+    ({"deadline_ms": -1}, "invalid-deadline"),
+])
+async def test_a_400_refusal_of_a_signed_query_is_logged(fed: Federation, change: dict[str, Any],
+                                                         rule: str) -> None:
+    claims = msgspec.structs.replace(fed.claims(), **change)
+    status, _, _ = await fed.post(fed.claims_token(claims))
+    assert status == 400
+    _, body = await extract(fed, extract_token(fed))
+    [entry] = body["accesses"]
+    assert entry["outcome"] == "refused" and entry["status"] == 400 and entry["rule"] == rule
+    assert entry["consumer"]["id"] == CARE_GIVER
+
+
+async def test_extract_calls_are_in_the_person_s_next_extract(fed: Federation) -> None:
+    status, first = await extract(fed, extract_token(fed))
+    assert status == 200 and first["accesses"] == []
+    status, second = await extract(fed, extract_token(fed))
+    assert status == 200, second
+    [entry] = second["accesses"]
+    assert entry["action"] == "extract" and entry["outcome"] == "answered"
+    assert entry["consumer"]["id"] == CITIZEN_PORTAL and entry["subject"] == PERSON
+
+
+async def test_a_refused_extract_call_is_logged(fed: Federation) -> None:
+    token = extract_token(fed)
+    assert (await extract(fed, token))[0] == 200
+    status, problem = await extract(fed, token)  # the same jti again
+    assert status == 401 and problem["type"].endswith(":replayed")
+    _, body = await extract(fed, extract_token(fed))
+    assert [(e["action"], e["outcome"], e["status"], e["rule"], e["consumer"]["id"])
+            for e in body["accesses"]] == [
+        ("extract", "answered", 200, None, CITIZEN_PORTAL),
+        ("extract", "refused", 401, "replayed", CITIZEN_PORTAL)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import signal
 import time
 from typing import Any
 
@@ -9,6 +11,7 @@ import pytest
 
 from broker.replay import ReplayStoreError
 from schemas.jose import b64url_encode, generate_key
+from tests.conftest import free_port
 from consumer_client import sign_query
 from tests.e2e.conftest import (
     BROKER_ID,
@@ -18,6 +21,7 @@ from tests.e2e.conftest import (
     ProducerSpec,
     user_of,
 )
+from tests.e2e.processes import start_broker, wait_ready, write_broker_config
 
 PROBLEM = "urn:samsvar:problem:"
 
@@ -183,3 +187,65 @@ async def test_emergency_by_social_care_giver(fed: Federation) -> None:
     body = await refused(fed, fed.token(SOCIAL_CARE_GIVER, basis="emergency"), 403,
                          "emergency-care-giver-only")
     assert body["rule"] == "emergency-care-giver-only"
+
+
+async def test_a_token_refused_with_429_is_answered_when_sent_again(fed: Federation) -> None:
+    """A client that honours ``Retry-After`` sends the same token again: the 429 did not
+    use up its jti. Once answered, the token is used."""
+    assert fed.broker is not None
+    service = fed.broker.service
+    config = service.config
+    service.config = dataclasses.replace(config, max_in_flight=0)  # every query is one too many
+    token = fed.token()
+    try:
+        got, headers, _ = await fed.post(token)
+        assert got == 429 and int(headers["Retry-After"]) >= 1
+    finally:
+        service.config = config
+    status, _, body = await fed.post(token)
+    assert status == 200, body
+    await refused(fed, token, 401, "replayed")
+
+
+async def test_a_token_refused_for_its_consumer_s_load_is_answered_when_sent_again(
+        fed: Federation) -> None:
+    assert fed.broker is not None
+    service = fed.broker.service
+    config = service.config
+    service.config = dataclasses.replace(config, max_in_flight_per_consumer=0)
+    token = fed.token()
+    try:
+        await refused(fed, token, 429, "overloaded-consumer")
+    finally:
+        service.config = config
+    status, _, body = await fed.post(token)
+    assert status == 200, body
+
+
+async def test_a_token_is_still_used_after_the_broker_is_killed_and_restarted(
+        federation_factory: Any) -> None:
+    """SQLite: the jtis seen live beside the access log, and survive SIGKILL."""
+    fed: Federation = await federation_factory([ProducerSpec("P1")])
+    await fed.start_adapter("P1")
+    port = free_port()
+    fed.url = f"http://127.0.0.1:{port}"
+    config = write_broker_config(fed, port)
+    log = fed.tmp / "broker.log"
+    token = fed.token()
+    proc = start_broker(config, log)
+    try:
+        await wait_ready(fed.url, proc, log)
+        status, _, body = await fed.post(token)
+        assert status == 200, body
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    restarted = start_broker(config, log)
+    try:
+        await wait_ready(fed.url, restarted, log)
+        await refused(fed, token, 401, "replayed")
+        status, _, body = await fed.post(fed.token())  # a new token is answered
+        assert status == 200, body
+    finally:
+        restarted.send_signal(signal.SIGTERM)
+        assert restarted.wait(20) == 0, log.read_text()
