@@ -14,6 +14,7 @@ from .accesslog import AccessLogError, open_access_log
 from .config import BrokerConfig
 from .errors import ConfigError
 from .http_api import METRICS, create_app
+from .http_server import ProblemAppRunner
 from .mqtt import MqttBus
 from .mqtt_gmqtt import GmqttBus
 from .replay import PostgresReplayStore, ReplayStore, ReplayStoreError, SqliteReplayStore
@@ -22,6 +23,8 @@ from .service import QueryService
 __all__ = ["BrokerServer"]
 
 log = structlog.get_logger("samsvar.broker")
+
+_LINGERING_S = 2.0
 
 
 class BrokerServer:
@@ -87,7 +90,14 @@ class BrokerServer:
             await access_log.close()
             raise ConfigError(f"cannot open the replay store: {exc}") from exc
         self.service.replay = replay
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        runner = ProblemAppRunner(
+            self.app, access_log=None, handle_signals=False,
+            # a request head must arrive this soon after a connection opens or its last
+            # response, and an idle keep-alive connection closes then (broker.http_server)
+            keepalive_timeout=self.config.http_idle_timeout_s,
+            # after a refusal that leaves the body unread (408, 413), read and drop the
+            # rest for at most this long before closing
+            lingering_time=_LINGERING_S)
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.config.host, self.config.port)

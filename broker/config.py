@@ -13,6 +13,10 @@
     clock_skew_s = 30              # allowed skew on iat/exp
     max_in_flight = 2000           # queries in flight on this instance; beyond: 429
     max_in_flight_per_consumer = 500   # ... and per consumer organisation
+    http_idle_timeout_s = 10       # a connection's request head must arrive within this
+                                   # (of opening, or of the last response); idle keep-alive
+                                   # connections are closed after it
+    http_body_timeout_s = 10       # a request body must arrive within this; else 408
 
     [mqtt]                         # see schemas.transport.MqttSettings
     url = "mqtt://127.0.0.1:1883"
@@ -61,12 +65,18 @@ class BrokerConfig:
     max_token_lifetime_s: int = 300
     max_in_flight: int = 2000
     max_in_flight_per_consumer: int = 500
+    http_idle_timeout_s: float = 10.0
+    """Close a connection that has not sent a whole request head this long after it opened
+    or after its last response (slow headers, and idle keep-alive, alike)."""
+    http_body_timeout_s: float = 10.0
+    """Refuse (408, and close) a request whose body has not arrived in this long."""
     embedded_mqtt: bool = False
     """True when the MQTT server is the in-process amqtt one (demo only): warned at start-up."""
 
 
 _KNOWN = {"registry", "key", "instance", "listen", "default_deadline_ms", "max_deadline_ms",
-          "max_body_bytes", "clock_skew_s", "max_in_flight", "max_in_flight_per_consumer"}
+          "max_body_bytes", "clock_skew_s", "max_in_flight", "max_in_flight_per_consumer",
+          "http_idle_timeout_s", "http_body_timeout_s"}
 
 
 def load_broker_config(path: str | Path) -> BrokerConfig:
@@ -93,6 +103,12 @@ def load_broker_config(path: str | Path) -> BrokerConfig:
                                            "max_body_bytes", "clock_skew_s", "max_in_flight",
                                            "max_in_flight_per_consumer")
                 if k in table}
+        for k in ("http_idle_timeout_s", "http_body_timeout_s"):
+            if k in table:
+                seconds = float(table[k])
+                if not seconds > 0:
+                    raise ConfigError(f"[broker] {k} must be a positive number of seconds")
+                ints[k] = seconds
         extra: dict[str, Any] = {"instance": str(table["instance"])} if "instance" in table else {}
         access_log = doc.get("access_log", {})
         if not isinstance(access_log, dict):

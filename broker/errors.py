@@ -4,6 +4,7 @@
     ├── ConfigError(BrokerError, ValueError)
     └── QueryRejected(BrokerError)              → problem+json with ``status`` and ``type``
         ├── MalformedQuery(QueryRejected)        400
+        ├── RequestTimeout(QueryRejected)        408
         ├── UnsupportedMediaType(QueryRejected)  415
         ├── Unauthenticated(QueryRejected)       401
         ├── PolicyRefused(QueryRejected)         403, ``rule`` names the rule of the law
@@ -33,6 +34,7 @@ __all__ = [
     "PolicyRefused",
     "ProblemType",
     "QueryRejected",
+    "RequestTimeout",
     "Unauthenticated",
     "UnsupportedMediaType",
 ]
@@ -82,6 +84,8 @@ PROBLEM_TYPES: Final[Mapping[str, ProblemType]] = MappingProxyType({
         403, "a social care giver never lifts a block in an emergency", "query"),
     "unblock-read-names-producers": ProblemType(
         403, "unblock step `read` must name the producers", "query"),
+    "body-timeout": ProblemType(
+        408, "the body did not arrive within the configured time; the connection is closed"),
     "too-large": ProblemType(413, "the body exceeds the configured maximum"),
     "unsupported-media-type": ProblemType(415, "the body is not sent as `application/jwt`"),
     "overloaded": ProblemType(429, "too many queries in flight; see `Retry-After`", "query"),
@@ -126,6 +130,11 @@ class QueryRejected(BrokerError):
 class MalformedQuery(QueryRejected):
     status = 400
     title = "Malformed query"
+
+
+class RequestTimeout(QueryRejected):
+    status = 408
+    title = "Request body too slow"
 
 
 class UnsupportedMediaType(QueryRejected):

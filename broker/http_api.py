@@ -6,6 +6,7 @@ is an RFC 9457 problem with a stable ``type``.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Final
 
@@ -34,10 +35,12 @@ from .errors import (
     PayloadTooLarge,
     PolicyRefused,
     QueryRejected,
+    RequestTimeout,
     Unauthenticated,
     UnsupportedMediaType,
 )
 from .fhir import FHIR_ENCODER, answer_bundle
+from .http_server import FALLBACK_ROUTE, add_fallback_route
 from .metrics import BrokerMetrics
 from .negotiation import choose_format
 from .openapi import build_openapi
@@ -64,8 +67,11 @@ def problem_response(exc: QueryRejected, *, instance: str | None = None) -> web.
     headers = dict(_NO_STORE)
     if isinstance(exc, Overloaded):
         headers["Retry-After"] = str(exc.retry_after)
-    return web.Response(body=msgspec.json.encode(problem), status=exc.status,
-                        content_type=PROBLEM_MEDIA_TYPE, headers=headers)
+    response = web.Response(body=msgspec.json.encode(problem), status=exc.status,
+                            content_type=PROBLEM_MEDIA_TYPE, headers=headers)
+    if isinstance(exc, RequestTimeout):
+        response.force_close()  # the rest of a slow body is not waited for
+    return response
 
 
 def _media_type(request: web.Request) -> str:
@@ -82,11 +88,18 @@ async def _signed_body(request: web.Request, limit: int, what: str) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge("too-large", f"the body exceeds {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge("too-large", f"the body exceeds {limit} bytes")
-        chunks.append(chunk)
+    timeout_s = request.app[SERVICE].config.http_body_timeout_s
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge("too-large", f"the body exceeds {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError as exc:
+        raise RequestTimeout("body-timeout",
+                             f"the body did not arrive within {timeout_s:g} s; send the whole "
+                             "request at once") from exc
     if _media_type(request) != QUERY_MEDIA_TYPE:
         raise UnsupportedMediaType("unsupported-media-type",
                                    f"send the signed {what} as {QUERY_MEDIA_TYPE}")
@@ -235,7 +248,7 @@ async def get_openapi(request: web.Request) -> web.Response:
 
 async def _build_openapi(app: web.Application) -> None:
     routes = [(route.method, route.resource.canonical) for route in app.router.routes()
-              if route.resource is not None]
+              if route.resource is not None and route.resource.name != FALLBACK_ROUTE]
     app[OPENAPI] = msgspec.json.encode(build_openapi(routes=routes))
 
 
@@ -276,5 +289,6 @@ def create_app(service: QueryService) -> web.Application:
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/", get_dashboard)
     app.router.add_get("/v1/dashboard", get_dashboard_data)
+    add_fallback_route(app)  # last: 404 and 405 as problems
     app.on_startup.append(_build_openapi)  # once every route is added
     return app

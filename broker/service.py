@@ -264,18 +264,11 @@ class QueryService:
                                                 now=int(self._clock()))
         except ReplayStoreError as exc:
             log.error("replay_store_failed", reason=str(exc))
-            refusal = NotReady("replay-store-unavailable",
-                               "the replay store cannot be reached; no token is accepted")
-            refusal.context["participant"] = participant
-            if isinstance(claims, QueryClaims):
-                refusal.context["claims"] = claims
-            raise refusal from exc
+            # the callers add what was verified to the refusal's context, for the log
+            raise NotReady("replay-store-unavailable",
+                           "the replay store cannot be reached; no token is accepted") from exc
         if not first:
-            refusal = Unauthenticated("replayed", "this jti has been used before")
-            refusal.context["participant"] = participant
-            if isinstance(claims, QueryClaims):
-                refusal.context["claims"] = claims
-            raise refusal
+            raise Unauthenticated("replayed", "this jti has been used before")
 
     async def authenticate(self, token: bytes) -> AuthenticatedQuery:
         """Check a query JWT end to end, the law included; raises :class:`QueryRejected`."""

@@ -222,10 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unblock-producers", default="",
                    help="comma-separated producer ids for --unblock read")
     p.add_argument("--deadline-ms", type=int)
-    p.add_argument("--user-id", default="SE2321000999-DEMO1")
+    p.add_argument("--user-id", help="the asking employee's HSA-id "
+                   "(default: {organisation}-DEMO1, of the --as organisation)")
     p.add_argument("--user-name", default="Demo Användare")
     p.add_argument("--role", default="Läkare")
-    p.add_argument("--unit-id", default="SE2321000999-U100")
+    p.add_argument("--unit-id", help="the employee's unit's HSA-id "
+                   "(default: {organisation}-U100, of the --as organisation)")
     p.add_argument("--unit-name", default="Akutmottagningen, Exempelsjukhuset")
     p.add_argument("--json", action="store_true", help="print the answer as the API returns it")
     p.set_defaults(func=cmd_query)

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from consumer_client import Client, ClientError, QueryRefused, assemble_answer
 from consumer_client.render import render_answer
+from schemas.identity import hsa_organisation
 from schemas.messages import Answer, Period, SourceLine, SummaryLine, Unblock, User
 from schemas.records import UnitRef
 
@@ -94,8 +95,10 @@ async def run_query(args: argparse.Namespace) -> int:
         if args.unblock:
             producers = [p for p in args.unblock_producers.split(",") if p] or None
             unblock = Unblock(step=args.unblock, producers=producers)
-        user = User(id=args.user_id, name=args.user_name, role=args.role,
-                    unit=UnitRef(id=args.unit_id, name=args.unit_name))
+        # The broker takes only users and units of the issuing organisation (SPEC 3).
+        org = hsa_organisation(opts["issuer"])
+        user = User(id=args.user_id or f"{org}-DEMO1", name=args.user_name, role=args.role,
+                    unit=UnitRef(id=args.unit_id or f"{org}-U100", name=args.unit_name))
         client = Client.from_files(opts["broker"], opts["key"], opts["issuer"], opts["aud"], user)
         types = [t.strip() for t in args.types.split(",") if t.strip()]
         async with client:

@@ -109,8 +109,10 @@ def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     members = dict(pairs)
     if len(members) != len(pairs):
         seen: set[str] = set()
-        twice = next(name for name, _ in pairs if name in seen or seen.add(name))
-        raise BadToken(f"member {twice!r} appears more than once")
+        for name, _ in pairs:
+            if name in seen:
+                raise BadToken(f"member {name!r} appears more than once")
+            seen.add(name)
     return members
 
 

@@ -12,8 +12,8 @@ import aiomqtt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from broker import BrokerConfig, BrokerServer
 import broker.service
+from broker import BrokerConfig, BrokerServer
 from broker.accesslog import AccessLogConfig
 from broker.accesslog.sqlite import SqliteStore
 from tests.conftest import IN_CI, MqttServer
@@ -169,7 +169,7 @@ async def test_readyz_is_503_while_the_access_log_s_disk_is_full(
     fed: Federation = await federation_factory(specs())
     server = await fed.start_broker()
     assert fed.http is not None and server.service.access_log is not None
-    store = server.service.access_log._store  # the SqliteStore under the chained log
+    store = server.service.access_log._store  # type: ignore[attr-defined]  # the SqliteStore
     assert isinstance(store, SqliteStore)
 
     def cap(pages: int | None) -> None:

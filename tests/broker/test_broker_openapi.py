@@ -144,8 +144,8 @@ def test_query_answers_in_three_representations() -> None:
 
 
 @pytest.mark.parametrize(("path", "statuses"), [
-    ("/v1/queries", {"400", "401", "403", "413", "415", "429", "503"}),
-    ("/v1/access-log/extract", {"400", "401", "413", "415", "503"}),
+    ("/v1/queries", {"400", "401", "403", "408", "413", "415", "429", "503"}),
+    ("/v1/access-log/extract", {"400", "401", "408", "413", "415", "503"}),
 ])
 def test_problems_are_documented_with_their_slugs(path: str, statuses: set[str]) -> None:
     responses = build_openapi()["paths"][path]["post"]["responses"]

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from broker.replay import ReplayStoreError
+from consumer_client import sign_query
 from schemas.jose import b64url_encode, generate_key
 from tests.conftest import free_port
-from consumer_client import sign_query
 from tests.e2e.conftest import (
     BROKER_ID,
     CARE_GIVER,
@@ -58,6 +58,12 @@ async def test_replay_store_down_fails_closed(fed: Federation) -> None:
     class Down:
         async def first_use(self, issuer: str, jti: str, exp: int, *, now: int) -> bool:
             raise ReplayStoreError("the database is down")
+
+        async def release(self, issuer: str, jti: str) -> None:
+            raise ReplayStoreError("the database is down")
+
+        async def writable(self) -> bool:
+            return False
 
         async def open(self) -> None: ...
 

@@ -12,7 +12,8 @@ import msgspec
 import pytest
 
 from schemas.jose import PrivateKey, b64url_encode
-from schemas.messages import QUERY_TYP, UnitRef, User
+from schemas.messages import QUERY_TYP, User
+from schemas.records import UnitRef
 from tests.e2e.conftest import CARE_GIVER, SOCIAL_CARE_GIVER, Federation, ProducerSpec
 from tests.e2e.test_refusals import refused
 
