@@ -8,7 +8,9 @@ import json
 from typing import Any
 
 import pytest
+from aiohttp import web
 
+from broker.http_server import ProblemAppRunner, add_fallback_route
 from tests.e2e.conftest import Federation, ProducerSpec
 
 IDLE_S = 1.0
@@ -194,3 +196,33 @@ async def test_a_body_that_does_not_arrive_is_a_408_problem(fed: Federation) -> 
     assert status == 408
     problem = assert_problem(408, headers, body)
     assert problem["type"].endswith(":body-timeout")
+
+
+async def test_an_unhandled_exception_is_a_500_problem() -> None:
+    """The runner the broker serves with answers a handler's crash as a problem too."""
+    async def crash(request: web.Request) -> web.Response:
+        raise RuntimeError("a bug")
+
+    app = web.Application()
+    app.router.add_get("/crash", crash)
+    add_fallback_route(app)
+    runner = ProblemAppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = int(runner.addresses[0][1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"GET /crash HTTP/1.1\r\nHost: x\r\n\r\n")
+            async with asyncio.timeout(PATIENCE_S):
+                raw = await reader.read()
+        finally:
+            writer.close()
+        status, headers, body = parse_response(raw)
+        assert status == 500
+        problem = assert_problem(500, headers, body)
+        assert problem["type"].endswith(":internal-error")
+        assert "a bug" not in body.decode()  # nothing of the failure leaks
+    finally:
+        await runner.cleanup()
