@@ -182,6 +182,8 @@ class QueryService:
             raise Unauthenticated("bad-signature", str(exc)) from exc
         except BadToken as exc:
             raise Unauthenticated("bad-token", str(exc)) from exc
+        if header.typ != typ:  # before the registry: the answer must not depend on it
+            raise Unauthenticated("bad-token", f"JWS typ must be {typ!r}")
         participant, key = self._registered_key(issuer, header, role)
         try:
             _, payload = verify(token, lambda h: key, typ=typ)

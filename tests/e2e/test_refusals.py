@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import signal
 import time
 from typing import Any
@@ -128,6 +129,23 @@ async def test_unknown_issuer_unknown_key_and_missing_role_get_one_401(fed: Fede
     assert all(body == bodies[0] for body in bodies), bodies
 
 
+async def test_what_the_registry_says_never_changes_a_refusal_before_the_key(
+        fed: Federation) -> None:
+    """A header the broker refuses on its face (a wrong ``typ``) gets the same answer from
+    a registered consumer's key and from a stranger's."""
+    import msgspec
+
+    from schemas.accesslog import EXTRACT_TYP
+    from schemas.jose import sign
+
+    stranger = generate_key("EdDSA")
+    registered = sign(msgspec.json.encode(fed.claims()), fed.keys[CARE_GIVER], typ=EXTRACT_TYP)
+    unknown = sign(msgspec.json.encode(msgspec.structs.replace(
+        fed.claims(), iss="SE0000000000-NOBODY")), stranger, typ=EXTRACT_TYP)
+    first = await refused(fed, registered, 401, "bad-token")
+    assert await refused(fed, unknown, 401, "bad-token") == first
+
+
 async def test_malformed_identity_number(fed: Federation) -> None:
     import msgspec
 
@@ -211,6 +229,26 @@ async def test_a_token_refused_with_429_is_answered_when_sent_again(fed: Federat
     status, _, body = await fed.post(token)
     assert status == 200, body
     await refused(fed, token, 401, "replayed")
+
+
+async def test_a_streamed_query_refused_with_429_is_answered_when_sent_again(
+        fed: Federation) -> None:
+    assert fed.broker is not None
+    service = fed.broker.service
+    config = service.config
+    service.config = dataclasses.replace(config, max_in_flight=0)
+    token = fed.token()
+    try:
+        await refused(fed, token, 429, "overloaded", accept="application/x-ndjson")
+    finally:
+        service.config = config
+    assert fed.http is not None
+    async with fed.http.post(f"{fed.url}/v1/queries", data=token.encode(),
+                             headers={"Content-Type": "application/jwt",
+                                      "Accept": "application/x-ndjson"}) as resp:
+        lines = [json.loads(line) for line in (await resp.read()).splitlines()]
+    assert resp.status == 200
+    assert lines[-1]["kind"] == "summary", lines
 
 
 async def test_a_token_refused_for_its_consumer_s_load_is_answered_when_sent_again(
