@@ -30,6 +30,7 @@ from schemas.errors import (
     HOSTILE_DECODE_ERRORS,
     BadSignature,
     BadToken,
+    DuplicateMember,
     InvalidPersonId,
 )
 from schemas.identity import hsa_organisation, normalise
@@ -194,8 +195,11 @@ class QueryService:
         try:
             try:
                 reject_duplicate_members(payload)
-            except BadToken as exc:
+            except DuplicateMember as exc:
                 raise MalformedQuery("duplicate-member", f"the JWT claims: {exc}") from exc
+            except BadToken as exc:
+                raise MalformedQuery("malformed-token",
+                                     f"the JWT payload is not a JSON object: {exc}") from exc
             try:
                 claims = decoder.decode(payload)
             except msgspec.ValidationError as exc:

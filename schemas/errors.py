@@ -6,6 +6,7 @@
     ├── RegistryError(SchemasError, ValueError)
     └── JoseError(SchemasError)
         ├── BadToken(JoseError, ValueError)       malformed compact JWS or header
+        │   └── DuplicateMember(BadToken)         a JSON object names a member twice
         ├── UnknownKey(JoseError, LookupError)    kid not registered for the issuer
         └── BadSignature(JoseError)               signature does not verify, or wrong alg
 """
@@ -21,6 +22,7 @@ __all__ = [
     "BadSignature",
     "BadToken",
     "DecodeError",
+    "DuplicateMember",
     "InvalidPersonId",
     "JoseError",
     "RegistryError",
@@ -57,6 +59,10 @@ class JoseError(SchemasError):
 
 class BadToken(JoseError, ValueError):
     """Not a well-formed compact JWS."""
+
+
+class DuplicateMember(BadToken):
+    """A JOSE header or claims set names a member twice (never read as "last one wins")."""
 
 
 class UnknownKey(JoseError, LookupError):

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from .errors import HOSTILE_DECODE_ERRORS, BadSignature, BadToken, UnknownKey
+from .errors import HOSTILE_DECODE_ERRORS, BadSignature, BadToken, DuplicateMember, UnknownKey
 
 __all__ = [
     "ALGORITHMS",
@@ -111,14 +111,14 @@ def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         seen: set[str] = set()
         for name, _ in pairs:
             if name in seen:
-                raise BadToken(f"member {name!r} appears more than once")
+                raise DuplicateMember(f"member {name!r} appears more than once")
             seen.add(name)
     return members
 
 
 def reject_duplicate_members(document: bytes) -> dict[str, Any]:
-    """The JSON object ``document``, refused with :class:`BadToken` if any object in it
-    names a member twice: RFC 7515 section 5.2 and RFC 7519 section 7.2 allow a parser
+    """The JSON object ``document``, refused with :class:`DuplicateMember` if any object in
+    it names a member twice (:class:`BadToken` if it is no JSON object at all): RFC 7515 section 5.2 and RFC 7519 section 7.2 allow a parser
     to take the last one, and two readers taking different ones would verify one thing
     and act on another (``{"alg": "none", ..., "alg": "EdDSA"}``). The standard
     library's ``object_pairs_hook`` sees every member; msgspec then decodes the same

@@ -20,7 +20,7 @@ from joserfc import jwt as rfc_jwt
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import JWKRegistry, Key
 
-from schemas import BadSignature, BadToken, JoseError, UnknownKey
+from schemas import BadSignature, BadToken, DuplicateMember, JoseError, UnknownKey
 from schemas.jose import (
     Alg,
     Header,
@@ -31,6 +31,7 @@ from schemas.jose import (
     private_key_from_jwk,
     public_key_from_jwk,
     read_header,
+    reject_duplicate_members,
     sign,
     unknown_key,
     verify,
@@ -482,3 +483,43 @@ def test_base64url_round_trips_every_byte_string(data: bytes) -> None:
 def test_base64url_refuses_what_rfc7515_does_not_allow(text: str) -> None:
     with pytest.raises(BadToken):
         b64url_decode(text.encode("utf-8"))
+
+
+@pytest.mark.parametrize("document", [
+    b'{"a": 1, "a": 1}',
+    b'{"a": {"b": 1, "b": 2}}',
+    b'{"a": [{"c": 1}, {"c": 1, "c": 2}]}',
+    b'{"\\u0061": 1, "a": 2}',  # the same name, spelt with an escape
+])
+def test_a_member_named_twice_is_refused_anywhere(document: bytes) -> None:
+    with pytest.raises(DuplicateMember):
+        reject_duplicate_members(document)
+
+
+@pytest.mark.parametrize("document", [b"[]", b"1", b"{", b'{"a": 1} x', b"\xff"])
+def test_what_is_no_json_object_is_a_bad_token_not_a_duplicate(document: bytes) -> None:
+    with pytest.raises(BadToken) as caught:
+        reject_duplicate_members(document)
+    assert not isinstance(caught.value, DuplicateMember)
+
+
+def test_a_header_naming_alg_twice_is_refused_whichever_comes_last() -> None:
+    key = generate_key()
+    body = b64url_encode(b"{}")
+    for first, last in (("none", key.alg), (key.alg, "none")):
+        head = b64url_encode(
+            f'{{"alg":"{first}","kid":"{key.kid}","typ":"{QUERY_TYP}","alg":"{last}"}}'.encode())
+        sig = b64url_encode(key.sign(f"{head}.{body}".encode()))
+        with pytest.raises(BadToken, match="alg"):
+            verify(f"{head}.{body}.{sig}", only(key.public), typ=QUERY_TYP)
+
+
+@pytest.mark.parametrize("crit", ["[]", "null", '["exp"]'])
+def test_crit_is_refused_even_empty(crit: str) -> None:
+    key = generate_key()
+    head = b64url_encode(
+        f'{{"alg":"{key.alg}","kid":"{key.kid}","typ":"{QUERY_TYP}","crit":{crit}}}'.encode())
+    body = b64url_encode(b"{}")
+    sig = b64url_encode(key.sign(f"{head}.{body}".encode()))
+    with pytest.raises(BadToken, match="crit"):
+        verify(f"{head}.{body}.{sig}", only(key.public), typ=QUERY_TYP)
