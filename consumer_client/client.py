@@ -186,6 +186,9 @@ def _unexpected(status: int, reason: str, content_type: str) -> BadResponse:
     )
 
 
+_KEEPALIVE_S: Final = 5.0
+
+
 class Client:
     """A consumer system's connection to the broker; use it as ``async with``.
 
@@ -249,7 +252,10 @@ class Client:
     async def __aenter__(self) -> Self:
         if self._session is not None:
             raise RuntimeError("this Client is already open")
-        self._session = aiohttp.ClientSession()
+        # The broker closes a connection idle for 10 s (http_idle_timeout_s): let go of
+        # ours well before, so a query is never sent on a connection being closed.
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(keepalive_timeout=_KEEPALIVE_S))
         return self
 
     async def __aexit__(
