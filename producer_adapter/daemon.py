@@ -62,7 +62,7 @@ from .errors import (
 )
 from .mqtt import MqttLink
 from .mqtt_gmqtt import GmqttLink
-from .policy import Block, make_available, record_type
+from .policy import RULE_BLOCK, Block, countable_unreadable, make_available, record_type
 
 __all__ = ["MAX_QUESTION_LIFETIME_MS", "Adapter", "SignedReply", "link_class", "open_adapter"]
 
@@ -292,7 +292,7 @@ class Adapter:
         """Read, filter, log the disclosure and sign; the caller bounds it by the deadline."""
         log = self._log.bind(query_id=question.query_id)
         started = time.monotonic()
-        reply, dropped = await self._reply_to(question, log)
+        reply, dropped, unreadable = await self._reply_to(question, log)
         reply = await self._record(question, reply, log)
         self.handled += 1
         signed = sign(msgspec.json.encode(reply), self.config.key, typ=REPLY_TYP)
@@ -304,6 +304,7 @@ class Adapter:
                 disclosed=dict(Counter(record_type(r) for r in reply.records)),
                 withheld=reply.blocked,
                 dropped=dropped,
+                unreadable=unreadable,
                 truncated=reply.truncated,
                 consumer=question.consumer.organisation.id,
                 unit=question.consumer.user.unit.id,
@@ -390,10 +391,12 @@ class Adapter:
 
     async def _reply_to(
         self, q: Question, log: structlog.typing.FilteringBoundLogger
-    ) -> tuple[Reply, dict[str, int]]:
-        def error(reason: str) -> tuple[Reply, dict[str, int]]:
+    ) -> tuple[Reply, dict[str, int], dict[str, int]]:
+        """The reply, what the rules dropped (by rule) and what was unreadable (by
+        ``type:reason``)."""
+        def error(reason: str) -> tuple[Reply, dict[str, int], dict[str, int]]:
             return Reply(query_id=q.query_id, producer=self.config.producer, status="error",
-                         reason=reason), {}
+                         reason=reason), {}, {}
 
         backend, blocks_source = self._backend, self._blocks
         if backend is None or blocks_source is None:
@@ -401,7 +404,7 @@ class Adapter:
         types = frozenset(q.types) & self.producer.types
         if not types:
             return Reply(query_id=q.query_id, producer=self.config.producer,
-                         status="no_data"), {}
+                         status="no_data"), {}, {}
         # The caller's deadline bounds both reads: it cancels them (CancelledError is no
         # Exception, so it passes the handlers below and becomes the caller's TimeoutError).
         try:
@@ -411,7 +414,9 @@ class Adapter:
                       detail=str(exc)[:200])
             return error("block register unavailable")
         try:
-            result = await backend.fetch(q.subject, types, q.period)
+            # the backend's own log lines name the query too
+            with structlog.contextvars.bound_contextvars(query_id=q.query_id):
+                result = await backend.fetch(q.subject, types, q.period)
         except Exception as exc:  # noqa: BLE001  any backend failure is the source's error
             log.error("record system failed", error=type(exc).__name__)
             return error("record system error")
@@ -422,15 +427,28 @@ class Adapter:
             unblock_read=self._unblock_read(q, log),
             types=types,
         )
+        unreadable = countable_unreadable(result.unreadable,
+                                          excluded_units=self.config.excluded_units,
+                                          blocks=blocks, types=types)
+        if result.unreadable:
+            log.warning("records held but unreadable: counted in the reply where no rule "
+                        "withholds them",
+                        unreadable=dict(sorted(Counter(
+                            f"{u.type}:{u.reason}" for u in result.unreadable).items())),
+                        counted=unreadable.total())
+        dropped = dict(disclosure.dropped)
+        if result.withheld:  # the backend's own rules (security labels): like a block
+            dropped[RULE_BLOCK] = dropped.get(RULE_BLOCK, 0) + result.withheld
         reply = Reply(
             query_id=q.query_id,
             producer=self.config.producer,
-            status="ok" if disclosure.records else "no_data",
+            status="ok" if disclosure.records or unreadable else "no_data",
             records=disclosure.records,
-            blocked=disclosure.withheld_blocked,
-            truncated=result.truncated,
+            blocked=disclosure.withheld_blocked or result.withheld > 0,
+            truncated=result.truncated and bool(disclosure.records),
+            unreadable=unreadable.total(),
         )
-        return reply, dict(disclosure.dropped)
+        return reply, dropped, dict(sorted(unreadable.items()))
 
 
 def open_adapter(path: str | Path) -> Adapter:
