@@ -25,6 +25,7 @@ from structlog.testing import capture_logs
 from producer_adapter import Adapter, AdapterConfig, InMemoryBlockSource
 from producer_adapter.backends import FhirBackend, check_backend_table, open_backend
 from producer_adapter.backends.fhir import FhirConfig, map_resource
+from producer_adapter.backends.fhir.mapping import LeftOut, Withheld
 from producer_adapter.errors import AdapterConfigError, BackendError
 from schemas.messages import Period
 from schemas.records import (
@@ -294,9 +295,11 @@ async def test_maps_each_resource_type_to_its_record(fhir: FhirServer, tmp_path:
     assert home_care.decision_date == dt.date(2024, 1, 15)
     assert home_care.source.unit.id == "SE2321000999-U400"
 
-    [left_out] = [e for e in logs if e["event"] == "FHIR resources not mapped: left out"]
-    assert left_out["left_out"] == {"Encounter:no-time": 1, "Observation:no-unit": 1}
-    assert left_out["log_level"] == "warning"
+    # what cannot be read is listed for the reply's count, never silently left out
+    assert sorted((u.type, u.resource, u.reason, u.unit) for u in result.unreadable) == [
+        ("care_contacts", "Encounter", "no-time", "SE2321000999-U200"),
+        ("lab_results", "Observation", "no-unit", None)]
+    assert not [e for e in logs if e["event"] == "FHIR resources not mapped: left out"]
     text = repr(logs)
     for content in ("Cashew", "Glucose", "fever", PERSON, "Tolvan"):
         assert content not in text
@@ -359,7 +362,8 @@ async def test_the_period_goes_to_the_server_and_is_checked_again(fhir: FhirServ
                                               "MedicationRequest/medrx0313"]
     [search] = fhir.searched("MedicationRequest")[:1]
     assert search["authoredon"] == ["ge2015-02-01", "le2015-12-31"]
-    assert fhir.searched("CarePlan")[0]["date"] == ["ge2015-02-01", "le2015-12-31"]
+    # CarePlan's date is the plan's period, not its created: the period is checked here
+    assert "date" not in fhir.searched("CarePlan")[0]
 
 
 # -- safety and failures -------------------------------------------------------------------
@@ -449,8 +453,8 @@ SCOPE_EXT = "https://example.se/fhir/StructureDefinition/scope"
         ({"types": {"social_care_interventions": "lss"}}, {}, None, "lss"),
         ({"security": {"IFO": "sol_other"}},
          {"security": [{"system": "urn:x", "code": "IFO"}]}, None, "sol_other"),
-        ({"security": {"urn:y|IFO": "sol_other"}},
-         {"security": [{"system": "urn:x", "code": "IFO"}]}, None, "hsl"),
+        ({"security": {"urn:y|IFO": "sol_other"}},  # a label no rule names: withheld
+         {"security": [{"system": "urn:x", "code": "IFO"}]}, None, "withheld"),
         ({"extension": SCOPE_EXT, "security": {"IFO": "sol_other"}},
          {"security": [{"code": "IFO"}]}, "sol_disability", "sol_disability"),
         ({"extension": SCOPE_EXT}, {}, "something-else", None),
@@ -464,6 +468,11 @@ def test_scope_extension_then_security_then_type_then_default(
     if extension is not None:
         resource["extension"].append({"url": SCOPE_EXT, "valueCode": extension})
     config = _config(**scope)
+    if expected == "withheld":
+        with pytest.raises(Withheld, match="^security-label$"):
+            map_resource(resource, "social_care_interventions", config=config,
+                         producer_id=PRODUCER, unit=UNIT)
+        return
     if expected is None:
         with pytest.raises(ValueError, match="^bad-scope$"):
             map_resource(resource, "social_care_interventions", config=config,
@@ -490,10 +499,15 @@ def test_unmappable_resources_name_a_reason(change: dict[str, Any], reason: str)
                      producer_id=PRODUCER, unit=UNIT)
 
 
-def test_a_refuted_condition_is_left_out() -> None:
+def test_a_refuted_condition_keeps_its_negation() -> None:
     resource = example("condition-f201")
     resource["verificationStatus"]["coding"][0]["code"] = "refuted"
-    with pytest.raises(ValueError, match="^verification-refuted$"):
+    record = map_resource(resource, "diagnoses", config=_config(), producer_id=PRODUCER,
+                          unit=UNIT)
+    assert isinstance(record, Diagnosis)
+    assert (record.verification, record.clinical_status) == ("refuted", "resolved")
+    resource["verificationStatus"]["coding"][0]["code"] = "entered-in-error"
+    with pytest.raises(LeftOut, match="^verification-entered-in-error$"):
         map_resource(resource, "diagnoses", config=_config(), producer_id=PRODUCER, unit=UNIT)
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import re
 import ssl
 from collections import Counter
-from collections.abc import AsyncGenerator, Collection, Mapping
+from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -21,8 +22,8 @@ from schemas.messages import Period
 from schemas.records import INFORMATION_TYPES, Record, UnitRef
 
 from ...errors import AdapterConfigError, BackendError
-from ..base import BackendResult, RecordBackend, in_period
-from .config import _SEARCHES, FhirConfig
+from ..base import BackendResult, RecordBackend, Unreadable, in_period
+from .config import _SEARCHES, FhirConfig, _Search
 from .mapping import (
     _UNIT_ELEMENTS,
     Json,
@@ -33,7 +34,12 @@ from .mapping import (
     _extension,
     _identifier_value,
     _list,
+    LeftOut,
+    UnreadableResource,
+    Withheld,
     map_resource,
+    record_time,
+    references_of,
 )
 
 __all__ = ["FhirBackend"]
@@ -45,12 +51,24 @@ _ORG_REF: Final = re.compile(r"(?:^|/)(Organization|Encounter)/([^/]+?)(?:/_hist
 
 
 
+_NO_UNIT: Final = UnitRef(id="", name="")
+
+
+def _within(day: dt.date, period: Period | None) -> bool:
+    return period is None or ((period.from_ is None or period.from_ <= day)
+                              and (period.to is None or day <= period.to))
+
+
 @dataclass
 class _Fetch:
-    """The state of one question: resources read by reference, and what was left out."""
+    """The state of one question: resources read by reference, the records, and what was
+    left out, unreadable or withheld."""
 
     cache: dict[tuple[str, str], Json | None] = field(default_factory=dict)
+    records: list[Record] = field(default_factory=list)
     left_out: Counter[str] = field(default_factory=Counter)
+    unreadable: list[Unreadable] = field(default_factory=list)
+    withheld: int = 0
 
 
 class FhirBackend:
@@ -137,15 +155,9 @@ class FhirBackend:
                 patients = await self._patients(subject)
                 if not patients:
                     return BackendResult()
-                records: list[Record] = []
                 truncated = False
                 for info_type in wanted:
-                    found, cut = await self._search(info_type, patients, period, state)
-                    truncated |= cut
-                    for resource in found:
-                        record = await self._record(resource, info_type, patients, state)
-                        if record is not None and in_period(record, period):
-                            records.append(record)
+                    truncated |= await self._collect(info_type, patients, period, state)
         except TimeoutError:
             self._log.error("FHIR server timeout", timeout_s=self.config.timeout_s)
             raise BackendError("FHIR server timeout") from None
@@ -153,7 +165,50 @@ class FhirBackend:
             if state.left_out:
                 self._log.warning("FHIR resources not mapped: left out",
                                   left_out=dict(sorted(state.left_out.items())))
-        return BackendResult(records=records, truncated=truncated)
+        if state.unreadable and not state.records and not state.withheld and all(
+                u.unit is None for u in state.unreadable):
+            # nothing could be placed in a unit: say so instead of answering no_data
+            self._log.error("FHIR resources name no unit: cannot answer",
+                            unit_identifier_system=self.config.unit_identifier_system)
+            raise BackendError("FHIR server: no resource names a unit")
+        return BackendResult(records=state.records, truncated=truncated,
+                             unreadable=state.unreadable, withheld=state.withheld)
+
+    async def readiness(self, units: Sequence[UnitRef]) -> list[str]:
+        """Why this backend cannot answer as configured (empty: it can): checked at start-up.
+
+        Blocks and excluded units need each record's unit. Without ``[backend] unit`` or
+        ``unit_extension``, a server holding no Organization with a unit identifier can
+        only answer for resources that name their unit by identifier; with a default unit,
+        a producer of several units has every record in that one unit.
+        """
+        if self.config.unit_extension is not None:
+            return []
+        system = self.config.unit_identifier_system
+        try:
+            async with asyncio.timeout(self.config.timeout_s):
+                params = [("identifier", f"{system}|"), ("_count", "1")]
+                found = False
+                async for page in self._bundle_pages("Organization", params, _Fetch()):
+                    found = found or any(
+                        _identifier_value(org.get("identifier"), system) for org in page)
+                    break
+        except (BackendError, TimeoutError):
+            return [f"FHIR server {self.config.base_url} could not be asked at start-up"]
+        if found:
+            return []
+        several = f"the producer has {len(units)} units, but " if len(units) > 1 else ""
+        if self.config.unit is None:
+            return [f"{several}the FHIR server holds no Organization with a unit identifier "
+                    f"({system}): only resources naming their unit by that identifier can "
+                    f"be answered, every other is left out (set [backend] unit, "
+                    f"unit_extension or unit_identifier_system)"]
+        if len(units) > 1:
+            return [f"{several}the FHIR server holds no Organization with a unit identifier "
+                    f"({system}): every record is given [backend] unit "
+                    f"{self.config.unit.id}, so excluded units and unit blocks cannot tell "
+                    f"the others apart"]
+        return []
 
     async def aclose(self) -> None:
         await self._session.close()
@@ -234,9 +289,8 @@ class FhirBackend:
                     ids.add(str(patient.get("id")))
         return ids
 
-    def _search_params(self, info_type: str, patient: str,
+    def _search_params(self, search: _Search, info_type: str, patient: str,
                        period: Period | None) -> list[tuple[str, str]]:
-        search = _SEARCHES[info_type]
         params = [("patient", f"Patient/{patient}"), ("_count", str(self.config.page_size))]
         if search.resource == "Observation":
             codes = [c for c, t in self.config.observation_categories.items() if t == info_type]
@@ -244,55 +298,97 @@ class FhirBackend:
                 params.append(("category", ",".join(codes)))
         if info_type == "social_care_interventions" and self.config.service_request_category:
             params.append(("category", self.config.service_request_category))
-        if period is not None and period.from_ is not None:
+        if search.on_server and period is not None and period.from_ is not None:
             params.append((search.date, f"ge{period.from_.isoformat()}"))
-        if period is not None and period.to is not None:
+        if search.on_server and period is not None and period.to is not None:
             params.append((search.date, f"le{period.to.isoformat()}"))
         if self.config.sort:
             params.append(("_sort", f"-{search.date}"))
         return params
 
     def _is_type(self, resource: Json, info_type: str) -> bool:
-        if _SEARCHES[info_type].resource != "Observation":
+        if resource.get("resourceType") != "Observation":
             return True
         categories = {code.split("|")[-1] for c in _list(resource.get("category"))
                       for code in _coded(c)}
         return any(self.config.observation_categories.get(c) == info_type for c in categories)
 
-    async def _search(self, info_type: str, patients: set[str], period: Period | None,
-                      state: _Fetch) -> tuple[list[Json], bool]:
-        limit = self.config.max_records_per_type
-        found: list[Json] = []
-        for patient in sorted(patients):
-            params = self._search_params(info_type, patient, period)
-            pages = self._bundle_pages(_SEARCHES[info_type].resource, params, state)
-            async for page in pages:
-                found.extend(r for r in page if self._is_type(r, info_type))
-                if len(found) > limit:
-                    await pages.aclose()
-                    return found[:limit], True
-        return found, False
+    async def _collect(self, info_type: str, patients: set[str], period: Period | None,
+                       state: _Fetch) -> bool:
+        """Map the type's matches into ``state``; True when there were more than the limit
+        (so a truncated type always has its limit of records)."""
+        limit, count = self.config.max_records_per_type, 0
+        for search in _SEARCHES[info_type]:
+            for patient in sorted(patients):
+                params = self._search_params(search, info_type, patient, period)
+                pages = self._bundle_pages(search.resource, params, state)
+                async for page in pages:
+                    for resource in page:
+                        if not self._is_type(resource, info_type):
+                            continue
+                        record = await self._record(resource, info_type, search, patients,
+                                                    period, state)
+                        if record is None:
+                            continue
+                        if count == limit:
+                            await pages.aclose()
+                            return True
+                        state.records.append(record)
+                        count += 1
+        return False
 
     # -- mapping -----------------------------------------------------------------------
 
-    async def _record(self, resource: Json, info_type: str, patients: set[str],
-                      state: _Fetch) -> Record | None:
+    async def _record(self, resource: Json, info_type: str, search: _Search,
+                      patients: set[str], period: Period | None, state: _Fetch
+                      ) -> Record | None:
         kind = str(resource.get("resourceType"))
-        subject = str(_dict(resource.get(_SEARCHES[info_type].subject)).get("reference", ""))
+        subject = str(_dict(resource.get(search.subject)).get("reference", ""))
         match = _PATIENT_REF.search(subject)
         if match is None or match.group(1) not in patients:
             state.left_out[f"{kind}:other-patient"] += 1
             return None
+        moment = record_time(resource, self.config.timezone)
+        if moment is not None and not _within(moment.date(), period):
+            return None  # outside the period (a time-less one may be inside: it counts)
         unit = await self._unit(resource, state)
-        if unit is None:
-            state.left_out[f"{kind}:no-unit"] += 1
-            return None
+        referenced = await self._references(resource, state)
         try:
-            return map_resource(resource, info_type, config=self.config,
-                                producer_id=self.producer_id, unit=unit)
-        except ValueError as exc:
+            record = map_resource(resource, info_type, config=self.config,
+                                  producer_id=self.producer_id, unit=unit or _NO_UNIT,
+                                  referenced=referenced)
+        except Withheld:
+            state.withheld += 1
+            return None
+        except LeftOut as exc:
             state.left_out[f"{kind}:{exc}"] += 1
             return None
+        except UnreadableResource as exc:
+            state.unreadable.append(Unreadable(
+                type=info_type, resource=kind, reason=str(exc),
+                organisation=self.config.organisation.id, unit=unit.id if unit else None))
+            return None
+        if unit is None:
+            state.unreadable.append(Unreadable(
+                type=info_type, resource=kind, reason="no-unit",
+                organisation=self.config.organisation.id))
+            return None
+        return record if in_period(record, period) else None
+
+    async def _references(self, resource: Json, state: _Fetch) -> dict[str, Json]:
+        """What mapping ``resource`` reads (authors, medication), from the cache or server."""
+        out: dict[str, Json] = {}
+        queue = list(references_of(resource, self.config.base_url))
+        while queue:
+            key = queue.pop()
+            if key in out:
+                continue
+            kind, _, rid = key.partition("/")
+            found = await self._read(kind, rid, state)
+            if found is not None and found.get("resourceType") == kind:
+                out[key] = found
+                queue.extend(references_of(found, self.config.base_url))
+        return out
 
     async def _read(self, kind: str, rid: str, state: _Fetch) -> Json | None:
         key = (kind, rid)

@@ -13,9 +13,11 @@ from ...errors import AdapterConfigError
 from .._common import check_keys, named_ref, positive, zone
 
 __all__ = [
+    "CONFIDENTIALITY",
     "DEFAULT_COORDINATION_SYSTEM",
     "DEFAULT_IDENTIFIER_SYSTEM",
     "HSA_SYSTEM",
+    "LABEL_ACTIONS",
     "FhirConfig",
     "ScopeRules",
 ]
@@ -29,7 +31,7 @@ _KEYS: Final = frozenset({
     "key", "identifier_system", "coordination_identifier_system", "unit_identifier_system",
     "unit", "unit_extension", "timeout_s", "max_records_per_type", "page_size", "types",
     "sort", "scope", "observation_categories", "service_request_category",
-    "legal_basis_extension", "timezone",
+    "legal_basis_extension", "timezone", "security_labels",
 })
 _SCOPE_KEYS: Final = frozenset({"default", "types", "extension", "security"})
 
@@ -38,26 +40,46 @@ _SCOPE_KEYS: Final = frozenset({"default", "types", "extension", "security"})
 class _Search:
     resource: str
     date: str
+    """The date search parameter: the sort key, and the period's filter when ``on_server``."""
     subject: str
     """The element naming the patient."""
+    on_server: bool = False
+    """True only where ``date`` searches exactly the element the record's time is taken
+    from (or a superset of it); otherwise the period is checked here, on the record's time,
+    so that a period never drops what the same search without one returns."""
 
 
-_SEARCHES: Final[Mapping[str, _Search]] = {
-    "medication": _Search(resource="MedicationRequest", date="authoredon", subject="subject"),
-    "diagnoses": _Search(resource="Condition", date="recorded-date", subject="subject"),
-    "alerts": _Search(resource="AllergyIntolerance", date="date", subject="patient"),
-    "lab_results": _Search(resource="Observation", date="date", subject="subject"),
-    "functional_status": _Search(resource="Observation", date="date", subject="subject"),
-    "care_contacts": _Search(resource="Encounter", date="date", subject="subject"),
-    "care_plans": _Search(resource="CarePlan", date="date", subject="subject"),
-    "care_documentation": _Search(resource="DocumentReference", date="date",
-                                  subject="subject"),
-    "social_care_interventions": _Search(resource="ServiceRequest", date="authored",
-                                         subject="subject"),
+_SEARCHES: Final[Mapping[str, tuple[_Search, ...]]] = {
+    "medication": (
+        _Search(resource="MedicationRequest", date="authoredon", subject="subject",
+                on_server=True),
+        _Search(resource="MedicationStatement", date="effective", subject="subject"),
+    ),
+    "diagnoses": (_Search(resource="Condition", date="recorded-date", subject="subject"),),
+    "alerts": (
+        _Search(resource="AllergyIntolerance", date="date", subject="patient"),
+        # Flag's date is its period; the record's time is period.start: a superset
+        _Search(resource="Flag", date="date", subject="subject", on_server=True),
+    ),
+    "lab_results": (_Search(resource="Observation", date="date", subject="subject"),),
+    "functional_status": (_Search(resource="Observation", date="date", subject="subject"),),
+    # Encounter's date is its period; the record's time is period.start: a superset
+    "care_contacts": (_Search(resource="Encounter", date="date", subject="subject",
+                              on_server=True),),
+    "care_plans": (_Search(resource="CarePlan", date="date", subject="subject"),),
+    "care_documentation": (_Search(resource="DocumentReference", date="date",
+                                   subject="subject"),),
+    "social_care_interventions": (_Search(resource="ServiceRequest", date="authored",
+                                          subject="subject"),),
 }
+LABEL_ACTIONS: Final = ("withhold", "pass")
+CONFIDENTIALITY: Final = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+_PLAIN_CONFIDENTIALITY: Final = frozenset({"U", "L", "M", "N"})
+"""Confidentiality codes that restrict nothing beyond normal care: passed without a rule."""
 _DEFAULT_OBSERVATION_CATEGORIES: Final[Mapping[str, str]] = {
     "laboratory": "lab_results", "survey": "functional_status",
-    "functional-status": "functional_status",
+    "functional-status": "functional_status", "vital-signs": "functional_status",
+    "social-history": "functional_status",
 }
 
 
@@ -141,6 +163,10 @@ class FhirConfig:
         default_factory=lambda: dict(_DEFAULT_OBSERVATION_CATEGORIES))
     service_request_category: str | None = None
     legal_basis_extension: str | None = None
+    security_labels: Mapping[str, str] = field(default_factory=dict)
+    """``"system|code"`` (or a bare ``"code"``) → ``withhold`` or ``pass``: what to do with a
+    resource carrying that ``meta.security`` label. A label named nowhere (here or in
+    ``[backend.scope] security``), other than confidentiality U/L/M/N, is withheld."""
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Europe/Stockholm"))
 
     @classmethod
@@ -171,6 +197,13 @@ class FhirConfig:
             raise AdapterConfigError(
                 "[backend] observation_categories must map Observation.category codes to "
                 "\"lab_results\" or \"functional_status\"")
+        labels = table.get("security_labels", {})
+        if not isinstance(labels, Mapping) or any(
+                not isinstance(k, str) or not k or v not in LABEL_ACTIONS
+                for k, v in labels.items()):
+            raise AdapterConfigError(
+                "[backend.security_labels] must map \"system|code\" (or \"code\") to "
+                "\"withhold\" or \"pass\"")
         sort = table.get("sort", True)
         if not isinstance(sort, bool):
             raise AdapterConfigError("[backend] sort must be true or false")
@@ -197,5 +230,6 @@ class FhirConfig:
             types=frozenset(types), sort=sort, observation_categories=dict(categories),
             service_request_category=_str(table, "service_request_category"),
             legal_basis_extension=_str(table, "legal_basis_extension"),
+            security_labels=dict(labels),
             timezone=zone(table.get("timezone", "Europe/Stockholm")),
         )
