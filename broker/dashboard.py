@@ -44,6 +44,8 @@ class ProducerRow(msgspec.Struct, frozen=True, kw_only=True):
     p50_ms: float | None
     p95_ms: float | None
     error_rate: float | None
+    unreadable: int = 0
+    """Records its answers said it could not read, over the window."""
 
 
 class Dashboard(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,7 +76,7 @@ def snapshot(service: QueryService) -> Dashboard:
             id=p.id, name=p.name, organisation=p.organisation.name,
             online=bool(state and state.online), changed_at=state.changed_at if state else None,
             replies=s.replies, statuses=s.statuses, p50_ms=s.p50_ms, p95_ms=s.p95_ms,
-            error_rate=s.error_rate,
+            error_rate=s.error_rate, unreadable=s.unreadable,
         ))
     bus = service.bus
     counters = service.gatherer.counters
@@ -185,6 +187,7 @@ _SCRIPT: Final = """
       cell(tr, ms(p.p50_ms), "num");
       cell(tr, ms(p.p95_ms), "num");
       cell(tr, pct(p.error_rate), errorClass(p.error_rate));
+      cell(tr, p.unreadable, p.unreadable ? "num warn" : "num muted");
       cell(tr, Object.entries(p.statuses).map(([k, v]) => k + " " + v).join(" · ") || "—",
            "small");
       body.appendChild(tr);
@@ -268,6 +271,7 @@ def _row(p: ProducerRow, now: float) -> str:
         f'<td class="num">{p.replies}</td>'
         f'<td class="num">{_ms(p.p50_ms)}</td><td class="num">{_ms(p.p95_ms)}</td>'
         f'<td class="{_error_class(p.error_rate)}">{rate}</td>'
+        f'<td class="num {"warn" if p.unreadable else "muted"}">{p.unreadable}</td>'
         f'<td class="small">{e(statuses)}</td></tr>'
     )
 
@@ -314,14 +318,15 @@ def render_page(d: Dashboard) -> str:
 <table>
 <thead><tr><th>Producer</th><th>Organisation</th><th>Presence</th><th>Last change</th>
 <th class="num">Replies</th><th class="num">p50</th><th class="num">p95</th>
-<th class="num">Error rate</th><th>Statuses</th></tr></thead>
+<th class="num">Error rate</th><th class="num">Unreadable</th><th>Statuses</th></tr></thead>
 <tbody id="producers">
 {"".join(_row(p, d.generated_at) for p in d.producers)}
 </tbody>
 </table>
 <h2>Refusals and errors by reason</h2>
 <ul class="reasons" id="reasons">{reasons}</ul>
-<p class="small">Figures cover the last {window}; error rate = timeout or error among the questions a producer was asked.
+<p class="small">Figures cover the last {window}; error rate = timeout or error among the questions a producer was asked;
+unreadable = records a producer said it holds but could not read.
 Metrics for Prometheus: <a href="metrics">/metrics</a>.</p>
 </main>
 <script>{_SCRIPT}</script>

@@ -104,7 +104,9 @@ class Adapter:
     """One replica of a producer adapter.
 
     ``ready`` is set while the adapter is connected, subscribed and announced online;
-    ``handled`` counts the questions it has answered.
+    ``handled`` counts the questions it has answered; ``not_ready`` holds the reasons its
+    record system gave at start-up why it cannot answer as configured (each also logged
+    as a warning), e.g. a FHIR server that names no units.
     """
 
     def __init__(
@@ -122,6 +124,7 @@ class Adapter:
         self.producer: Producer = registry.producers[config.producer]
         self.ready = asyncio.Event()
         self.handled = 0
+        self.not_ready: list[str] = []
         self._backend = backend
         self._blocks = blocks
         self._disclosures: DisclosureLog | None = disclosure_log
@@ -158,6 +161,7 @@ class Adapter:
                 self._log.warning("no block source configured: no blocks (spärrar) are applied")
             self._blocks = await asyncio.to_thread(open_blocks, cfg.blocks, base=cfg.base,
                                                    where=where)
+        await self._check_backend()
         await self._prepare_stores()
         link = link_class(cfg.mqtt)(cfg.mqtt, producer_id=cfg.producer, replica=cfg.replica,
                                     on_question=self._on_question, connected=self.ready)
@@ -182,6 +186,16 @@ class Adapter:
             if own_backend and self._backend is not None:
                 backend, self._backend = self._backend, None
                 await backend.aclose()
+
+    async def _check_backend(self) -> None:
+        """Ask the backend (if it can tell) whether it can answer for this producer's units."""
+        readiness = getattr(self._backend, "readiness", None)
+        if readiness is None:
+            return
+        self.not_ready = list(await readiness(self.producer.units))
+        for reason in self.not_ready:
+            self._log.warning("record system not ready: its answers will lack records",
+                              reason=reason)
 
     async def _prepare_stores(self) -> None:
         """Migrate (or check) the block register and create the disclosure log; a failure is

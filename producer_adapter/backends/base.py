@@ -65,6 +65,10 @@ class RecordBackend(Protocol):
         """Release connections; the adapter calls it once on shutdown."""
         ...
 
+    # A backend may also have ``async def readiness(units: Sequence[UnitRef]) -> list[str]``:
+    # the adapter calls it once at start-up and logs each reason it cannot answer as
+    # configured (kept as ``Adapter.not_ready``).
+
 
 class BackendFactory(Protocol):
     """What a backend ``kind`` names: usually the backend class itself.
