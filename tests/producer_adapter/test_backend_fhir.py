@@ -1,8 +1,10 @@
 """The FHIR backend against a small FHIR R4 server serving HL7's example resources.
 
-The server (an aiohttp app on port 0) answers ``Patient?identifier=``, type searches by
-``patient`` (with ``category``, ``_count`` and ``next`` links) and reads by id; it wants a
-bearer token, and can be told to fail a resource type with an OperationOutcome.
+The server (an aiohttp app on port 0) answers ``Patient?identifier=`` (and
+``identifier=<system>|``: any value in that system), type searches by ``patient`` (with
+``category``, the date parameters' ``ge``/``le`` as R4 defines them, ``_count`` and
+``next`` links) and reads by id; it wants a bearer token, and can be told to fail a
+resource type with an OperationOutcome.
 """
 
 from __future__ import annotations
@@ -81,6 +83,48 @@ def _category_codes(resource: dict[str, Any]) -> set[str]:
             for part in (coding.get("code"), f"{coding.get('system')}|{coding.get('code')}")}
 
 
+_DATE_PARAMETERS: dict[tuple[str, str], tuple[str, ...]] = {
+    # R4's date search parameters and the elements they search (a resource without the
+    # element never matches a date search, as on a real server)
+    ("Condition", "recorded-date"): ("recordedDate",),
+    ("AllergyIntolerance", "date"): ("recordedDate",),
+    ("Observation", "date"): ("effectiveDateTime", "effectivePeriod", "effectiveInstant",
+                              "effectiveTiming"),
+    ("CarePlan", "date"): ("period",),
+    ("Encounter", "date"): ("period",),
+    ("Flag", "date"): ("period",),
+    ("MedicationRequest", "authoredon"): ("authoredOn",),
+    ("MedicationStatement", "effective"): ("effectiveDateTime", "effectivePeriod"),
+    ("DocumentReference", "date"): ("date",),
+    ("ServiceRequest", "authored"): ("authoredOn",),
+}
+
+
+def _date_range(resource: dict[str, Any], elements: tuple[str, ...]) -> tuple[str, str] | None:
+    """The element's span as (first day, last day), open ends as extremes."""
+    for element in elements:
+        value = resource.get(element)
+        if isinstance(value, str):
+            return value[:10], value[:10]
+        if isinstance(value, dict) and (value.get("start") or value.get("end")):
+            return (str(value.get("start") or "0000")[:10], str(value.get("end") or "9999")[:10])
+    return None
+
+
+def _matches_dates(resource: dict[str, Any], rtype: str, query: Any) -> bool:
+    for (kind, name), elements in _DATE_PARAMETERS.items():
+        if kind != rtype:
+            continue
+        for value in query.getall(name, []):
+            span = _date_range(resource, elements)
+            if span is None:
+                return False
+            prefix, day = value[:2], value[2:]
+            if (prefix == "ge" and span[1] < day) or (prefix == "le" and span[0] > day):
+                return False
+    return True
+
+
 class FhirServer:
     """A FHIR R4 server small enough to read: search, read, paging, errors."""
 
@@ -128,17 +172,19 @@ class FhirServer:
         await asyncio.sleep(self.delay)
         q = request.query
         found = [r for r in self.resources if r["resourceType"] == rtype]
-        if rtype == "Patient":
+        if "identifier" in q:
             system, _, value = q.get("identifier", "").partition("|")
-            found = [r for r in found if any(i.get("system") == system and i.get("value") == value
-                                             for i in r.get("identifier", []))]
-        else:
+            found = [r for r in found if any(
+                i.get("system") == system and (i.get("value") == value or not value)
+                for i in r.get("identifier", []))]
+        elif rtype != "Organization":
             patient = q.get("patient", "").removeprefix("Patient/")
             if not self.ignore_patient:
                 found = [r for r in found if _subject(r) == f"Patient/{patient}"]
             if "category" in q:
                 wanted = set(q["category"].split(","))
                 found = [r for r in found if _category_codes(r) & wanted]
+            found = [r for r in found if _matches_dates(r, rtype, q)]
         offset, count = int(q.get("_offset", 0)), int(q.get("_count", 100))
         page = found[offset:offset + count]
         links = [{"relation": "self", "url": str(request.url)}]
@@ -357,7 +403,8 @@ async def test_the_period_goes_to_the_server_and_is_checked_again(fhir: FhirServ
                                                                   tmp_path: Path) -> None:
     period = Period(from_=dt.date(2015, 2, 1), to=dt.date(2015, 12, 31))
     result = await fetch(fhir, tmp_path, frozenset({"medication", "care_plans"}), period)
-    # the test server ignores the dates: the backend's own check keeps the period
+    # the server keeps the period where its parameter is the record's time; the backend
+    # checks every record again
     assert [r.id for r in result.records] == ["MedicationRequest/medrx0312",
                                               "MedicationRequest/medrx0313"]
     [search] = fhir.searched("MedicationRequest")[:1]

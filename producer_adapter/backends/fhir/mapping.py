@@ -470,10 +470,17 @@ def _observation_value(r: Json) -> tuple[str, str]:
     return "; ".join(parts), ""
 
 
+def _skip_panel(r: Json, value: str) -> None:
+    """A panel with no value of its own: its members are the records."""
+    if not value and r.get("hasMember") and not r.get("dataAbsentReason"):
+        raise _NotARecord("panel")
+
+
 def _lab_result(r: Json, ctx: _Context) -> Json:
     _skip_status(r, "entered-in-error", "cancelled")
     analysis = _text(r.get("code"))
     value, unit = _observation_value(r)
+    _skip_panel(r, value)
     if not analysis:
         raise _Unmappable("no-code")
     if not value:
@@ -499,6 +506,7 @@ def _functional_status(r: Json, ctx: _Context) -> Json:
     _skip_status(r, "entered-in-error", "cancelled")
     domain = _text(r.get("code"))
     value, unit = _observation_value(r)
+    _skip_panel(r, value)
     if not domain:
         raise _Unmappable("no-code")
     if not value:
