@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -413,3 +414,12 @@ def test_the_patients_carry_skatteverket_test_numbers(reference: Path) -> None:
     assert all(len(p["identifier"]) == 1 for p in patients.values())
     listed = reference / "testpersonnummer" / "skatteverket-testpersonnummer-api-2024-07.txt"
     assert numbers <= set(listed.read_text(encoding="utf-8").split())
+
+
+def test_the_documented_configuration_is_accepted() -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs" / "producers.md"
+    text = docs.read_text(encoding="utf-8")
+    block = text[text.index("## The FHIR backend"):].split("```toml\n", 1)[1].split("```", 1)[0]
+    backend = tomllib.loads(block)["backend"]
+    check_backend_table(backend, where="docs/producers.md")
+    assert backend["security_labels"]["R"] == "withhold"

@@ -28,23 +28,23 @@
     extension = "https://example.se/fhir/StructureDefinition/scope"
 
 One question is a ``Patient?identifier=<system>|<12 digits>`` search (the coordination
-system for a samordningsnummer), then one search per information type with
-``patient=Patient/<id>``, ``_count``, ``_sort`` and the period as ``ge``/``le`` of the
-type's date parameter; ``next`` links are followed (on the same server only) until the
-type has more than ``max_records_per_type`` matches (then the answer says truncated).
+system for a samordningsnummer), then per information type one search per resource with
+``patient=Patient/<id>``, ``_count`` and ``_sort``; ``next`` links are followed (on the
+same server only) until the type has more than ``max_records_per_type`` records (then the
+answer says truncated). The period goes to the server only where the date parameter is the
+record's time (or a superset); otherwise it is checked here on the record's time, so a
+period never drops what the same search without one returns (``config._SEARCHES``).
 
-Type → resource, its date search parameter, and the element that gives the record's time:
+Type → resources (the record's time: ``mapping._TIME_ELEMENTS``):
 
-* ``medication`` → MedicationRequest, ``authoredon``, authoredOn
-* ``diagnoses`` → Condition, ``recorded-date``, recordedDate (else onset)
-* ``alerts`` → AllergyIntolerance, ``date``, recordedDate (else onset)
-* ``lab_results`` → Observation of category ``laboratory``, ``date``, effective[x] (else issued)
-* ``functional_status`` → Observation of category ``survey`` or ``functional-status``, likewise
-* ``care_contacts`` → Encounter, ``date``, period.start
-* ``care_plans`` → CarePlan, ``date``, created (else period.start)
-* ``care_documentation`` → DocumentReference, ``date``, date (else context.period.start)
-* ``social_care_interventions`` → ServiceRequest, ``authored``, authoredOn (else
-  occurrencePeriod.start)
+* ``medication`` → MedicationRequest, MedicationStatement
+* ``diagnoses`` → Condition
+* ``alerts`` → AllergyIntolerance, Flag
+* ``lab_results`` → Observation of category ``laboratory``
+* ``functional_status`` → Observation of category ``survey``, ``functional-status``,
+  ``vital-signs`` or ``social-history``
+* ``care_contacts`` → Encounter; ``care_plans`` → CarePlan; ``care_documentation`` →
+  DocumentReference; ``social_care_interventions`` → ServiceRequest
 
 **Scope.** The first that applies: the resource's (or its ``meta``'s) extension
 ``[backend.scope] extension`` whose ``valueCode`` is a scope (any other value leaves the
@@ -59,9 +59,12 @@ resource's own organisation elements (``serviceProvider``, ``custodian``, ``perf
 ``requester``, ``author``, …), else in the serviceProvider of its encounter, else
 ``[backend] unit``. A resource with none is left out.
 
-A resource that cannot be mapped (no time, no unit, entered-in-error, refuted, a bad
-scope, another patient's) is left out and counted in the adapter's log by resource type
-and reason, never with its content. An HTTP error (with or without an OperationOutcome),
+Each resource becomes a record, or is **unreadable** (no time, no code, …: listed in
+``BackendResult.unreadable`` for the reply's count), **withheld** (a ``meta.security``
+label not configured ``pass`` in ``[backend.security_labels]``: counted like a block), or
+**no record** (entered-in-error, a "no known allergy" statement, another patient's, …: left
+out and logged by resource type and reason, never with content). docs/fhir.md lists which.
+An HTTP error (with or without an OperationOutcome),
 a timeout or a broken connection is a :class:`BackendError` whose reason carries only the
 HTTP status and the OperationOutcome's issue codes.
 """
