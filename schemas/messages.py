@@ -166,7 +166,7 @@ class Reply(_Msg, frozen=True, kw_only=True, omit_defaults=False):
     """True when the producer withheld records because of a block (spärr)."""
     truncated: bool = False
     reason: str | None = None
-    unreadable: int = 0
+    unreadable: Annotated[int, msgspec.Meta(ge=0)] = 0
     """Records held for the asked types and period that could not be turned into records
     (never counting withheld ones)."""
 
@@ -187,7 +187,7 @@ class SourceResult(_Msg, frozen=True, kw_only=True, omit_defaults=False):
     records: int = 0
     latency_ms: int | None = None
     truncated: bool = False
-    unreadable: int = 0
+    unreadable: Annotated[int, msgspec.Meta(ge=0)] = 0
     """Records the source holds for the question but could not read (SPEC section 3)."""
 
 
