@@ -27,6 +27,9 @@ from .config import _SEARCHES, FhirConfig, _Search
 from .mapping import (
     _UNIT_ELEMENTS,
     Json,
+    LeftOut,
+    UnreadableResource,
+    Withheld,
     _coded,
     _contained,
     _dict,
@@ -34,9 +37,6 @@ from .mapping import (
     _extension,
     _identifier_value,
     _list,
-    LeftOut,
-    UnreadableResource,
-    Withheld,
     map_resource,
     record_time,
     references_of,
@@ -198,16 +198,15 @@ class FhirBackend:
         if found:
             return []
         several = f"the producer has {len(units)} units, but " if len(units) > 1 else ""
+        missing = f"{several}the FHIR server holds no Organization with a unit identifier"
         if self.config.unit is None:
-            return [f"{several}the FHIR server holds no Organization with a unit identifier "
-                    f"({system}): only resources naming their unit by that identifier can "
-                    f"be answered, every other is left out (set [backend] unit, "
-                    f"unit_extension or unit_identifier_system)"]
+            return [(f"{missing} ({system}): only resources naming their unit by that "
+                     "identifier can be answered, every other is left out (set [backend] "
+                     "unit, unit_extension or unit_identifier_system)")]
         if len(units) > 1:
-            return [f"{several}the FHIR server holds no Organization with a unit identifier "
-                    f"({system}): every record is given [backend] unit "
-                    f"{self.config.unit.id}, so excluded units and unit blocks cannot tell "
-                    f"the others apart"]
+            return [(f"{missing} ({system}): every record is given [backend] unit "
+                     f"{self.config.unit.id}, so excluded units and unit blocks cannot tell "
+                     "the others apart")]
         return []
 
     async def aclose(self) -> None:

@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 
-class LeftOut(ValueError):  # noqa: N818  a reason, not an error
+class LeftOut(ValueError):
     """No record and nothing to count; ``str()`` is a short reason."""
 
 
@@ -52,7 +52,7 @@ class Withheld(LeftOut):
     """Held back by a security label the configuration withholds (counted like a block)."""
 
 
-class UnreadableResource(ValueError):  # noqa: N818
+class UnreadableResource(ValueError):
     """A record the source holds that cannot be read; counted as unreadable."""
 
 
