@@ -423,3 +423,13 @@ def test_the_documented_configuration_is_accepted() -> None:
     backend = tomllib.loads(block)["backend"]
     check_backend_table(backend, where="docs/producers.md")
     assert backend["security_labels"]["R"] == "withhold"
+
+
+async def test_a_labelled_resource_of_a_marking_never_disclosed_is_not_withheld(
+    server: FhirServer, tmp_path: Path,
+) -> None:
+    # withholding would say "blocked information exists" about IFO documentation
+    result = await fetch(server, tmp_path, "f201", frozenset({"diagnoses"}),
+                         scope={"default": "sol_other"})
+    assert result.withheld == 0 and result.unreadable == []
+    assert {r.scope for r in result.records} == {"sol_other"}  # the adapter drops them

@@ -818,7 +818,8 @@ def map_resource(
         scope = _scope(resource, info_type, config.scope)
     except _Unmappable as exc:
         raise LeftOut(exc.reason) from None
-    security = _security(resource, config)
+    # a marking never disclosed is dropped by the adapter's rules: no label can reveal it
+    security = _security(resource, config) if scope in DISCLOSABLE_SCOPES else []
     ctx = _Context(config=config, referenced=referenced or {})
     unreadable = UnreadableResource if scope in DISCLOSABLE_SCOPES else LeftOut
     try:
