@@ -112,7 +112,7 @@ table { border-collapse: collapse; width: 100%; background: #fff;
 th, td { text-align: left; padding: 8px 12px; border-bottom: 1px solid var(--line); }
 th { font-size: 12px; color: var(--muted); text-transform: uppercase; letter-spacing: .04em;
      background: #f0f3f6; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 th.num { text-align: right; }
 .status { font-weight: 600; white-space: nowrap; }
 .status::before { content: "●"; margin-right: 6px; }
