@@ -46,6 +46,8 @@ class ProducerRow(msgspec.Struct, frozen=True, kw_only=True):
     error_rate: float | None
     unreadable: int = 0
     """Records its answers said it could not read, over the window."""
+    not_ready: list[str] = []
+    """What its adapter announced at start-up it cannot do (it is online all the same)."""
 
 
 class Dashboard(msgspec.Struct, frozen=True, kw_only=True):
@@ -77,6 +79,7 @@ def snapshot(service: QueryService) -> Dashboard:
             online=bool(state and state.online), changed_at=state.changed_at if state else None,
             replies=s.replies, statuses=s.statuses, p50_ms=s.p50_ms, p95_ms=s.p95_ms,
             error_rate=s.error_rate, unreadable=s.unreadable,
+            not_ready=list(state.not_ready) if state and state.online else [],
         ))
     bus = service.bus
     counters = service.gatherer.counters
@@ -125,6 +128,7 @@ h2 { font-size: 15px; margin: 22px 0 8px; }
 #stale { display: none; background: var(--bad); color: #fff; padding: 6px 24px; }
 #stale.show { display: block; }
 ul.reasons { margin: 0; padding-left: 20px; }
+.notready { white-space: normal; font-weight: normal; max-width: 320px; }
 """
 
 _SCRIPT: Final = """
@@ -179,7 +183,14 @@ _SCRIPT: Final = """
       name.textContent = p.name;
       first.appendChild(name);
       cell(tr, p.organisation);
-      cell(tr, p.online ? "online" : "offline", "status " + (p.online ? "online" : "offline"));
+      const presence = cell(tr, p.online ? "online" : "offline",
+                            "status " + (p.online ? "online" : "offline"));
+      for (const reason of p.not_ready) {
+        const note = document.createElement("div");
+        note.className = "small warn notready";
+        note.textContent = "not ready: " + reason;
+        presence.appendChild(note);
+      }
       cell(tr, p.changed_at === null ? "never seen"
                : clock(p.changed_at) + " (" + ago(d.generated_at - p.changed_at) + ")",
            p.changed_at === null ? "muted" : "");
@@ -262,11 +273,13 @@ def _row(p: ProducerRow, now: float) -> str:
             else f"{_clock(p.changed_at)} ({_ago(now - p.changed_at)})")
     statuses = " · ".join(f"{k} {v}" for k, v in p.statuses.items()) or "—"
     rate = "—" if p.error_rate is None else f"{100 * p.error_rate:.1f} %"
+    notes = "".join(f'<div class="small warn notready">not ready: {e(r)}</div>'
+                    for r in p.not_ready)
     return (
         f'<tr data-producer="{e(p.id)}" data-online="{str(p.online).lower()}">'
         f'<td>{e(p.id)}<div class="small">{e(p.name)}</div></td>'
         f"<td>{e(p.organisation)}</td>"
-        f'<td class="status {state}">{state}</td>'
+        f'<td class="status {state}">{state}{notes}</td>'
         f'<td{" class=muted" if p.changed_at is None else ""}>{e(seen)}</td>'
         f'<td class="num">{p.replies}</td>'
         f'<td class="num">{_ms(p.p50_ms)}</td><td class="num">{_ms(p.p95_ms)}</td>'

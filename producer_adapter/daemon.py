@@ -165,6 +165,7 @@ class Adapter:
         await self._prepare_stores()
         link = link_class(cfg.mqtt)(cfg.mqtt, producer_id=cfg.producer, replica=cfg.replica,
                                     on_question=self._on_question, connected=self.ready)
+        link.not_ready = list(self.not_ready)
         self._link = link
         try:
             async with asyncio.TaskGroup() as tg:

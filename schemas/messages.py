@@ -178,6 +178,9 @@ class Presence(_Msg, frozen=True, kw_only=True):
     online: bool
     since: int = 0
     """Epoch milliseconds of the change."""
+    not_ready: list[str] = []
+    """Why the producer's record system cannot answer as configured (from the adapter's
+    start-up check, e.g. a FHIR server that names no units); online all the same."""
 
 
 class SourceResult(_Msg, frozen=True, kw_only=True, omit_defaults=False):
@@ -233,6 +236,9 @@ class ListedProducer(_Msg, frozen=True, kw_only=True, omit_defaults=False):
     online: bool
     changed_at: float | None = None
     """Epoch seconds when the broker learnt of the last presence change; null if never seen."""
+    not_ready: list[str] = []
+    """What its adapter announced it cannot do as configured (e.g. a FHIR server that names
+    no units): it is online, but its answers will lack records."""
 
 
 class ProducerListing(_Msg, frozen=True, kw_only=True):

@@ -81,6 +81,9 @@ async def test_hl7_examples_come_back_or_are_counted(federation: Federation,
     fed = federation
     adapter = await start(fed, hl7_server)
     assert adapter.not_ready == []  # one unit, and [backend] unit gives it
+    assert fed.http is not None
+    async with fed.http.get(f"{fed.url}/v1/producers") as resp:
+        assert (await resp.json())["producers"][0]["not_ready"] == []
 
     # JSON: Roel's records with their meaning, three he has unreadable, one withheld
     with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
@@ -190,6 +193,16 @@ async def test_an_adapter_whose_server_names_no_units_says_why(
     [warning] = [e for e in logs if e["event"].startswith("record system not ready")]
     assert warning["reason"] == reason and warning["log_level"] == "warning"
     await fed.wait_presence(PRODUCER)
+    # the reason travels with its presence: the operator sees it at the broker
+    assert fed.http is not None
+    async with fed.http.get(f"{fed.url}/v1/producers") as resp:
+        [listed] = (await resp.json())["producers"]
+    assert listed["online"] is True and listed["not_ready"] == [reason]
+    async with fed.http.get(f"{fed.url}/v1/dashboard") as resp:
+        [row] = (await resp.json())["producers"]
+    assert row["not_ready"] == [reason]
+    async with fed.http.get(f"{fed.url}/") as resp:
+        assert "not ready: the FHIR server holds no Organization" in await resp.text()
     answer = await fed.ask(subject=PETER, types=["diagnoses"])
     # not "no_data" for everyone: the source is an error, the answer incomplete
     assert answer["sources"][0]["status"] == "error" and answer["complete"] is False

@@ -194,7 +194,7 @@ class FhirBackend:
                         _identifier_value(org.get("identifier"), system) for org in page)
                     break
         except (BackendError, TimeoutError):
-            return [f"FHIR server {self.config.base_url} could not be asked at start-up"]
+            return ["the FHIR server could not be asked at start-up whether it names units"]
         if found:
             return []
         several = f"the producer has {len(units)} units, but " if len(units) > 1 else ""
