@@ -44,6 +44,10 @@ class ProducerRow(msgspec.Struct, frozen=True, kw_only=True):
     p50_ms: float | None
     p95_ms: float | None
     error_rate: float | None
+    unreadable: int = 0
+    """Records its answers said it could not read, over the window."""
+    not_ready: list[str] = []
+    """What its adapter announced at start-up it cannot do (it is online all the same)."""
 
 
 class Dashboard(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,7 +78,8 @@ def snapshot(service: QueryService) -> Dashboard:
             id=p.id, name=p.name, organisation=p.organisation.name,
             online=bool(state and state.online), changed_at=state.changed_at if state else None,
             replies=s.replies, statuses=s.statuses, p50_ms=s.p50_ms, p95_ms=s.p95_ms,
-            error_rate=s.error_rate,
+            error_rate=s.error_rate, unreadable=s.unreadable,
+            not_ready=list(state.not_ready) if state and state.online else [],
         ))
     bus = service.bus
     counters = service.gatherer.counters
@@ -110,7 +115,7 @@ table { border-collapse: collapse; width: 100%; background: #fff;
 th, td { text-align: left; padding: 8px 12px; border-bottom: 1px solid var(--line); }
 th { font-size: 12px; color: var(--muted); text-transform: uppercase; letter-spacing: .04em;
      background: #f0f3f6; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 th.num { text-align: right; }
 .status { font-weight: 600; white-space: nowrap; }
 .status::before { content: "●"; margin-right: 6px; }
@@ -123,6 +128,7 @@ h2 { font-size: 15px; margin: 22px 0 8px; }
 #stale { display: none; background: var(--bad); color: #fff; padding: 6px 24px; }
 #stale.show { display: block; }
 ul.reasons { margin: 0; padding-left: 20px; }
+.notready { white-space: normal; font-weight: normal; max-width: 320px; }
 """
 
 _SCRIPT: Final = """
@@ -177,7 +183,14 @@ _SCRIPT: Final = """
       name.textContent = p.name;
       first.appendChild(name);
       cell(tr, p.organisation);
-      cell(tr, p.online ? "online" : "offline", "status " + (p.online ? "online" : "offline"));
+      const presence = cell(tr, p.online ? "online" : "offline",
+                            "status " + (p.online ? "online" : "offline"));
+      for (const reason of p.not_ready) {
+        const note = document.createElement("div");
+        note.className = "small warn notready";
+        note.textContent = "not ready: " + reason;
+        presence.appendChild(note);
+      }
       cell(tr, p.changed_at === null ? "never seen"
                : clock(p.changed_at) + " (" + ago(d.generated_at - p.changed_at) + ")",
            p.changed_at === null ? "muted" : "");
@@ -185,6 +198,7 @@ _SCRIPT: Final = """
       cell(tr, ms(p.p50_ms), "num");
       cell(tr, ms(p.p95_ms), "num");
       cell(tr, pct(p.error_rate), errorClass(p.error_rate));
+      cell(tr, p.unreadable, p.unreadable ? "num warn" : "num muted");
       cell(tr, Object.entries(p.statuses).map(([k, v]) => k + " " + v).join(" · ") || "—",
            "small");
       body.appendChild(tr);
@@ -259,15 +273,18 @@ def _row(p: ProducerRow, now: float) -> str:
             else f"{_clock(p.changed_at)} ({_ago(now - p.changed_at)})")
     statuses = " · ".join(f"{k} {v}" for k, v in p.statuses.items()) or "—"
     rate = "—" if p.error_rate is None else f"{100 * p.error_rate:.1f} %"
+    notes = "".join(f'<div class="small warn notready">not ready: {e(r)}</div>'
+                    for r in p.not_ready)
     return (
         f'<tr data-producer="{e(p.id)}" data-online="{str(p.online).lower()}">'
         f'<td>{e(p.id)}<div class="small">{e(p.name)}</div></td>'
         f"<td>{e(p.organisation)}</td>"
-        f'<td class="status {state}">{state}</td>'
+        f'<td class="status {state}">{state}{notes}</td>'
         f'<td{" class=muted" if p.changed_at is None else ""}>{e(seen)}</td>'
         f'<td class="num">{p.replies}</td>'
         f'<td class="num">{_ms(p.p50_ms)}</td><td class="num">{_ms(p.p95_ms)}</td>'
         f'<td class="{_error_class(p.error_rate)}">{rate}</td>'
+        f'<td class="num {"warn" if p.unreadable else "muted"}">{p.unreadable}</td>'
         f'<td class="small">{e(statuses)}</td></tr>'
     )
 
@@ -314,14 +331,15 @@ def render_page(d: Dashboard) -> str:
 <table>
 <thead><tr><th>Producer</th><th>Organisation</th><th>Presence</th><th>Last change</th>
 <th class="num">Replies</th><th class="num">p50</th><th class="num">p95</th>
-<th class="num">Error rate</th><th>Statuses</th></tr></thead>
+<th class="num">Error rate</th><th class="num">Unreadable</th><th>Statuses</th></tr></thead>
 <tbody id="producers">
 {"".join(_row(p, d.generated_at) for p in d.producers)}
 </tbody>
 </table>
 <h2>Refusals and errors by reason</h2>
 <ul class="reasons" id="reasons">{reasons}</ul>
-<p class="small">Figures cover the last {window}; error rate = timeout or error among the questions a producer was asked.
+<p class="small">Figures cover the last {window}; error rate = timeout or error among the questions a producer was asked;
+unreadable = records a producer said it holds but could not read.
 Metrics for Prometheus: <a href="metrics">/metrics</a>.</p>
 </main>
 <script>{_SCRIPT}</script>

@@ -244,6 +244,7 @@ def _common(record: Record, resource_type: str, resource_id: str) -> JSON:
             {"system": SECURITY_SYSTEM, "code": "blocked",
              "display": "Spärrad information, utlämnad efter spärröverskridande"},
         ]
+    security += [c for c in map(_coding, record.security) if c not in security]
     kind = record_type(record)
     return {
         "resourceType": resource_type,
@@ -299,7 +300,10 @@ def _condition(r: Diagnosis, subject: str) -> JSON:
         "extension": [_ext(EXT_PRIMARY_DIAGNOSIS, "Boolean", True if r.primary else None)],
         "clinicalStatus": {"coding": [{
             "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-            "code": r.status}]},
+            "code": r.clinical_status or r.status}]},
+        "verificationStatus": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+            "code": r.verification}]} if r.verification else None,
         "code": _concept(r.codes, r.display),
         "subject": _patient(subject),
         "onsetDateTime": _date(r.onset),
@@ -339,7 +343,10 @@ def _allergy(r: Alert, subject: str) -> JSON:
                       _ext(EXT_ALERT_SEVERITY, "Code", r.severity)],
         "clinicalStatus": {"coding": [{
             "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
-            "code": "active"}]},
+            "code": r.clinical_status or "active"}]},
+        "verificationStatus": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
+            "code": r.verification}]} if r.verification else None,
         "type": "allergy",
         "criticality": criticality,
         "code": _concept(r.codes, r.substance or r.description),
@@ -356,7 +363,7 @@ def _flag(r: Alert, subject: str) -> JSON:
         "resourceType": "Flag",
         "extension": [_ext(EXT_ALERT_SEVERITY, "Code", r.severity),
                       _ext(EXT_ALERT_SUBSTANCE, "String", r.substance)],
-        "status": "active",
+        "status": "inactive" if r.clinical_status in ("inactive", "resolved") else "active",
         "category": [{"coding": [{"system": _FLAG_CATEGORY, "code": code, "display": display},
                                  {"system": ALERT_CATEGORY_SYSTEM, "code": r.category}],
                       "text": r.category.replace("_", " ")}],
@@ -390,7 +397,11 @@ def _lab(r: LabResult, subject: str) -> JSON:
     }
 
 
-def _encounter_class(contact_type: str) -> JSON:
+def _encounter_class(contact_type: str, codes: list[Code]) -> JSON:
+    """The record's own v3-ActCode class if it has one, else one read from its words."""
+    for c in codes:
+        if c.system == _ACT_CODE:
+            return _coding(c)
     lowered = contact_type.lower()
     for word, code, display in _CONTACT_CLASSES:
         if word in lowered:
@@ -402,8 +413,8 @@ def _encounter(r: CareContact, subject: str) -> JSON:
     return {
         "resourceType": "Encounter",
         "status": "finished" if r.end is not None else "unknown",
-        "class": _encounter_class(r.contact_type),
-        "type": [{"text": r.contact_type}],
+        "class": _encounter_class(r.contact_type, r.codes),
+        "type": [_concept([c for c in r.codes if c.system != _ACT_CODE], r.contact_type)],
         "subject": _patient(subject),
         "participant": [{"individual": _author(r.author)}] if r.author else None,
         "period": {"start": _datetime(r.start), "end": _datetime(r.end)},
@@ -512,6 +523,11 @@ def source_outcome(source: SourceResult, query_id: str) -> JSON:
         "details": {"coding": [{"system": STATUS_SYSTEM, "code": source.status}],
                     "text": text},
     }]
+    if source.unreadable:
+        issues.append({"severity": "warning", "code": "incomplete",
+                       "details": {"coding": [{"system": STATUS_SYSTEM, "code": "unreadable"}],
+                                   "text": f"{source.producer} holds {source.unreadable} "
+                                           "records it could not read"}})
     if source.truncated:
         issues.append({"severity": "warning", "code": "too-costly",
                        "details": {"coding": [{"system": STATUS_SYSTEM, "code": "truncated"}],
@@ -525,6 +541,7 @@ def source_outcome(source: SourceResult, query_id: str) -> JSON:
             {"url": "records", "valueUnsignedInt": source.records},
             _ext("latencyMs", "UnsignedInt", source.latency_ms),
             {"url": "truncated", "valueBoolean": source.truncated},
+            {"url": "unreadable", "valueUnsignedInt": source.unreadable},
         ]}
     compacted: JSON = _compact({
         "resourceType": "OperationOutcome",

@@ -237,6 +237,7 @@ async def list_producers(request: web.Request) -> web.Response:
             types=sorted(p.types),  # type: ignore[arg-type]  # the registry checks the types
             online=bool(state and state.online),
             changed_at=state.changed_at if state else None,
+            not_ready=list(state.not_ready) if state and state.online else [],
         ))
     return _json(ProducerListing(producers=producers), headers=_NO_STORE)
 

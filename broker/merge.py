@@ -77,6 +77,7 @@ def filter_source(outcome: Outcome, *, readable: frozenset[str],
     kept: list[Record] = []
     dropped = 0
     blocked = False
+    unreadable = 0
     disclosed: dict[str, int] = {}
     if reply is not None and status in ("ok", "no_data"):
         for record in reply.records:
@@ -95,7 +96,8 @@ def filter_source(outcome: Outcome, *, readable: frozenset[str],
                 )
             kept.append(record)
         blocked = reply.blocked or any(r.blocked for r in kept)
-        status = "ok" if kept else "no_data"
+        unreadable = reply.unreadable
+        status = "ok" if kept or unreadable else "no_data"
         for record in kept:
             kind = record_type(record)
             disclosed[kind] = disclosed.get(kind, 0) + 1
@@ -103,7 +105,8 @@ def filter_source(outcome: Outcome, *, readable: frozenset[str],
     result = SourceResult(
         producer=producer.id, organisation=producer.organisation.ref, status=status,
         records=len(kept), latency_ms=outcome.latency_ms,
-        truncated=bool(reply and reply.truncated),
+        truncated=bool(reply and reply.truncated and kept),
+        unreadable=unreadable,
     )
     return SourcePart(result, kept, blocked, dropped, disclosed)
 

@@ -98,6 +98,10 @@ class BrokerMetrics:
             "samsvar_producer_sources",
             "Each producer's source status in the answers (ok, no_data, timeout, ...)",
             ["producer", "status"], registry=registry)
+        self.unreadable = Counter(
+            "samsvar_producer_unreadable_records",
+            "Records a producer said it holds for a question but could not read",
+            ["producer"], registry=registry)
         self.in_flight = Gauge(
             "samsvar_queries_in_flight", "Queries being answered right now", registry=registry)
         self.in_flight.set_function(lambda: service.in_flight)
@@ -136,8 +140,10 @@ class BrokerMetrics:
         self.queries.labels(rejection_outcome(status), reason).inc()
 
     def source_finished(self, producer: str, status: SourceStatus,
-                        latency_s: float | None) -> None:
+                        latency_s: float | None, unreadable: int = 0) -> None:
         self._sources[producer, status].inc()
+        if unreadable:
+            self.unreadable.labels(producer).inc(unreadable)
         if latency_s is not None:
             self._reply_seconds[producer].observe(latency_s)
 

@@ -44,9 +44,9 @@ class Observers:
             o.query_rejected(status=status, reason=reason)
 
     def source_finished(self, producer: str, status: SourceStatus,
-                        latency_s: float | None) -> None:
+                        latency_s: float | None, unreadable: int = 0) -> None:
         for o in self._observers:
-            o.source_finished(producer, status, latency_s)
+            o.source_finished(producer, status, latency_s, unreadable)
 
     def access_log_committed(self, seconds: float) -> None:
         for o in self._observers:

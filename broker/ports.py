@@ -49,8 +49,9 @@ class QueryObserver(Protocol):
         ...
 
     def source_finished(self, producer: str, status: SourceStatus,
-                        latency_s: float | None) -> None:
-        """One producer's final status for one query; ``latency_s`` only when it replied."""
+                        latency_s: float | None, unreadable: int = 0) -> None:
+        """One producer's final status for one query; ``latency_s`` only when it replied;
+        ``unreadable`` the records it said it could not read."""
         ...
 
     def access_log_committed(self, seconds: float) -> None:

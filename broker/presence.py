@@ -29,6 +29,8 @@ class ProducerPresence:
     """Wall-clock seconds when the broker learnt of the change."""
     grace_until: float = 0.0
     """Until then (monotonic seconds) an offline producer still counts as online."""
+    not_ready: tuple[str, ...] = ()
+    """What its adapter said at start-up it cannot do (online all the same)."""
 
 
 class PresenceTable:
@@ -55,7 +57,8 @@ class PresenceTable:
         grace = 0.0
         if not msg.online and before is not None and before.online:
             grace = time.monotonic() + OFFLINE_GRACE_S
-        self._state[producer_id] = ProducerPresence(msg.online, time.time(), grace)
+        self._state[producer_id] = ProducerPresence(msg.online, time.time(), grace,
+                                                    tuple(r[:300] for r in msg.not_ready[:8]))
         return True
 
     def is_online(self, producer_id: str) -> bool:

@@ -471,7 +471,8 @@ class QueryService:
             replied = source.status not in ("timeout", "unavailable")
             self.observers.source_finished(
                 source.producer, source.status,
-                source.latency_ms / 1000 if replied and source.latency_ms is not None else None)
+                source.latency_ms / 1000 if replied and source.latency_ms is not None else None,
+                source.unreadable)
         return merged
 
     # -- the access log -----------------------------------------------------------

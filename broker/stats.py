@@ -14,6 +14,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Final
 
 from schemas.messages import SourceStatus
 
@@ -24,6 +25,8 @@ __all__ = ["ProducerStats", "QueryStats", "RollingStats", "StatsSnapshot", "perc
 _BINS_PER_DOUBLING = 8
 _FAILED: frozenset[str] = frozenset({"error", "timeout"})
 """Source statuses that count against a producer's error rate."""
+_UNREADABLE: Final = "unreadable"
+"""The key the unreadable count is kept under beside the statuses."""
 
 
 def _bin(ms: float) -> int:
@@ -68,13 +71,13 @@ class _Series:
         self._window = window_s
         self._buckets: deque[_Bucket] = deque()
 
-    def add(self, now: float, key: str, latency_ms: float | None = None) -> None:
+    def add(self, now: float, key: str, latency_ms: float | None = None, n: int = 1) -> None:
         second = int(now)
         if not self._buckets or self._buckets[-1].second < second:
             self._buckets.append(_Bucket(second))
             self._trim(second)
         bucket = self._buckets[-1]
-        bucket.counts[key] += 1
+        bucket.counts[key] += n
         if latency_ms is not None:
             bucket.bins[_bin(latency_ms)] += 1
 
@@ -105,6 +108,8 @@ class ProducerStats:
     p95_ms: float | None
     error_rate: float | None
     """Share of the questions it was asked that ended ``error`` or ``timeout``."""
+    unreadable: int = 0
+    """Records its answers said it holds but could not read (SPEC section 3)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -161,11 +166,14 @@ class RollingStats:
         self._reasons.add(now, reason)
 
     def source_finished(self, producer: str, status: SourceStatus,
-                        latency_s: float | None) -> None:
+                        latency_s: float | None, unreadable: int = 0) -> None:
         series = self._producers.get(producer)
         if series is None:
             series = self._producers[producer] = _Series(self.window_s)
-        series.add(self._clock(), status, None if latency_s is None else latency_s * 1000)
+        now = self._clock()
+        series.add(now, status, None if latency_s is None else latency_s * 1000)
+        if unreadable:
+            series.add(now, _UNREADABLE, n=unreadable)
 
     def access_log_committed(self, seconds: float) -> None:
         self._access_log.add(self._clock(), "committed", seconds * 1000)
@@ -195,6 +203,7 @@ class RollingStats:
                 continue
             series = self._producers.get(pid)
             statuses, pbins = series.totals(now) if series else (Counter[str](), Counter[int]())
+            unreadable = statuses.pop(_UNREADABLE, 0)
             asked = sum(statuses.values()) - statuses["unavailable"]
             failed = sum(statuses[s] for s in _FAILED)
             result[pid] = ProducerStats(
@@ -202,6 +211,7 @@ class RollingStats:
                 replies=sum(pbins.values()),
                 p50_ms=percentile(pbins, 0.5), p95_ms=percentile(pbins, 0.95),
                 error_rate=round(failed / asked, 4) if asked else None,
+                unreadable=unreadable,
             )
         return StatsSnapshot(window_s=self.window_s, span_s=round(span, 1), queries=queries,
                              producers=result)

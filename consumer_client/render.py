@@ -32,10 +32,12 @@ from schemas.records import (
     SocialCareIntervention,
 )
 
-__all__ = ["BLOCKED_NOTICE", "INCOMPLETE_NOTICE", "TYPE_LABELS", "render_answer", "summary"]
+__all__ = ["BLOCKED_NOTICE", "INCOMPLETE_NOTICE", "TYPE_LABELS", "UNREADABLE_NOTICE",
+           "render_answer", "summary"]
 
 BLOCKED_NOTICE: Final = "Spärrad information finns / blocked information exists"
 INCOMPLETE_NOTICE: Final = "Ofullständigt svar / incomplete answer"
+UNREADABLE_NOTICE: Final = "Oläsbara uppgifter finns / records that could not be read"
 
 TYPE_LABELS: Final[dict[str, str]] = {
     "care_documentation": "documentation",
@@ -80,6 +82,18 @@ def _date(day: dt.date | None) -> str:
     return day.isoformat() if day else ""
 
 
+_VERIFICATION: Final = {"unconfirmed": "OBEKRÄFTAD / unconfirmed",
+                        "provisional": "PRELIMINÄR / provisional",
+                        "differential": "DIFFERENTIALDIAGNOS / differential",
+                        "refuted": "MOTBEVISAD / refuted"}
+
+
+def _verification(verification: str | None) -> str:
+    """A finding that is not confirmed says so (none: the source did not say)."""
+    label = _VERIFICATION.get(verification or "")
+    return f"[{label}]" if label else ""
+
+
 def summary(record: Record) -> str:
     """One line saying what the record is, by its type."""
     match record:
@@ -97,9 +111,9 @@ def summary(record: Record) -> str:
                          (record.codes[0].display if record.codes else ""))
             if record.primary:
                 text = _join(text, "(primary)")
-            if record.status != "active":
-                text = _join(text, f"[{record.status}]")
-            return text
+            if (record.clinical_status or record.status) != "active":
+                text = _join(text, f"[{record.clinical_status or record.status}]")
+            return _join(text, _verification(record.verification))
         case CareDocumentation():
             return _join(record.note_type, record.title, sep=": ") + (
                 " (SBAR)" if record.sbar else "")
@@ -109,7 +123,9 @@ def summary(record: Record) -> str:
                 text = _join(text, f"({record.substance})")
             if record.severity:
                 text = _join(text, f"[{record.severity.replace('_', ' ')}]")
-            return text
+            if record.clinical_status not in (None, "active"):
+                text = _join(text, f"[{record.clinical_status}]")
+            return _join(text, _verification(record.verification))
         case LabResult():
             text = _join(record.analysis, record.value, record.unit)
             if record.reference_range:
@@ -154,7 +170,8 @@ def _sources_table(sources: list[SourceResult]) -> Table:
     table.add_column("Records", justify="right", no_wrap=True)
     table.add_column("Latency", justify="right", no_wrap=True)
     for s in sources:
-        status = s.status + (", truncated" if s.truncated else "")
+        status = s.status + (", truncated" if s.truncated else "") + (
+            f", {s.unreadable} unreadable" if s.unreadable else "")
         latency = f"{s.latency_ms} ms" if s.latency_ms is not None else "-"
         table.add_row(
             Text(_clean(s.producer)),
@@ -222,6 +239,12 @@ def render_answer(
         console.print(Text(text, style="bold red"))
         for line in missing:
             console.print(Text(f"  {line}"))
+    unreadable = [s for s in answer.sources if s.unreadable]
+    if unreadable:
+        console.print(Text(
+            f"{UNREADABLE_NOTICE}: " + ", ".join(
+                f"{_clean(s.producer)} {s.unreadable}" for s in unreadable),
+            style="bold yellow"))
     console.print()
     if answer.sources:
         console.print(_sources_table(answer.sources))

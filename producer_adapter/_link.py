@@ -72,6 +72,8 @@ class LinkBase:
             raise AdapterConfigError(f"[mqtt] TLS files cannot be used: {exc}") from exc
         self._on_question = on_question
         self._closing = asyncio.Event()
+        self.not_ready: list[str] = []
+        """Announced with ``online: true`` (the adapter's readiness reasons)."""
         self._taking_questions = True
         self._log = structlog.get_logger("samsvar.adapter").bind(
             producer=producer_id, replica=replica
@@ -105,7 +107,8 @@ class LinkBase:
     def _presence(self, *, online: bool, since: int | None = None) -> bytes:
         return msgspec.json.encode(
             Presence(producer=self.producer_id, online=online,
-                     since=_now_ms() if since is None else since)
+                     since=_now_ms() if since is None else since,
+                     not_ready=self.not_ready if online else [])
         )
 
     def _will(self) -> bytes:

@@ -62,7 +62,7 @@ from .errors import (
 )
 from .mqtt import MqttLink
 from .mqtt_gmqtt import GmqttLink
-from .policy import Block, make_available, record_type
+from .policy import RULE_BLOCK, Block, countable_unreadable, make_available, record_type
 
 __all__ = ["MAX_QUESTION_LIFETIME_MS", "Adapter", "SignedReply", "link_class", "open_adapter"]
 
@@ -104,7 +104,9 @@ class Adapter:
     """One replica of a producer adapter.
 
     ``ready`` is set while the adapter is connected, subscribed and announced online;
-    ``handled`` counts the questions it has answered.
+    ``handled`` counts the questions it has answered; ``not_ready`` holds the reasons its
+    record system gave at start-up why it cannot answer as configured (each also logged
+    as a warning), e.g. a FHIR server that names no units.
     """
 
     def __init__(
@@ -122,6 +124,7 @@ class Adapter:
         self.producer: Producer = registry.producers[config.producer]
         self.ready = asyncio.Event()
         self.handled = 0
+        self.not_ready: list[str] = []
         self._backend = backend
         self._blocks = blocks
         self._disclosures: DisclosureLog | None = disclosure_log
@@ -158,9 +161,11 @@ class Adapter:
                 self._log.warning("no block source configured: no blocks (spärrar) are applied")
             self._blocks = await asyncio.to_thread(open_blocks, cfg.blocks, base=cfg.base,
                                                    where=where)
+        await self._check_backend()
         await self._prepare_stores()
         link = link_class(cfg.mqtt)(cfg.mqtt, producer_id=cfg.producer, replica=cfg.replica,
                                     on_question=self._on_question, connected=self.ready)
+        link.not_ready = list(self.not_ready)
         self._link = link
         try:
             async with asyncio.TaskGroup() as tg:
@@ -182,6 +187,16 @@ class Adapter:
             if own_backend and self._backend is not None:
                 backend, self._backend = self._backend, None
                 await backend.aclose()
+
+    async def _check_backend(self) -> None:
+        """Ask the backend (if it can tell) whether it can answer for this producer's units."""
+        readiness = getattr(self._backend, "readiness", None)
+        if readiness is None:
+            return
+        self.not_ready = list(await readiness(self.producer.units))
+        for reason in self.not_ready:
+            self._log.warning("record system not ready: its answers will lack records",
+                              reason=reason)
 
     async def _prepare_stores(self) -> None:
         """Migrate (or check) the block register and create the disclosure log; a failure is
@@ -292,7 +307,7 @@ class Adapter:
         """Read, filter, log the disclosure and sign; the caller bounds it by the deadline."""
         log = self._log.bind(query_id=question.query_id)
         started = time.monotonic()
-        reply, dropped = await self._reply_to(question, log)
+        reply, dropped, unreadable = await self._reply_to(question, log)
         reply = await self._record(question, reply, log)
         self.handled += 1
         signed = sign(msgspec.json.encode(reply), self.config.key, typ=REPLY_TYP)
@@ -304,6 +319,7 @@ class Adapter:
                 disclosed=dict(Counter(record_type(r) for r in reply.records)),
                 withheld=reply.blocked,
                 dropped=dropped,
+                unreadable=unreadable,
                 truncated=reply.truncated,
                 consumer=question.consumer.organisation.id,
                 unit=question.consumer.user.unit.id,
@@ -390,10 +406,12 @@ class Adapter:
 
     async def _reply_to(
         self, q: Question, log: structlog.typing.FilteringBoundLogger
-    ) -> tuple[Reply, dict[str, int]]:
-        def error(reason: str) -> tuple[Reply, dict[str, int]]:
+    ) -> tuple[Reply, dict[str, int], dict[str, int]]:
+        """The reply, what the rules dropped (by rule) and what was unreadable (by
+        ``type:reason``)."""
+        def error(reason: str) -> tuple[Reply, dict[str, int], dict[str, int]]:
             return Reply(query_id=q.query_id, producer=self.config.producer, status="error",
-                         reason=reason), {}
+                         reason=reason), {}, {}
 
         backend, blocks_source = self._backend, self._blocks
         if backend is None or blocks_source is None:
@@ -401,7 +419,7 @@ class Adapter:
         types = frozenset(q.types) & self.producer.types
         if not types:
             return Reply(query_id=q.query_id, producer=self.config.producer,
-                         status="no_data"), {}
+                         status="no_data"), {}, {}
         # The caller's deadline bounds both reads: it cancels them (CancelledError is no
         # Exception, so it passes the handlers below and becomes the caller's TimeoutError).
         try:
@@ -411,7 +429,9 @@ class Adapter:
                       detail=str(exc)[:200])
             return error("block register unavailable")
         try:
-            result = await backend.fetch(q.subject, types, q.period)
+            # the backend's own log lines name the query too
+            with structlog.contextvars.bound_contextvars(query_id=q.query_id):
+                result = await backend.fetch(q.subject, types, q.period)
         except Exception as exc:  # noqa: BLE001  any backend failure is the source's error
             log.error("record system failed", error=type(exc).__name__)
             return error("record system error")
@@ -422,15 +442,28 @@ class Adapter:
             unblock_read=self._unblock_read(q, log),
             types=types,
         )
+        unreadable = countable_unreadable(result.unreadable,
+                                          excluded_units=self.config.excluded_units,
+                                          blocks=blocks, types=types)
+        if result.unreadable:
+            log.warning("records held but unreadable: counted in the reply where no rule "
+                        "withholds them",
+                        unreadable=dict(sorted(Counter(
+                            f"{u.type}:{u.reason}" for u in result.unreadable).items())),
+                        counted=unreadable.total())
+        dropped = dict(disclosure.dropped)
+        if result.withheld:  # the backend's own rules (security labels): like a block
+            dropped[RULE_BLOCK] = dropped.get(RULE_BLOCK, 0) + result.withheld
         reply = Reply(
             query_id=q.query_id,
             producer=self.config.producer,
-            status="ok" if disclosure.records else "no_data",
+            status="ok" if disclosure.records or unreadable else "no_data",
             records=disclosure.records,
-            blocked=disclosure.withheld_blocked,
-            truncated=result.truncated,
+            blocked=disclosure.withheld_blocked or result.withheld > 0,
+            truncated=result.truncated and bool(disclosure.records),
+            unreadable=unreadable.total(),
         )
-        return reply, dict(disclosure.dropped)
+        return reply, dropped, dict(sorted(unreadable.items()))
 
 
 def open_adapter(path: str | Path) -> Adapter:

@@ -22,6 +22,8 @@ from msgspec.structs import replace
 
 from schemas.records import DISCLOSABLE_SCOPES, Record
 
+from .backends.base import Unreadable
+
 __all__ = [
     "BLOCK_LEVELS",
     "RULE_BLOCK",
@@ -31,6 +33,7 @@ __all__ = [
     "Block",
     "BlockLevel",
     "Disclosure",
+    "countable_unreadable",
     "is_blocked",
     "make_available",
     "record_type",
@@ -123,3 +126,32 @@ def make_available(
             # A record can only be marked blocked by this function.
             out.append(replace(record, blocked=False) if record.blocked else record)
     return Disclosure(records=out, withheld_blocked=withheld, dropped=dict(dropped))
+
+
+def countable_unreadable(
+    unreadable: Iterable[Unreadable],
+    *,
+    excluded_units: frozenset[str] | set[str],
+    blocks: Sequence[Block],
+    types: frozenset[str] | None = None,
+) -> Counter[str]:
+    """What may be counted as unreadable in a reply, by ``type:reason``.
+
+    Never a record the rules would withhold: not one of an excluded unit, nor one a block at
+    organisation or unit level covers; and none at all while the person has a block at
+    care-process level (an unreadable record's care process is unknown). A record whose
+    unit is unknown is not counted either: its unit could be excluded or blocked.
+    """
+    if any(b.level == "care_process" for b in blocks):
+        return Counter()
+    counted: Counter[str] = Counter()
+    for u in unreadable:
+        if types is not None and u.type not in types:
+            continue
+        if u.unit is None or u.unit in excluded_units:
+            continue
+        if any((b.level == "organisation" and b.target == u.organisation)
+               or (b.level == "unit" and b.target == u.unit) for b in blocks):
+            continue
+        counted[f"{u.type}:{u.reason}"] += 1
+    return counted

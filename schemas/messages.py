@@ -169,6 +169,9 @@ class Reply(_Msg, frozen=True, kw_only=True, omit_defaults=False):
     """True when the producer withheld records because of a block (spärr)."""
     truncated: bool = False
     reason: str | None = None
+    unreadable: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """Records held for the asked types and period that could not be turned into records
+    (never counting withheld ones)."""
 
 
 class Presence(_Msg, frozen=True, kw_only=True):
@@ -178,6 +181,9 @@ class Presence(_Msg, frozen=True, kw_only=True):
     online: bool
     since: int = 0
     """Epoch milliseconds of the change."""
+    not_ready: list[str] = []
+    """Why the producer's record system cannot answer as configured (from the adapter's
+    start-up check, e.g. a FHIR server that names no units); online all the same."""
 
 
 class SourceResult(_Msg, frozen=True, kw_only=True, omit_defaults=False):
@@ -187,6 +193,8 @@ class SourceResult(_Msg, frozen=True, kw_only=True, omit_defaults=False):
     records: int = 0
     latency_ms: int | None = None
     truncated: bool = False
+    unreadable: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """Records the source holds for the question but could not read (SPEC section 3)."""
 
 
 class Answer(_Msg, frozen=True, kw_only=True):
@@ -231,6 +239,9 @@ class ListedProducer(_Msg, frozen=True, kw_only=True, omit_defaults=False):
     online: bool
     changed_at: float | None = None
     """Epoch seconds when the broker learnt of the last presence change; null if never seen."""
+    not_ready: list[str] = []
+    """What its adapter announced it cannot do as configured (e.g. a FHIR server that names
+    no units): it is online, but its answers will lack records."""
 
 
 class ProducerListing(_Msg, frozen=True, kw_only=True):

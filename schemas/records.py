@@ -38,6 +38,7 @@ __all__ = [
     "Scope",
     "SocialCareIntervention",
     "UnitRef",
+    "Verification",
     "record_type",
 ]
 
@@ -58,6 +59,9 @@ Scope = Literal["hsl", "sol_elderly", "sol_disability", "lss", "sol_other"]
 """The marking (uppmärkning) of a record: the law the documentation was made under."""
 
 DISCLOSABLE_SCOPES: Final[frozenset[str]] = frozenset({"hsl", "sol_elderly", "sol_disability", "lss"})
+
+Verification = Literal["confirmed", "unconfirmed", "provisional", "differential", "refuted"]
+"""How certain a finding is (FHIR's ``verificationStatus``): ``refuted`` is a negation."""
 
 
 class _Frozen(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
@@ -107,6 +111,9 @@ class _RecordBase(
     """Care process (vårdprocess) id, the third level at which a person can block."""
     blocked: bool = False
     """True only on records released by an unblock ``read`` step."""
+    security: list[Code] = []
+    """The source's security labels (e.g. confidentiality ``R``), kept on a record the
+    producer's configuration lets pass with its labels."""
 
 
 class SBAR(_Frozen, frozen=True, kw_only=True):
@@ -132,6 +139,11 @@ class Diagnosis(_RecordBase, frozen=True, kw_only=True, tag="diagnoses"):
     primary: bool = False
     status: Literal["active", "resolved"] = "active"
     onset: dt.date | None = None
+    clinical_status: Literal[
+        "active", "recurrence", "relapse", "inactive", "remission", "resolved"] | None = None
+    """The source's exact clinical status, where it says more than ``status``."""
+    verification: Verification | None = None
+    """None: the source does not say (read as confirmed by older clients)."""
 
 
 class Medication(_RecordBase, frozen=True, kw_only=True, tag="medication"):
@@ -157,6 +169,10 @@ class Alert(_RecordBase, frozen=True, kw_only=True, tag="alerts"):
     severity: Literal["low", "moderate", "high", "life_threatening"] | None = None
     substance: str = ""
     valid_until: dt.date | None = None
+    clinical_status: Literal["active", "inactive", "resolved"] | None = None
+    """None: the source does not say; ``inactive``/``resolved``: no longer a current alert."""
+    verification: Verification | None = None
+    """None: the source does not say."""
 
 
 class LabResult(_RecordBase, frozen=True, kw_only=True, tag="lab_results"):

@@ -10,15 +10,45 @@ from typing import Any, Protocol, runtime_checkable
 from schemas.messages import Period
 from schemas.records import Record
 
-__all__ = ["BackendFactory", "BackendResult", "RecordBackend", "in_period", "newest_per_type"]
+__all__ = [
+    "BackendFactory",
+    "BackendResult",
+    "RecordBackend",
+    "Unreadable",
+    "in_period",
+    "newest_per_type",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Unreadable:
+    """A record the system holds for the question but could not turn into a record.
+
+    ``reason`` is a short stable word (``no-time``, ``no-code``, …), never content;
+    ``organisation`` and ``unit`` (HSA-ids, the unit when known) let the adapter leave out
+    what excluded units and blocks cover, so that the count never reveals withheld records.
+    """
+
+    type: str
+    resource: str
+    reason: str
+    organisation: str
+    unit: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class BackendResult:
-    """One person's records of the asked types; ``truncated`` if the system cut the list."""
+    """One person's records of the asked types; ``truncated`` if the system cut the list.
+
+    ``unreadable`` lists what could not be read (the reply counts it, SPEC section 3);
+    ``withheld`` counts records the backend's own rules held back (e.g. a security label
+    configured ``withhold``): the reply treats them as a block would.
+    """
 
     records: list[Record] = field(default_factory=list)
     truncated: bool = False
+    unreadable: list[Unreadable] = field(default_factory=list)
+    withheld: int = 0
 
 
 @runtime_checkable
@@ -34,6 +64,10 @@ class RecordBackend(Protocol):
     async def aclose(self) -> None:
         """Release connections; the adapter calls it once on shutdown."""
         ...
+
+    # A backend may also have ``async def readiness(units: Sequence[UnitRef]) -> list[str]``:
+    # the adapter calls it once at start-up and logs each reason it cannot answer as
+    # configured (kept as ``Adapter.not_ready``).
 
 
 class BackendFactory(Protocol):

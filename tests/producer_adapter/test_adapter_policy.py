@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from producer_adapter.backends.base import Unreadable
 from producer_adapter.policy import (
     RULE_BLOCK,
     RULE_EXCLUDED_UNIT,
     RULE_SCOPE,
     RULE_TYPE,
     Block,
+    countable_unreadable,
     make_available,
     record_type,
 )
@@ -142,3 +144,30 @@ def test_record_type_is_the_tag() -> None:
 def test_block_refuses_bad_level_or_target(level: str, target: str) -> None:
     with pytest.raises(ValueError):
         block(level, target)
+
+
+# -- the unreadable count never reveals withheld records -----------------------------------
+
+def _unreadable(unit: str | None, kind: str = "diagnoses") -> Unreadable:
+    return Unreadable(type=kind, resource="Condition", reason="no-time",
+                      organisation="ORG-1", unit=unit)
+
+
+@pytest.mark.parametrize(
+    "blocks, excluded, expected",
+    [
+        ([], set(), {"diagnoses:no-time": 2}),
+        ([], {"U2"}, {"diagnoses:no-time": 1}),                        # excluded unit
+        ([Block(subject="x", level="unit", target="U1")], set(), {"diagnoses:no-time": 1}),
+        ([Block(subject="x", level="organisation", target="ORG-1")], set(), {}),
+        ([Block(subject="x", level="care_process", target="CP-9")], set(), {}),  # unknowable
+    ],
+)
+def test_unreadable_records_are_counted_only_where_no_rule_withholds(
+    blocks: list[Block], excluded: set[str], expected: dict[str, int],
+) -> None:
+    held = [_unreadable("U1"), _unreadable("U2"), _unreadable(None),  # no unit: not counted
+            _unreadable("U1", kind="lab_results")]                     # not asked
+    counted = countable_unreadable(held, excluded_units=excluded, blocks=blocks,
+                                   types=frozenset({"diagnoses"}))
+    assert dict(counted) == expected

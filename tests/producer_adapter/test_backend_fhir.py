@@ -1,8 +1,10 @@
 """The FHIR backend against a small FHIR R4 server serving HL7's example resources.
 
-The server (an aiohttp app on port 0) answers ``Patient?identifier=``, type searches by
-``patient`` (with ``category``, ``_count`` and ``next`` links) and reads by id; it wants a
-bearer token, and can be told to fail a resource type with an OperationOutcome.
+The server (an aiohttp app on port 0) answers ``Patient?identifier=`` (and
+``identifier=<system>|``: any value in that system), type searches by ``patient`` (with
+``category``, the date parameters' ``ge``/``le`` as R4 defines them, ``_count`` and
+``next`` links) and reads by id; it wants a bearer token, and can be told to fail a
+resource type with an OperationOutcome.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from structlog.testing import capture_logs
 from producer_adapter import Adapter, AdapterConfig, InMemoryBlockSource
 from producer_adapter.backends import FhirBackend, check_backend_table, open_backend
 from producer_adapter.backends.fhir import FhirConfig, map_resource
+from producer_adapter.backends.fhir.mapping import LeftOut, Withheld
 from producer_adapter.errors import AdapterConfigError, BackendError
 from schemas.messages import Period
 from schemas.records import (
@@ -80,6 +83,48 @@ def _category_codes(resource: dict[str, Any]) -> set[str]:
             for part in (coding.get("code"), f"{coding.get('system')}|{coding.get('code')}")}
 
 
+_DATE_PARAMETERS: dict[tuple[str, str], tuple[str, ...]] = {
+    # R4's date search parameters and the elements they search (a resource without the
+    # element never matches a date search, as on a real server)
+    ("Condition", "recorded-date"): ("recordedDate",),
+    ("AllergyIntolerance", "date"): ("recordedDate",),
+    ("Observation", "date"): ("effectiveDateTime", "effectivePeriod", "effectiveInstant",
+                              "effectiveTiming"),
+    ("CarePlan", "date"): ("period",),
+    ("Encounter", "date"): ("period",),
+    ("Flag", "date"): ("period",),
+    ("MedicationRequest", "authoredon"): ("authoredOn",),
+    ("MedicationStatement", "effective"): ("effectiveDateTime", "effectivePeriod"),
+    ("DocumentReference", "date"): ("date",),
+    ("ServiceRequest", "authored"): ("authoredOn",),
+}
+
+
+def _date_range(resource: dict[str, Any], elements: tuple[str, ...]) -> tuple[str, str] | None:
+    """The element's span as (first day, last day), open ends as extremes."""
+    for element in elements:
+        value = resource.get(element)
+        if isinstance(value, str):
+            return value[:10], value[:10]
+        if isinstance(value, dict) and (value.get("start") or value.get("end")):
+            return (str(value.get("start") or "0000")[:10], str(value.get("end") or "9999")[:10])
+    return None
+
+
+def _matches_dates(resource: dict[str, Any], rtype: str, query: Any) -> bool:
+    for (kind, name), elements in _DATE_PARAMETERS.items():
+        if kind != rtype:
+            continue
+        for value in query.getall(name, []):
+            span = _date_range(resource, elements)
+            if span is None:
+                return False
+            prefix, day = value[:2], value[2:]
+            if (prefix == "ge" and span[1] < day) or (prefix == "le" and span[0] > day):
+                return False
+    return True
+
+
 class FhirServer:
     """A FHIR R4 server small enough to read: search, read, paging, errors."""
 
@@ -127,17 +172,19 @@ class FhirServer:
         await asyncio.sleep(self.delay)
         q = request.query
         found = [r for r in self.resources if r["resourceType"] == rtype]
-        if rtype == "Patient":
+        if "identifier" in q:
             system, _, value = q.get("identifier", "").partition("|")
-            found = [r for r in found if any(i.get("system") == system and i.get("value") == value
-                                             for i in r.get("identifier", []))]
-        else:
+            found = [r for r in found if any(
+                i.get("system") == system and (i.get("value") == value or not value)
+                for i in r.get("identifier", []))]
+        elif rtype != "Organization":
             patient = q.get("patient", "").removeprefix("Patient/")
             if not self.ignore_patient:
                 found = [r for r in found if _subject(r) == f"Patient/{patient}"]
             if "category" in q:
                 wanted = set(q["category"].split(","))
                 found = [r for r in found if _category_codes(r) & wanted]
+            found = [r for r in found if _matches_dates(r, rtype, q)]
         offset, count = int(q.get("_offset", 0)), int(q.get("_count", 100))
         page = found[offset:offset + count]
         links = [{"relation": "self", "url": str(request.url)}]
@@ -294,9 +341,11 @@ async def test_maps_each_resource_type_to_its_record(fhir: FhirServer, tmp_path:
     assert home_care.decision_date == dt.date(2024, 1, 15)
     assert home_care.source.unit.id == "SE2321000999-U400"
 
-    [left_out] = [e for e in logs if e["event"] == "FHIR resources not mapped: left out"]
-    assert left_out["left_out"] == {"Encounter:no-time": 1, "Observation:no-unit": 1}
-    assert left_out["log_level"] == "warning"
+    # what cannot be read is listed for the reply's count, never silently left out
+    assert sorted((u.type, u.resource, u.reason, u.unit) for u in result.unreadable) == [
+        ("care_contacts", "Encounter", "no-time", "SE2321000999-U200"),
+        ("lab_results", "Observation", "no-unit", None)]
+    assert not [e for e in logs if e["event"] == "FHIR resources not mapped: left out"]
     text = repr(logs)
     for content in ("Cashew", "Glucose", "fever", PERSON, "Tolvan"):
         assert content not in text
@@ -354,12 +403,14 @@ async def test_the_period_goes_to_the_server_and_is_checked_again(fhir: FhirServ
                                                                   tmp_path: Path) -> None:
     period = Period(from_=dt.date(2015, 2, 1), to=dt.date(2015, 12, 31))
     result = await fetch(fhir, tmp_path, frozenset({"medication", "care_plans"}), period)
-    # the test server ignores the dates: the backend's own check keeps the period
+    # the server keeps the period where its parameter is the record's time; the backend
+    # checks every record again
     assert [r.id for r in result.records] == ["MedicationRequest/medrx0312",
                                               "MedicationRequest/medrx0313"]
     [search] = fhir.searched("MedicationRequest")[:1]
     assert search["authoredon"] == ["ge2015-02-01", "le2015-12-31"]
-    assert fhir.searched("CarePlan")[0]["date"] == ["ge2015-02-01", "le2015-12-31"]
+    # CarePlan's date is the plan's period, not its created: the period is checked here
+    assert "date" not in fhir.searched("CarePlan")[0]
 
 
 # -- safety and failures -------------------------------------------------------------------
@@ -449,8 +500,8 @@ SCOPE_EXT = "https://example.se/fhir/StructureDefinition/scope"
         ({"types": {"social_care_interventions": "lss"}}, {}, None, "lss"),
         ({"security": {"IFO": "sol_other"}},
          {"security": [{"system": "urn:x", "code": "IFO"}]}, None, "sol_other"),
-        ({"security": {"urn:y|IFO": "sol_other"}},
-         {"security": [{"system": "urn:x", "code": "IFO"}]}, None, "hsl"),
+        ({"security": {"urn:y|IFO": "sol_other"}},  # a label no rule names: withheld
+         {"security": [{"system": "urn:x", "code": "IFO"}]}, None, "withheld"),
         ({"extension": SCOPE_EXT, "security": {"IFO": "sol_other"}},
          {"security": [{"code": "IFO"}]}, "sol_disability", "sol_disability"),
         ({"extension": SCOPE_EXT}, {}, "something-else", None),
@@ -464,6 +515,11 @@ def test_scope_extension_then_security_then_type_then_default(
     if extension is not None:
         resource["extension"].append({"url": SCOPE_EXT, "valueCode": extension})
     config = _config(**scope)
+    if expected == "withheld":
+        with pytest.raises(Withheld, match="^security-label$"):
+            map_resource(resource, "social_care_interventions", config=config,
+                         producer_id=PRODUCER, unit=UNIT)
+        return
     if expected is None:
         with pytest.raises(ValueError, match="^bad-scope$"):
             map_resource(resource, "social_care_interventions", config=config,
@@ -490,10 +546,15 @@ def test_unmappable_resources_name_a_reason(change: dict[str, Any], reason: str)
                      producer_id=PRODUCER, unit=UNIT)
 
 
-def test_a_refuted_condition_is_left_out() -> None:
+def test_a_refuted_condition_keeps_its_negation() -> None:
     resource = example("condition-f201")
     resource["verificationStatus"]["coding"][0]["code"] = "refuted"
-    with pytest.raises(ValueError, match="^verification-refuted$"):
+    record = map_resource(resource, "diagnoses", config=_config(), producer_id=PRODUCER,
+                          unit=UNIT)
+    assert isinstance(record, Diagnosis)
+    assert (record.verification, record.clinical_status) == ("refuted", "resolved")
+    resource["verificationStatus"]["coding"][0]["code"] = "entered-in-error"
+    with pytest.raises(LeftOut, match="^verification-entered-in-error$"):
         map_resource(resource, "diagnoses", config=_config(), producer_id=PRODUCER, unit=UNIT)
 
 

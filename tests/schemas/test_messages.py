@@ -201,7 +201,13 @@ def test_answer_source_members() -> None:
     expected = {"producer": "P1", "organisation": {"id": ORG.id, "name": ORG.name},
                 "status": "ok", "records": 9, "latency_ms": 12}
     assert raw.items() >= expected.items()
-    assert set(raw) <= {*expected, "truncated"}
+    assert set(raw) <= {*expected, "truncated", "unreadable"}
+
+
+def test_answer_source_always_says_how_many_are_unreadable() -> None:
+    """SPEC section 3: every client shows the count, so every source carries it (0 too)."""
+    src = SourceResult(producer="P2", organisation=ORG, status="no_data", latency_ms=3)
+    assert json.loads(msgspec.json.encode(src))["unreadable"] == 0
 
 
 def test_answer_source_always_says_how_many_records() -> None:
