@@ -85,7 +85,8 @@ OWN_PERSONS: Final[list[dict[str, Any]]] = [
 """The own-view persons, added to the demo's persons (the child Elsa Nordin is there)."""
 
 CHILD_GUARDIANS: Final[dict[str, list[str]]] = {CHILD: [GUARDIAN_1, GUARDIAN_2]}
-CHILD_TAGS: Final[dict[str, list[str]]] = {CHILD: ["child_under_13", "bookings"]}
+CHILD_TAGS: Final[dict[str, list[str]]] = {CHILD: ["child_under_13"]}
+"""Added to the child already among the persons (those tagged bookings are adults)."""
 
 
 def _src(producer: str, unit: dict[str, str]) -> dict[str, Any]:
