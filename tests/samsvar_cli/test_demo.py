@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -224,3 +226,25 @@ async def test_the_own_view_demo_holds_what_spec_8_promises(
             acting_as="guardian",
             mandate=Mandate(source="folkbokforing", checked_at=today.isoformat()))
         assert read.acting_as == "guardian" and read.records
+
+
+def test_the_readme_s_own_view_commands_work_on_the_served_demo(
+        served: tuple[Path, int]) -> None:
+    workdir, _ = served
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## The person's own view", 1)[1].split("\n## ", 1)[0]
+    [block] = re.findall(r"```sh\n(.+?)\n```", section, flags=re.S)
+    commands = [c for c in block.replace("\\\n", " ").splitlines()
+                if c.strip() and not c.startswith("#")]
+    assert len(commands) == 4
+    outputs = []
+    for command in commands:
+        argv = shlex.split(command.replace("demo-work", str(workdir)))
+        assert argv[0] == ".venv/bin/samsvar"
+        done = run(*argv[1:])
+        assert done.returncode == 0, (command, done.stderr)
+        outputs.append(done.stdout)
+    sip, child, delayed_own, delayed_staff = outputs
+    assert "SIP" in sip and "Exempel kommun" in sip and "Region Exempel" in sip
+    assert "read as guardian" in child and "Astmakontroll" in child
+    assert "P-PSA" not in delayed_own and "P-PSA" in delayed_staff
