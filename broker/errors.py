@@ -24,10 +24,10 @@ from typing import Any, ClassVar, Final, Literal, NamedTuple
 
 __all__ = [
     "PROBLEM_BASE",
-    "Endpoint",
     "PROBLEM_TYPES",
     "BrokerError",
     "ConfigError",
+    "Endpoint",
     "MalformedQuery",
     "NotReady",
     "Overloaded",

@@ -244,6 +244,7 @@ async def list_producers(request: web.Request) -> web.Response:
         producers.append(ListedProducer(
             id=p.id, name=p.name, organisation=p.organisation.ref,
             types=sorted(p.types),  # type: ignore[arg-type]  # the registry checks the types
+            own_view_types=sorted(p.own_view_types),  # type: ignore[arg-type]  # likewise
             online=bool(state and state.online),
             changed_at=state.changed_at if state else None,
             not_ready=list(state.not_ready) if state and state.online else [],

@@ -347,9 +347,9 @@ def describe_access(entry: AccessEntry) -> tuple[str, str]:
         who_sv, who_en = _ACTING_AS_WORDS.get(entry.acting_as or "", ("Någon", "Someone"))
         actor = f" ({_person(entry.actor)})" if entry.actor and entry.acting_as != "self" else ""
         if refused:
+            refused_en = f"{who_en}{actor} tried to read your {en_types} through {org}"
             return (f"{who_sv}{actor} försökte läsa dina {sv_types} via {org}, men nekades.",
-                    f"{who_en}{actor} tried to read your {en_types} through {org}, but was "
-                    "refused.")
+                    f"{refused_en}, but was refused.")
         return (f"{who_sv}{actor} läste dina {sv_types} via {org}.",
                 f"{who_en}{actor} read your {en_types} through {org}.")
     user = entry.user

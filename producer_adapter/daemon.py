@@ -61,9 +61,9 @@ from .errors import (
     QuestionRefused,
     TransportError,
 )
+from .guardian_blocks import GuardianBlockRegister
 from .mqtt import MqttLink
 from .mqtt_gmqtt import GmqttLink
-from .guardian_blocks import GuardianBlockRegister
 from .policy import (
     RULE_BLOCK,
     Block,

@@ -20,8 +20,8 @@ The person's own view (SPEC section 9) then applies :func:`for_the_person` to wh
 
 from __future__ import annotations
 
-from collections import Counter
 import datetime as dt
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, get_args

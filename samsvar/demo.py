@@ -258,8 +258,8 @@ def _readme(demo: dict[str, Any], persons: list[dict[str, Any]], mqtt: MqttSetti
         "=======================",
         "",
         f"Broker:   {demo['broker_url']}   (POST /v1/queries, GET /v1/producers, /healthz)",
-        "          POST /v1/own/queries: the person's own view, for the citizen-portal "
-        "participant (docs/own-view.md)",
+        ("          POST /v1/own/queries: the person's own view, for the citizen-portal "
+         "participant (docs/own-view.md)"),
         f"aud:      {demo['aud']}   (the broker's id: put it in every query's aud claim)",
         f"MQTT:     {mqtt.url} ({'embedded amqtt, demo only' if mqtt.protocol == '3.1.1' else 'external'})",
         "",

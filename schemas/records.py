@@ -19,9 +19,9 @@ import msgspec
 __all__ = [
     "DISCLOSABLE_SCOPES",
     "INFORMATION_TYPES",
-    "SBAR",
     "NOT_FOR_PERSON_TYPES",
     "OWN_VIEW_TYPES",
+    "SBAR",
     "Activity",
     "ActivityStatus",
     "Alert",

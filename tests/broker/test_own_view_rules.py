@@ -31,10 +31,10 @@ GUARDIAN = "198504012389"
 
 
 def claims(**kw: Any) -> OwnQueryClaims:
-    args: dict[str, Any] = dict(
-        iss="P", aud="B", iat=int(NOW), exp=int(NOW) + 60, jti="j", sub=ADULT,
-        actor=Actor(id=ADULT, loa=LOA3, auth_time=int(NOW) - 10), acting_as="self",
-        types=["bookings"])
+    args: dict[str, Any] = {
+        "iss": "P", "aud": "B", "iat": int(NOW), "exp": int(NOW) + 60, "jti": "j", "sub": ADULT,
+        "actor": Actor(id=ADULT, loa=LOA3, auth_time=int(NOW) - 10), "acting_as": "self",
+        "types": ["bookings"]}
     args.update(kw)
     return OwnQueryClaims(**args)
 

@@ -233,7 +233,7 @@ def test_the_readme_s_own_view_commands_work_on_the_served_demo(
     workdir, _ = served
     readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
     section = readme.split("## The person's own view", 1)[1].split("\n## ", 1)[0]
-    [block] = re.findall(r"```sh\n(.+?)\n```", section, flags=re.S)
+    [block] = re.findall(r"```sh\n(.+?)\n```", section, flags=re.DOTALL)
     commands = [c for c in block.replace("\\\n", " ").splitlines()
                 if c.strip() and not c.startswith("#")]
     assert len(commands) == 4
