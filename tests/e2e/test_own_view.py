@@ -18,6 +18,7 @@ import msgspec
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
+from structlog.testing import capture_logs
 
 from consumer_client import make_own_claims, sign_own_query
 from consumer_client.render import describe_access
@@ -41,6 +42,7 @@ GUARDIAN = "198504012389"
 OTHER_GUARDIAN = "198504012397"
 TEEN = "201204012395"
 SIXTEEN = "201001012382"
+DELAYED_ONLY = "199012012390"
 OWN = "/v1/own/queries"
 NOW = dt.datetime.now(dt.UTC)
 LOA2 = "http://id.elegnamnden.se/loa/1.0/loa2"
@@ -111,6 +113,8 @@ R1 = ProducerSpec(
         TEEN: [booking("R1", "R1-TEEN-BOK"), contact("R1", "R1-TEEN-FVK"),
                rec("R1", "R1-TEEN-LKM", "medication", drug="Insulin")],
         SIXTEEN: [rec("R1", "R1-16-LKM", "medication", drug="Desloratadin")],
+        DELAYED_ONLY: [rec("R1", "R1-DELAYED-ONLY", "lab_results", days_ago=13.9,
+                           analysis="P-PSA", value="6.8")],
     },
 )
 K1 = ProducerSpec(
@@ -180,8 +184,11 @@ def ids(body: dict[str, Any]) -> set[str]:
 async def test_the_person_sees_their_plans_bookings_and_contacts_at_region_and_municipality(
     fed: Federation,
 ) -> None:
-    status, body = await ask_own(fed, own_token(fed))
+    with capture_logs() as logs:
+        status, body = await ask_own(fed, own_token(fed))
     assert status == 200, body
+    # The adapters withheld it all themselves: the broker's re-check found nothing to drop.
+    assert not [e for e in logs if e["event"] == "producer_violation"]
     assert body["acting_as"] == "self" and "blocked_at" not in body
     # Only producers offering the types in the own view are asked: S1 offers none.
     assert {s["producer"]: s["status"] for s in body["sources"]} == {"R1": "ok", "K1": "ok"}
@@ -215,18 +222,31 @@ async def test_staff_see_what_the_person_does_not_with_approved_for_patient_fals
     assert "S1-LKM" in records and "acting_as" not in body
 
 
-async def test_a_delayed_record_shows_once_due_and_nothing_says_it_is_pending(
+async def test_a_record_inside_its_release_delay_is_withheld_and_nothing_says_so(
     fed: Federation,
 ) -> None:
+    # R1 shows lab results 14 days after their time: the 30-day-old one, not the 2-day-old
     status, body = await ask_own(fed, own_token(fed, types=["lab_results"]))
-    assert status == 200
-    assert ids(body) == {"R1-LAB-OLD"}
+    assert status == 200 and ids(body) == {"R1-LAB-OLD"}
     [source] = body["sources"]
-    assert source == {**source, "status": "ok", "records": 1, "truncated": False}
-    assert body["complete"] is True
-    # The same person's only lab result inside the delay: the source says no_data.
-    spec = fed.producers["R1"]
-    assert spec.release_delay_days == {"lab_results": 14}
+    assert (source["status"], source["records"], body["complete"]) == ("ok", 1, True)
+    # A person whose only result is inside the delay: R1 says exactly what it says for a
+    # person with no result at all.
+    status, pending = await ask_own(fed, own_token(fed, subject=DELAYED_ONLY,
+                                                   types=["lab_results"]))
+    status_none, nothing = await ask_own(fed, own_token(fed, subject=SIXTEEN,
+                                                        types=["lab_results"]))
+    assert status == status_none == 200
+
+    def shape(answer: dict[str, Any]) -> Any:
+        return ({k: v for k, v in answer.items() if k not in ("query_id", "subject", "sources")},
+                [{k: v for k, v in s.items() if k != "latency_ms"} for s in answer["sources"]])
+
+    assert shape(pending) == shape(nothing)
+    assert pending["records"] == [] and pending["sources"][0]["status"] == "no_data"
+    # staff see it at once
+    staff = await fed.ask(subject=DELAYED_ONLY, types=["lab_results"])
+    assert [r["id"] for r in staff["records"]] == ["R1-DELAYED-ONLY"]
 
 
 async def test_a_guardian_reads_a_child_under_13_and_is_never_told_of_blocks(
