@@ -71,7 +71,7 @@ def readable_producers(unblock: Unblock | None) -> frozenset[str]:
 
 
 def filter_source(outcome: Outcome, *, readable: frozenset[str],
-                  types: frozenset[str], own_view: bool = False) -> SourcePart:
+                  types: frozenset[str], acting_as: ActingAs | None = None) -> SourcePart:
     """What the consumer may see of one source: scope and block rules, verified producer.
 
     A record of a type nobody asked for, or that the producer is not registered to serve,
@@ -85,7 +85,9 @@ def filter_source(outcome: Outcome, *, readable: frozenset[str],
     blocked = False
     unreadable = 0
     disclosed: dict[str, int] = {}
-    served = producer.own_view_types if own_view else producer.types
+    own_view = acting_as is not None
+    served = (producer.types if acting_as is None else
+              producer.ombud_types if acting_as == "ombud" else producer.own_view_types)
     if reply is not None and status in ("ok", "no_data"):
         for record in reply.records:
             if record.scope not in DISCLOSABLE_SCOPES or (
@@ -147,8 +149,7 @@ def merge(
     disclosed: dict[str, dict[str, int]] = {}
     complete = True
     for outcome in outcomes:
-        part = filter_source(outcome, readable=readable, types=types,
-                             own_view=acting_as is not None)
+        part = filter_source(outcome, readable=readable, types=types, acting_as=acting_as)
         pid = part.result.producer
         if part.dropped:
             violations[pid] = part.dropped

@@ -9,7 +9,7 @@ refusal's problem ``type`` (``urn:samsvar:problem:<rule>``) and what the access 
 |--------------------------|--------------------------------------------------------------|
 | ``assurance-too-low``    | ``actor.loa`` below loa3, or ``auth_time`` older than 1 hour |
 | ``type-not-for-person``  | ``care_documentation``, ``alerts``, ``functional_status``    |
-| ``ombud-not-permitted``  | ``acting_as`` ``ombud``: off (the safe default)              |
+| ``ombud-not-permitted``  | ``acting_as`` ``ombud``: off unless the broker names the types|
 | ``actor-not-subject``    | ``self`` and ``actor.id`` is not ``sub``                     |
 | ``self-under-age``       | ``self`` under 13; 13–15 only ``bookings``, ``fixed_contacts``|
 | ``mandate-missing``      | ``guardian`` without a ``folkbokforing`` mandate             |
@@ -62,7 +62,8 @@ OWN_VIEW_RULES: Final[dict[str, str]] = {
     RULE_OMBUD_NOT_PERMITTED: "acting as an ombud is not permitted",
     RULE_ACTOR_NOT_SUBJECT: "acting as self, the signed-in person must be the subject",
     RULE_SELF_UNDER_AGE: "under 13 no own access; 13-15 only bookings and fixed contacts",
-    RULE_MANDATE_MISSING: "a guardian needs a mandate from the population register",
+    RULE_MANDATE_MISSING: "a guardian needs a population-register mandate, an ombud one in "
+                          "force",
     RULE_GUARDIAN_CHILD_TOO_OLD: "a guardian reads only for a child under 13",
     RULE_PROTECTED_IDENTITY: "with protected personal data only the person reads",
 }
@@ -105,8 +106,9 @@ def _iso_date(value: str | None) -> dt.date | None:
 
 
 def decide_own(claims: OwnQueryClaims, *, actor: str, subject: str, now: float,
-               today: dt.date) -> OwnDecision:
-    """Whether the signed-in ``actor`` (12 digits) may read ``subject``'s own view now."""
+               today: dt.date, ombud_types: frozenset[str] = frozenset()) -> OwnDecision:
+    """Whether the signed-in ``actor`` (12 digits) may read ``subject``'s own view now;
+    ``ombud_types`` are the types this deployment lets an ombud read (none: off)."""
     if claims.actor.loa not in ACCEPTED_LOA:
         return _refuse(RULE_ASSURANCE_TOO_LOW,
                        "the person must sign in with an e-identification of assurance level "
@@ -125,9 +127,21 @@ def decide_own(claims: OwnQueryClaims, *, actor: str, subject: str, now: float,
                        "lab_results, care_contacts, diagnoses or social_care_interventions")
     match claims.acting_as:
         case "ombud":
-            return _refuse(RULE_OMBUD_NOT_PERMITTED,
-                           "acting as an ombud is not permitted by this broker; the person "
-                           "signs in themself")
+            if not ombud_types or not set(claims.types) <= ombud_types:
+                allowed = ", ".join(sorted(ombud_types))
+                return _refuse(RULE_OMBUD_NOT_PERMITTED,
+                               "acting as an ombud is not permitted by this broker; the person "
+                               "signs in themself" if not allowed else
+                               f"an ombud may read only {allowed} here")
+            mandate = claims.mandate
+            valid_to = _iso_date(mandate.valid_to) if mandate is not None else None
+            if (mandate is None or not mandate.source or not mandate.id or valid_to is None
+                    or valid_to < today):
+                return _refuse(RULE_MANDATE_MISSING,
+                               "an ombud needs a mandate {source, id, valid_to} in force today")
+            if actor == subject:
+                return _refuse(RULE_ACTOR_NOT_SUBJECT,
+                               "an ombud reads for another person, not for themself: use self")
         case "self":
             if actor != subject:
                 return _refuse(RULE_ACTOR_NOT_SUBJECT,

@@ -347,7 +347,7 @@ class QueryService:
         now = self._clock()
         today = dt.datetime.fromtimestamp(now, SWEDEN).date()
         decision = own_view.decide_own(claims, actor=actor, subject=subject, now=now,
-                                       today=today)
+                                       today=today, ombud_types=self.config.ombud_types)
         if not decision.allowed:
             assert decision.rule is not None
             refusal = PolicyRefused(decision.rule, decision.reason, rule=decision.rule)
@@ -404,7 +404,8 @@ class QueryService:
         """The producers asked: serving the types, or, for the own view, offering them
         there (the registry's ``own_view_types``)."""
         if query.own is not None:
-            return self.registry.producers_for_own_view(query.claims.types)
+            return self.registry.producers_for_own_view(
+                query.claims.types, ombud=query.own.acting_as == "ombud")
         return self.registry.producers_for(query.claims.types)
 
     def deadline_ms(self, claims: QueryClaims | OwnQueryClaims) -> int:

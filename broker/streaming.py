@@ -94,7 +94,7 @@ async def stream_answer(
     """
     readable = readable_producers(query.unblock)
     asked = frozenset(query.claims.types)
-    own_view = query.own is not None
+    acting_as = query.own.acting_as if query.own is not None else None
     total = len(service.producers_for(query))
     queue: asyncio.Queue[SourceLine | None] = asyncio.Queue()
     streamed: set[str] = set()
@@ -102,7 +102,7 @@ async def stream_answer(
     pump: asyncio.Task[None] | None = None
 
     def on_outcome(outcome: Outcome) -> None:
-        part = filter_source(outcome, readable=readable, types=asked, own_view=own_view)
+        part = filter_source(outcome, readable=readable, types=asked, acting_as=acting_as)
         streamed.add(part.result.producer)
         queue.put_nowait(SourceLine(source=part.result, records=part.records,
                                     done=len(streamed), total=total))

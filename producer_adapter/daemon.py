@@ -429,8 +429,9 @@ class Adapter:
             raise AdapterError("adapter has no backend or block source: call run() first")
         own = q.own_view
         # The own view reads only what this producer offers there (the registry says).
-        types = frozenset(q.types) & (self.producer.own_view_types if own is not None
-                                      else self.producer.types)
+        types = frozenset(q.types) & (
+            self.producer.types if own is None else self.producer.ombud_types
+            if own.acting_as == "ombud" else self.producer.own_view_types)
         if own is None and q.basis is None:
             log.warning("question without a basis and not for the own view: answered error")
             return error("question has no basis")

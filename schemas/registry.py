@@ -23,6 +23,7 @@ The operator edits it as TOML (see docs/configuration.md)::
     organisation = "SE2321000999-RE01"       # a participant with the producer role
     types = ["medication", "diagnoses"]
     own_view_types = ["medication"]          # offered in the person's own view (SPEC 9)
+    ombud_types = []                         # of those, what an ombud may read (opt-in)
     units = [{ id = "SE2321000999-U100", name = "Akutmottagningen" }]
     keys = [{ kid = "..." , kty = "OKP", crv = "Ed25519", x = "..." }]
 
@@ -101,6 +102,8 @@ class Producer:
     keys: Mapping[str, PublicKey]
     own_view_types: frozenset[str] = frozenset()
     """The types this producer offers in the person's own view (a subset of ``types``)."""
+    ombud_types: frozenset[str] = frozenset()
+    """Of those, the types it lets an ombud read (opt-in; a subset of ``own_view_types``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,10 +130,13 @@ class Registry:
                 p for p in self.producers.values() if p.types & wanted)
         return serving
 
-    def producers_for_own_view(self, types: Iterable[str]) -> tuple[Producer, ...]:
-        """Every producer offering at least one of ``types`` in the own view."""
+    def producers_for_own_view(self, types: Iterable[str], *,
+                               ombud: bool = False) -> tuple[Producer, ...]:
+        """Every producer offering at least one of ``types`` in the own view (to an ombud:
+        only those that opted in for the type)."""
         wanted = frozenset(types)
-        return tuple(p for p in self.producers.values() if p.own_view_types & wanted)
+        return tuple(p for p in self.producers.values()
+                     if (p.ombud_types if ombud else p.own_view_types) & wanted)
 
     def participant_key(self, participant_id: str, header: Header) -> PublicKey:
         p = self.participants.get(participant_id)
@@ -345,6 +351,11 @@ def parse_registry(text: str, *, path: str = "") -> Registry:
                        f"a type of the own view ({', '.join(sorted(OWN_VIEW_TYPES))})"),
                     line=loc.value("own_view_types", at), path=path,
                 )
+        ombud = raw.get("ombud_types", [])
+        if (not isinstance(ombud, list) or not all(isinstance(t, str) for t in ombud)
+                or not set(ombud) <= set(own)):
+            raise RegistryError(f"{where}: ombud_types must be a list of the producer's "
+                                "own_view_types", line=loc.value("ombud_types", at), path=path)
         units: list[UnitRef] = []
         seen_units: set[str] = set()
         for u in raw.get("units", []):
@@ -359,7 +370,7 @@ def parse_registry(text: str, *, path: str = "") -> Registry:
                                                      at=at, path=path)))
         producers[pid] = Producer(
             id=pid, name=str(raw.get("name", pid)), organisation=org, types=frozenset(types),
-            units=tuple(units), own_view_types=frozenset(own),
+            units=tuple(units), own_view_types=frozenset(own), ombud_types=frozenset(ombud),
             keys=_keys(raw.get("keys"), where=where, at=at, loc=loc, path=path,
                        inherit=org.keys),
         )

@@ -136,3 +136,26 @@ def test_the_broker_drops_what_a_producer_should_have_withheld_from_the_person()
     selfview = merge(query_id="q", subject=ADULT, outcomes=[outcome], unblock=None,
                      types=frozenset({"medication"}), acting_as="self")
     assert selfview.answer.blocked_information_exists is True
+
+
+def test_ombud_is_off_unless_the_broker_names_types(tmp_path: Any) -> None:
+    from broker.config import load_broker_config
+    from broker.errors import ConfigError
+
+    base = '[broker]\nregistry = "r.toml"\nkey = "k.jwk"\n'
+    (tmp_path / "b.toml").write_text(base, encoding="utf-8")
+    assert load_broker_config(tmp_path / "b.toml").ombud_types == frozenset()
+    (tmp_path / "b.toml").write_text(base + 'ombud_types = ["bookings"]\n', encoding="utf-8")
+    assert load_broker_config(tmp_path / "b.toml").ombud_types == {"bookings"}
+    (tmp_path / "b.toml").write_text(base + 'ombud_types = ["alerts"]\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="ombud_types"):
+        load_broker_config(tmp_path / "b.toml")
+    mandate = Mandate(source="fullmakt", id="F-1", valid_to="2026-11-29")
+    c = claims(actor=Actor(id=GUARDIAN, loa=LOA3, auth_time=int(NOW)), acting_as="ombud",
+               mandate=mandate)
+    assert rule(c) == "ombud-not-permitted"
+    assert decide_own(c, actor=GUARDIAN, subject=ADULT, now=NOW, today=TODAY,
+                      ombud_types=frozenset({"bookings"})).allowed
+    assert decide_own(c, actor=GUARDIAN, subject=ADULT, now=NOW,
+                      today=TODAY + dt.timedelta(days=1),
+                      ombud_types=frozenset({"bookings"})).rule == "mandate-missing"

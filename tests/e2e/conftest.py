@@ -79,6 +79,7 @@ class ProducerSpec:
     excluded_units: list[str] = field(default_factory=list)
     own_view_types: list[str] = field(default_factory=list)
     """What the producer offers in the person's own view (SPEC section 9)."""
+    ombud_types: list[str] = field(default_factory=list)
     release_delay_days: dict[str, int] = field(default_factory=dict)
     blocks: list[dict[str, str]] = field(default_factory=list)
     """Blocks (spärrar) as a ``json_file`` block source holds them."""
@@ -214,6 +215,7 @@ def build_federation(tmp: Path, server: MqttServer, prefix: str,
         lines += ["[[producers]]", f'id = "{spec.id}"', f'name = "Producent {spec.id}"',
                   'organisation = "PRODORG"', f"types = {json.dumps(spec.types)}",
                   f"own_view_types = {json.dumps(spec.own_view_types)}",
+                  f"ombud_types = {json.dumps(spec.ombud_types)}",
                   'units = [{ id = "U1", name = "Enhet U1" }, { id = "U2", name = "Enhet U2" }]',
                   f"keys = {jwk(spec.id)}", ""]
         if spec.blocks:

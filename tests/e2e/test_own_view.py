@@ -119,7 +119,7 @@ R1 = ProducerSpec(
 )
 K1 = ProducerSpec(
     "K1", types=["care_plans", "bookings", "fixed_contacts", "medication"],
-    own_view_types=["care_plans", "bookings", "fixed_contacts"],
+    own_view_types=["care_plans", "bookings", "fixed_contacts"], ombud_types=["bookings"],
     records={ADULT: [sip("K1", "K1-SIP"), booking("K1", "K1-BOK"), contact("K1", "K1-FOK"),
                      rec("K1", "K1-LKM", "medication", drug="Not offered in the own view")],
              CHILD: [booking("K1", "K1-CHILD-BOK")]},
@@ -478,3 +478,49 @@ async def test_the_own_view_streams_with_acting_as_in_the_summary(fed: Federatio
     assert summary["blocked_information_exists"] is False
     streamed = {r["id"] for line in lines[:-1] for r in line["records"]}
     assert streamed == {"R1-CHILD-BOK", "R1-CHILD-LKM", "K1-CHILD-BOK"}
+
+
+# -- an ombud, where a deployment enables it -----------------------------------------------
+
+
+@pytest.fixture
+async def ombud_fed(federation_factory: Any) -> Federation:
+    fed: Federation = await federation_factory([R1, K1, S1])
+    await fed.start_broker(ombud_types=frozenset({"bookings"}))
+    for pid in fed.producers:
+        await fed.start_adapter(pid)
+        await fed.wait_presence(pid)
+    return fed
+
+
+def ombud_token(fed: Federation, *, valid_to: str = "2099-12-31", **kw: Any) -> str:
+    args: dict[str, Any] = {"actor": GUARDIAN, "acting_as": "ombud", "types": ["bookings"],
+                            "mandate": Mandate(source="fullmakt", id="F-2026-17",
+                                               valid_to=valid_to)}
+    args.update(kw)
+    return own_token(fed, **args)
+
+
+async def test_an_enabled_ombud_reads_only_the_named_types_from_producers_that_opt_in(
+    ombud_fed: Federation,
+) -> None:
+    status, body = await ask_own(ombud_fed, ombud_token(ombud_fed))
+    assert status == 200, body
+    # K1 opted in for bookings; R1 offers bookings in the own view but not to an ombud
+    assert [s["producer"] for s in body["sources"]] == ["K1"]
+    assert ids(body) == {"K1-BOK"} and body["acting_as"] == "ombud"
+    assert body["blocked_information_exists"] is False
+    status, body = await ask_own(ombud_fed, ombud_token(ombud_fed,
+                                                        types=["bookings", "care_plans"]))
+    assert status == 403 and body["type"] == "urn:samsvar:problem:ombud-not-permitted"
+    assert "bookings" in body["detail"]
+    yesterday = (NOW - dt.timedelta(days=1)).date().isoformat()
+    status, body = await ask_own(ombud_fed, ombud_token(ombud_fed, valid_to=yesterday))
+    assert status == 403 and body["type"] == "urn:samsvar:problem:mandate-missing"
+    status, body = await ask_own(ombud_fed, ombud_token(ombud_fed, protected=True))
+    assert status == 403 and body["type"] == "urn:samsvar:problem:protected-identity"
+    assert fed_entries_with(await log_entries(ombud_fed), "ombud") == 4
+
+
+def fed_entries_with(entries: list[AccessEntry], acting_as: str) -> int:
+    return sum(1 for e in entries if e.acting_as == acting_as)

@@ -436,6 +436,7 @@ def test_own_view_types_choose_the_producers_asked(keys: Keys) -> None:
     ('own_view_types = ["alerts"]', "not a type of the own view"),
     ('own_view_types = ["bookings"]', "not one of the producer's types"),
     ('own_view_types = "care_plans"', "must be a list"),
+    ('ombud_types = ["medication"]', "ombud_types must be a list of the producer's"),
 ])
 def test_own_view_types_are_checked(keys: Keys, line: str, message: str) -> None:
     text = with_own_view(good_text(keys), line)
