@@ -92,7 +92,7 @@ R1 = ProducerSpec(
                  "lab_results", "care_documentation", "alerts"],
     own_view_types=["care_plans", "bookings", "fixed_contacts", "self_care", "medication",
                     "lab_results"],
-    release_delay_days={"lab_results": 14},
+    release_delay_days={"lab_results": 14}, excluded_units=["U9"],
     blocks=[{"subject": ADULT, "level": "unit", "target": "U2", "registered_by": "person"},
             {"subject": CHILD, "level": "unit", "target": "U2", "registered_by": "person"}],
     records={
@@ -106,7 +106,8 @@ R1 = ProducerSpec(
                     approved_for_patient=False),
                 rec("R1", "R1-LKM", "medication", drug="Apixaban"),
                 rec("R1", "R1-DOC", "care_documentation", title="Anteckning"),
-                rec("R1", "R1-BLOCKED", "medication", drug="Spärrad", at_unit="U2")],
+                rec("R1", "R1-BLOCKED", "medication", drug="Spärrad", at_unit="U2"),
+                rec("R1", "R1-EXCLUDED", "medication", drug="Psykiatri", at_unit="U9")],
         CHILD: [booking("R1", "R1-CHILD-BOK"), rec("R1", "R1-CHILD-LKM", "medication",
                                                    drug="Ventoline"),
                 rec("R1", "R1-CHILD-BLOCKED", "medication", drug="Spärrad", at_unit="U2")],
@@ -121,6 +122,7 @@ K1 = ProducerSpec(
     "K1", types=["care_plans", "bookings", "fixed_contacts", "medication"],
     own_view_types=["care_plans", "bookings", "fixed_contacts"], ombud_types=["bookings"],
     records={ADULT: [sip("K1", "K1-SIP"), booking("K1", "K1-BOK"), contact("K1", "K1-FOK"),
+                     {**sip("K1", "K1-IFO-PLAN"), "scope": "sol_other"},
                      rec("K1", "K1-LKM", "medication", drug="Not offered in the own view")],
              CHILD: [booking("K1", "K1-CHILD-BOK")]},
 )
@@ -197,7 +199,8 @@ async def test_the_person_sees_their_plans_bookings_and_contacts_at_region_and_m
     # what the person must never see, and what nothing may reveal
     text = json.dumps(body)
     for hidden in ("INTERNAL-ONLY", "R1-LKM-HIDDEN", "R1-LAB-NEW", "R1-BLOCKED", "K1-LKM",
-                   "S1-LKM", "internal_note", "approved_for_patient"):
+                   "S1-LKM", "R1-EXCLUDED", "K1-IFO-PLAN", "internal_note",
+                   "approved_for_patient"):
         assert hidden not in text, hidden
     sources = {s["producer"]: s for s in body["sources"]}
     assert sources["R1"]["records"] == 6 and sources["K1"]["records"] == 3
