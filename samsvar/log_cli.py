@@ -183,7 +183,7 @@ def _print_table(subject: str, period: Period | None, entries: list[AccessEntry]
                    # only a broken stream's "opened" entry is left after collapse_streams
                    else "streamed, not completed" if e.outcome == "opened"
                    else f"refused ({e.rule})" if e.rule else "refused")
-        if e.kind == "own_view":
+        if e.action == "own_view":
             basis = ", ".join(p for p in (f"own view as {e.acting_as}", e.loa and
                                           e.loa.rsplit("/", 1)[-1],
                                           e.mandate and f"mandate {e.mandate.source}") if p)
