@@ -80,6 +80,7 @@ class ProducerSpec:
     own_view_types: list[str] = field(default_factory=list)
     """What the producer offers in the person's own view (SPEC section 9)."""
     ombud_types: list[str] = field(default_factory=list)
+    units: list[str] = field(default_factory=lambda: ["U1"])
     release_delay_days: dict[str, int] = field(default_factory=dict)
     blocks: list[dict[str, str]] = field(default_factory=list)
     """Blocks (spärrar) as a ``json_file`` block source holds them."""
@@ -216,7 +217,8 @@ def build_federation(tmp: Path, server: MqttServer, prefix: str,
                   'organisation = "PRODORG"', f"types = {json.dumps(spec.types)}",
                   f"own_view_types = {json.dumps(spec.own_view_types)}",
                   f"ombud_types = {json.dumps(spec.ombud_types)}",
-                  'units = [{ id = "U1", name = "Enhet U1" }, { id = "U2", name = "Enhet U2" }]',
+                  "units = [" + ", ".join(f'{{ id = "{u}", name = "Enhet {u}" }}'
+                                          for u in spec.units) + "]",
                   f"keys = {jwk(spec.id)}", ""]
         if spec.blocks:
             (tmp / f"blocks-{spec.id}.json").write_text(json.dumps(spec.blocks),

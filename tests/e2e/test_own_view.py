@@ -92,7 +92,7 @@ R1 = ProducerSpec(
                  "lab_results", "care_documentation", "alerts"],
     own_view_types=["care_plans", "bookings", "fixed_contacts", "self_care", "medication",
                     "lab_results"],
-    release_delay_days={"lab_results": 14}, excluded_units=["U9"],
+    release_delay_days={"lab_results": 14}, excluded_units=["U9"], units=["U1", "U2"],
     blocks=[{"subject": ADULT, "level": "unit", "target": "U2", "registered_by": "person"},
             {"subject": CHILD, "level": "unit", "target": "U2", "registered_by": "person"}],
     records={
