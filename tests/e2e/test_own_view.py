@@ -210,6 +210,11 @@ async def test_the_person_sees_their_plans_bookings_and_contacts_at_region_and_m
         ("Hemtjänst", "Exempel kommun"), ("Fysioterapi", "Region Exempel")]
     assert plan["coordinator"]["role"] == "SIP-samordnare"
     assert plan["needs"] == ["Bo hemma"] and plan["follow_up_date"]
+    assert fed.http is not None
+    async with fed.http.get(f"{fed.url}/v1/producers") as resp:
+        listed = {p["id"]: p["own_view_types"] for p in (await resp.json())["producers"]}
+    assert listed == {"R1": sorted(R1.own_view_types), "K1": sorted(K1.own_view_types),
+                      "S1": []}
     # acting as self, the person is told that blocked information exists (never where)
     assert body["blocked_information_exists"] is True
 
