@@ -28,6 +28,7 @@ from rich.console import Console
 
 from broker import BrokerServer, load_broker_config
 from consumer_client import Client
+from consumer_client.portal import DemoRegister, PortalConfig, running_portal
 from consumer_client.render import render_answer
 from producer_adapter import Adapter, BlockScope, SqliteBlockRegister, load_adapter_config
 from schemas.jose import PrivateKey, generate_key, load_private_key
@@ -46,7 +47,7 @@ from .demo_own import (
     own_records,
 )
 
-__all__ = ["PARTICIPANTS", "PRODUCERS", "build_workdir", "run_demo"]
+__all__ = ["PARTICIPANTS", "PRODUCERS", "build_workdir", "portal_config", "run_demo"]
 
 BROKER_ID: Final = "SE0000000000-SAMSVAR"
 
@@ -327,6 +328,7 @@ async def run_demo(args: argparse.Namespace) -> int:
             print(f"samsvar: {exc}", file=sys.stderr)
             return 2
     port = args.port if args.serve and args.port else _free_port()
+    portal_port = getattr(args, "portal_port", None) or port + 1
     tmp = None
     if args.workdir:
         root = Path(args.workdir)
@@ -347,14 +349,23 @@ async def run_demo(args: argparse.Namespace) -> int:
         adapters = [Adapter(load_adapter_config(path), registry)
                     for path in workdir.adapter_configs]
         shutdown = asyncio.Event()
-        async with asyncio.TaskGroup() as tg:
+        async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as tg:
+            if args.serve:  # up before the broker's /healthz answers
+                try:
+                    await stack.enter_async_context(running_portal(
+                        portal_config(workdir), host="127.0.0.1", port=portal_port))
+                except OSError as exc:
+                    print(f"samsvar: cannot serve Min översikt on 127.0.0.1:{portal_port}: "
+                          f"{exc.strerror or exc}; choose another --portal-port",
+                          file=sys.stderr)
+                    return 1
             tg.create_task(broker.run(shutdown=shutdown), name="demo-broker")
             for adapter in adapters:
                 tg.create_task(adapter.run(shutdown=shutdown), name="demo-adapter")
             try:
                 await _wait_online(broker, [p["id"] for p in PRODUCERS])
                 if args.serve:
-                    await _serve(workdir, err, shutdown)
+                    await _serve(workdir, err, shutdown, portal_port=portal_port)
                 else:
                     await _ask_once(workdir, args.json)
             finally:
@@ -391,11 +402,23 @@ async def _ask_once(workdir: Workdir, as_json: bool) -> None:
     render_answer(answer, out)
 
 
-async def _serve(workdir: Workdir, err: Console, shutdown: asyncio.Event) -> None:
+def portal_config(workdir: Workdir) -> PortalConfig:
+    """"Min översikt" for this federation: the demo's citizen-portal participant and key,
+    and its persons (with each child's guardians) as the population register."""
+    demo = workdir.demo
+    portal = next(p for p in demo["participants"] if "citizen-portal" in p["roles"])
+    return PortalConfig(broker_url=demo["broker_url"], issuer=portal["id"],
+                        key=load_private_key(workdir.root / portal["key_file"]),
+                        audience=demo["aud"], register=DemoRegister.from_demo(demo["persons"]))
+
+
+async def _serve(workdir: Workdir, err: Console, shutdown: asyncio.Event, *,
+                 portal_port: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, shutdown.set)
     err.print(f"samsvar demo serving on {workdir.demo['broker_url']} — files in {workdir.root} "
               "(README.txt, demo.json). Ctrl-C stops it.")
+    err.print(f"Min översikt (the demo citizen portal): http://127.0.0.1:{portal_port}/")
     await shutdown.wait()
