@@ -163,7 +163,8 @@ async def _ask(state: _State, session: _Session, actor: Person, target: Target) 
         if age < 16:
             types = TEEN_TYPES
             limited = ("Du som är 13–15 år ser dina bokade tider och dina fasta kontakter här. "
-                       "Från 16 år ser du också planer, egenvård, läkemedel och provsvar.")
+                       "Från 16 år ser du också planer, egenvård, läkemedel, provsvar, "
+                       "diagnoser och insatser.")
     else:
         acting_as = "guardian"
         mandate = Mandate(source="folkbokforing", checked_at=today.isoformat())

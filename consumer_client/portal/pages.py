@@ -21,12 +21,14 @@ from schemas.messages import Answer, Problem, SourceResult
 from schemas.records import (
     Booking,
     CarePlan,
+    Diagnosis,
     FixedContact,
     LabResult,
     Medication,
     PersonRef,
     Record,
     SelfCare,
+    SocialCareIntervention,
     record_type,
 )
 
@@ -70,6 +72,10 @@ THEMES: Final[tuple[Theme, ...]] = (
           empty="Inga läkemedel."),
     Theme(type="lab_results", anchor="provsvar", heading="Provsvar",
           empty="Inga provsvar."),
+    Theme(type="diagnoses", anchor="diagnoser", heading="Diagnoser",
+          empty="Inga diagnoser."),
+    Theme(type="social_care_interventions", anchor="insatser", heading="Insatser",
+          empty="Inga insatser från kommunen."),
 )
 """In the order of the page: what lies ahead, whom to call, the plans (the SIP first)."""
 
@@ -229,6 +235,8 @@ _CONTACT_ROLES: Final = {"fast_vardkontakt": "Fast vårdkontakt",
                          "kontaktsjukskoterska": "Kontaktsjuksköterska", "other": "Kontakt"}
 _CONTACT_SYSTEMS: Final = {"phone": "Telefon", "email": "E-post", "1177": "1177",
                            "address": "Adress", "other": "Annat sätt"}
+_PHASES: Final = {"handlaggning": "Handläggs", "beslut": "Beslutad",
+                   "verkstallighet": "Pågår"}
 _MED_STATUS: Final = {"active": "Pågående", "paused": "Uppehåll", "stopped": "Avslutad"}
 _REFUSALS: Final = {
     "self-under-age": "Du som är under 13 år kan inte se dina uppgifter här. Fråga din "
@@ -385,6 +393,25 @@ def _lab(r: LabResult) -> str:
             + _from(r) + "</article>")
 
 
+def _diagnosis(d: Diagnosis) -> str:
+    code = d.codes[0].code if d.codes else ""
+    return (f'<article class="card diagnosis"><h3>{_e(d.display)}'
+            + (f' <span class="badge">{_e(code)}</span>' if code else "") + "</h3>"
+            + _dl([("Status", "Läkt" if d.status == "resolved" else "Aktuell"),
+                   ("Sedan", _e(_day(d.onset)) if d.onset else "")])
+            + _from(d) + "</article>")
+
+
+def _intervention(i: SocialCareIntervention) -> str:
+    phase = _PHASES.get(i.phase, i.phase)
+    return (f'<article class="card intervention"><h3>{_e(i.intervention)}</h3>'
+            + _dl([("Skede", _e(phase)), ("Omfattning", _e(i.extent)),
+                   ("Beslut", _e(_day(i.decision_date)) if i.decision_date else ""),
+                   ("Period", _e(_period(i.start, i.end))), ("Lag", _e(i.legal_basis)),
+                   ("Beskrivning", _e(i.description))])
+            + _from(i) + "</article>")
+
+
 def _sorted(theme: str, records: Sequence[Record], now: dt.datetime) -> list[Record]:
     far = dt.datetime.max.replace(tzinfo=dt.UTC)
     match theme:
@@ -412,6 +439,9 @@ _RENDER: Final[dict[str, Callable[[Record], str]]] = {
     "self_care": lambda r: _self_care(r) if isinstance(r, SelfCare) else "",
     "medication": lambda r: _medication(r) if isinstance(r, Medication) else "",
     "lab_results": lambda r: _lab(r) if isinstance(r, LabResult) else "",
+    "diagnoses": lambda r: _diagnosis(r) if isinstance(r, Diagnosis) else "",
+    "social_care_interventions":
+        lambda r: _intervention(r) if isinstance(r, SocialCareIntervention) else "",
 }
 
 

@@ -151,7 +151,8 @@ async def test_a_person_signs_in_and_the_portal_asks_as_self_at_loa3(
                                "auth_time": int(T0)}
     assert claims["acting_as"] == "self" and "mandate" not in claims
     assert claims["types"] == ["bookings", "fixed_contacts", "care_plans", "self_care",
-                               "medication", "lab_results"]
+                               "medication", "lab_results", "diagnoses",
+                               "social_care_interventions"]
     assert not {"user", "relation", "basis", "unblock"} & set(claims)
     assert 0 < claims["exp"] - claims["iat"] <= 300
     assert "Regionens journal" in page  # the source named as the broker lists it

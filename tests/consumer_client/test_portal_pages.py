@@ -105,7 +105,8 @@ def answer(*, sources: list[SourceResult] | None = None, blocked: bool = False,
         ])
 
 
-ALL = ("bookings", "fixed_contacts", "care_plans", "self_care", "medication", "lab_results")
+ALL = ("bookings", "fixed_contacts", "care_plans", "self_care", "medication", "lab_results",
+       "diagnoses", "social_care_interventions")
 NAMES = {P001: "Region Exempel", VO01: "Exempel kommun vård och omsorg",
          LSS1: "Exempel kommun LSS"}
 
@@ -142,7 +143,7 @@ def test_the_overview_has_every_theme_in_order_with_landmarks() -> None:
     assert '<html lang="sv">' in page and "<main" in page and "<header>" in page
     headings = re.findall(r"<h2 id=\"h-(\w+)\">", page)
     assert headings == ["kallor", "besok", "kontakter", "planer", "egenvard", "lakemedel",
-                        "provsvar"]
+                        "provsvar", "diagnoser", "insatser"]
     assert page.count("<h1>") == 1
     assert "inte BankID och ingen e-legitimation" in page
 
