@@ -8,6 +8,7 @@ started in this process over Mosquitto, one producer's adapter left out.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -21,8 +22,13 @@ from typing import Any
 
 import pytest
 
+from broker import BrokerServer, load_broker_config
+from consumer_client.portal import running_portal
+from producer_adapter import Adapter, load_adapter_config
+from samsvar.demo import build_workdir, portal_config
+from schemas.registry import load_registry
 from tests.browser import CONTRAST_JS, DESKTOP, PHONE, chromium
-from tests.conftest import free_port
+from tests.conftest import MqttServer, free_port
 from tests.samsvar_cli.test_demo import SAMSVAR
 
 
@@ -242,3 +248,54 @@ async def test_signing_out(demo: Demo, browser: Any) -> None:
     assert await page.title() == "Logga in – Min översikt (demo)"
     await page.close()
 
+
+
+@pytest.mark.mosquitto
+async def test_a_source_not_reachable_is_shown_honestly(
+    mosquitto: MqttServer, unique_prefix: str, tmp_path: Path, browser: Any,
+) -> None:
+    """The demo's federation in this process over Mosquitto, the municipality's care
+    producer's adapter never started: its source must read "not reachable"."""
+    down = "SE2120009999-VO01"
+    port, portal_port = free_port(), free_port()
+    workdir = build_workdir(tmp_path / "work", port=port,
+                            mqtt=mosquitto.settings(unique_prefix))
+    registry = load_registry(workdir.root / "registry.toml")
+    broker = BrokerServer(load_broker_config(workdir.broker_config), registry=registry)
+    configs = [load_adapter_config(p) for p in workdir.adapter_configs]
+    adapters = [Adapter(c, registry) for c in configs if c.producer != down]
+    assert len(adapters) == len(configs) - 1
+    running = [c.producer for c in configs if c.producer != down]
+    shutdown = asyncio.Event()
+    portal = f"http://127.0.0.1:{portal_port}"
+    async with running_portal(portal_config(workdir), host="127.0.0.1", port=portal_port), \
+            asyncio.TaskGroup() as tg:
+        tg.create_task(broker.run(shutdown=shutdown))
+        for adapter in adapters:
+            tg.create_task(adapter.run(shutdown=shutdown))
+        try:
+            async with asyncio.timeout(30):
+                await broker.started.wait()
+                while not all(broker.service.presence.is_online(p) for p in running):
+                    await asyncio.sleep(0.05)
+            demo = Demo(workdir=workdir.root, broker=f"http://127.0.0.1:{port}", portal=portal,
+                        info=workdir.demo)
+            page = await open_signed_in(browser, demo, demo.person("sip"))
+            source = page.locator(f'#kallor li[data-producer="{down}"]')
+            assert await source.get_attribute("data-status") == "unavailable"
+            assert "Gick inte att nå" in await source.inner_text()
+            incomplete = page.locator("#incomplete")
+            assert await incomplete.is_visible()
+            assert "inte komplett" in await incomplete.inner_text()
+            assert "Exempel kommun vård och omsorg" in await incomplete.inner_text()
+            others = await page.locator("#kallor li").evaluate_all(
+                "els => els.filter(e => e.dataset.producer !== '%s')"
+                ".map(e => e.dataset.status)" % down)
+            assert others and set(others) <= {"ok", "no_data"}
+            # what the region holds is still there; nothing from the missing source
+            bookings = await texts(page, "#besok article")
+            assert any("Från Region Exempel" in b for b in bookings)
+            assert not any("Hemsjukvården" in b for b in bookings)
+            await page.close()
+        finally:
+            shutdown.set()
