@@ -616,8 +616,8 @@ def _answer_parts(outcome: Outcome, *, now: dt.datetime, is_self: bool) -> list[
         if theme.type == "bookings":
             earlier = len(by_type.get("bookings", [])) - len(shown)
             if earlier > 0:
-                cards += (f'<p class="meta">{earlier} tidigare '
-                          f"{'besök' if earlier > 1 else 'besök'} visas inte.</p>")
+                cards += f'<p class="meta">{earlier} tidigare besök visas inte.</p>'
+
         empty = f'<p class="empty">{_e(theme.empty)}</p>' if not shown else ""
         parts.append(f'<section aria-labelledby="h-{theme.anchor}" id="{theme.anchor}" '
                      f'data-type="{theme.type}"><h2 id="h-{theme.anchor}">{_e(theme.heading)}'

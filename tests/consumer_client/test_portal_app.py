@@ -65,7 +65,7 @@ async def broker() -> AsyncIterator[Broker]:
 
     async def own_query(request: web.Request) -> web.Response:
         token = await request.text()
-        header, payload = jose.verify(token, lambda h: stub.key.public, typ=OWN_QUERY_TYP)
+        _, payload = jose.verify(token, lambda h: stub.key.public, typ=OWN_QUERY_TYP)
         claims = json.loads(payload)
         stub.claims.append(claims)
         answer = Answer(query_id="q", subject=claims["sub"], complete=stub.status == "ok",

@@ -119,7 +119,7 @@ def render(outcome: Outcome, *, actor: Person = ADULT, target: Target | None = N
 
 
 def section(page: str, anchor: str) -> str:
-    m = re.search(rf'<section aria-labelledby="h-{anchor}".*?</section>', page, re.S)
+    m = re.search(rf'<section aria-labelledby="h-{anchor}".*?</section>', page, re.DOTALL)
     assert m, anchor
     return m.group(0)
 
@@ -152,7 +152,7 @@ def test_the_sip_comes_first_with_who_does_what_in_region_and_municipality() -> 
     plans = section(render(Outcome(types=ALL, answer=answer())), "planer")
     assert plans.index("SIP – hemma efter stroke") < plans.index("Vårdplan hjärta")
     sip = plans[:plans.index("Vårdplan hjärta")]
-    rows = re.findall(r"<tr>(.*?)</tr>", sip.split("<tbody>")[1], re.S)
+    rows = re.findall(r"<tr>(.*?)</tr>", sip.split("<tbody>")[1], re.DOTALL)
     assert [text(r) for r in rows] == [
         "Hemtjänst morgon och kväll Exempel kommun Hemtjänsten Norra Dagligen Pågår",
         "Fysioterapi: gång- och balansträning Region Exempel Fysioterapeut Tisdagar Planerad",
@@ -198,13 +198,13 @@ def test_each_source_is_shown_honestly() -> None:
     page = render(Outcome(types=ALL, answer=answer(sources=sources), producer_names=NAMES))
     listed = {m[0]: text(m[1]) for m in re.findall(
         r'<li class="\w+" data-producer="([^"]+)" data-status="\w+">(.*?)</li>',
-        section(page, "kallor"), re.S)}
+        section(page, "kallor"), re.DOTALL)}
     assert listed[P001] == "Region Exempel (Region Exempel): Svarade – 6 uppgifter visas"
     assert listed[VO01] == ("Exempel kommun vård och omsorg (Exempel kommun): "
                             "Gick inte att nå just nu")
     assert listed[LSS1] == "Exempel kommun LSS (Exempel kommun): Svarade: inga uppgifter att visa"
     notice = re.search(r'<div class="notice warn" role="status" id="incomplete">(.*?)</div>',
-                       page, re.S)
+                       page, re.DOTALL)
     assert notice and "Exempel kommun vård och omsorg" in text(notice.group(1))
     assert "inte komplett" in text(notice.group(1))
     assert 'id="incomplete"' not in render(Outcome(types=ALL, answer=answer()))
@@ -232,7 +232,7 @@ def test_a_guardian_sees_whom_they_look_at_and_can_switch() -> None:
                   targets=[me, child])
     assert "<h1>Elsa Nordins översikt</h1>" in page
     assert "som vårdnadshavare (20150301-2385)" in page
-    nav = re.search(r'<nav class="switch" aria-label="Vems uppgifter">.*?</nav>', page, re.S)
+    nav = re.search(r'<nav class="switch" aria-label="Vems uppgifter">.*?</nav>', page, re.DOTALL)
     assert nav
     buttons = re.findall(r'<button type="submit" name="subject" value="(\d+)"( aria-current'
                          r'="true")?>([^<]*)</button>', nav.group(0))

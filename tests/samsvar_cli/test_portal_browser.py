@@ -9,6 +9,7 @@ started in this process over Mosquitto, one producer's adapter left out.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import signal
 import subprocess
@@ -228,7 +229,7 @@ async def test_readable_and_accessible_on_a_phone_and_a_desktop(
         levels = await page.locator("h1, h2, h3, h4").evaluate_all(
             "els => els.map(e => Number(e.tagName[1]))")
         assert levels[0] == 1 and levels.count(1) == 1, (check, levels)
-        assert all(b - a <= 1 for a, b in zip(levels, levels[1:], strict=False)), levels
+        assert all(b - a <= 1 for a, b in itertools.pairwise(levels)), levels
         # every control has an accessible name
         unnamed = await page.locator("input:not([type=hidden]), button").evaluate_all(
             """els => els.filter(e => !(e.labels && e.labels.length) && !e.textContent.trim()
@@ -289,8 +290,8 @@ async def test_a_source_not_reachable_is_shown_honestly(
             assert "inte komplett" in await incomplete.inner_text()
             assert "Exempel kommun vård och omsorg" in await incomplete.inner_text()
             others = await page.locator("#kallor li").evaluate_all(
-                "els => els.filter(e => e.dataset.producer !== '%s')"
-                ".map(e => e.dataset.status)" % down)
+                "(els, down) => els.filter(e => e.dataset.producer !== down)"
+                ".map(e => e.dataset.status)", down)
             assert others and set(others) <= {"ok", "no_data"}
             # what the region holds is still there; nothing from the missing source
             bookings = await texts(page, "#besok article")
