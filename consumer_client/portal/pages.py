@@ -258,6 +258,19 @@ def pnr(pid: str) -> str:
     return f"{pid[:8]}-{pid[8:]}" if len(pid) == 12 and pid.isdigit() else pid
 
 
+def genitive(name: str) -> str:
+    """Swedish genitive: "Elsa Nordins", but "Lars" and "Max" stay as they are."""
+    return name if name[-1:].lower() in ("s", "x", "z") else f"{name}s"
+
+
+def _when_text(when: str) -> str:
+    """An activity's "when": a bare ISO date in words, anything else as written."""
+    try:
+        return _day(dt.date.fromisoformat(when))
+    except ValueError:
+        return when
+
+
 def _local(when: dt.datetime) -> dt.datetime:
     return when.astimezone(SWEDEN)
 
@@ -343,7 +356,7 @@ def _plan(p: CarePlan) -> str:
         f'<td data-label="Vad">{_e(a.what)}</td>'
         f'<td data-label="Ansvarar">{_e(a.responsible_org.name) if a.responsible_org else ""}'
         + (f"<br>{_e(a.responsible)}" if a.responsible else "") + "</td>"
-        f'<td data-label="När">{_e(a.when)}</td>'
+        f'<td data-label="När">{_e(_when_text(a.when))}</td>'
         f'<td data-label="Status">{_e(_ACTIVITY_STATUS.get(a.status, a.status))}</td>'
         "</tr>"
         for a in p.activities)
@@ -558,11 +571,11 @@ def overview_page(
                '<p class="meta">Visa uppgifter för:</p>'
                f'<ul>{"".join(items)}</ul></form></div></nav>')
 
-    heading = ("Min översikt" if is_self
-               else f"{subject.name}s översikt")
+    heading = "Min översikt" if is_self else f"{genitive(subject.name)} översikt"
     lead = ("Dina planer, besök, kontakter, egenvård, läkemedel och provsvar från region och "
             "kommun på ett ställe." if is_self else
-            f"Du ser {subject.name}s uppgifter som vårdnadshavare ({pnr(subject.id)}).")
+            f"Du ser {genitive(subject.name)} uppgifter som vårdnadshavare "
+            f"({pnr(subject.id)}).")
     parts = [f"<h1>{_e(heading)}</h1>", f"<p>{_e(lead)}</p>"]
 
     if outcome.not_asked:

@@ -26,7 +26,7 @@ from schemas.records import OrgRef
 ISSUER = "SE5560000000-INV1"
 AUDIENCE = "SE0000000000-SAMSVAR"
 ADULT, TEEN, CHILD = "195205131575", "201204012395", "201503012385"
-GUARDIAN, OTHER = "198504012389", "199012012390"
+GUARDIAN, OTHER, PROTECTED = "198504012389", "199012012390", "197607012387"
 T0 = 1_796_720_400.0  # 2026-12-08 09:40 UTC
 PERSONS = [
     {"id": ADULT, "name": "Karl-Erik Holm", "tags": ["sip"]},
@@ -34,6 +34,7 @@ PERSONS = [
     {"id": CHILD, "name": "Elsa Nordin", "tags": ["child_under_13"], "guardians": [GUARDIAN]},
     {"id": GUARDIAN, "name": "Sara Nordin", "tags": ["bookings"]},
     {"id": OTHER, "name": "Ali Hassan", "tags": ["delayed"]},
+    {"id": PROTECTED, "name": "Skyddad Person", "tags": ["protected_identity"]},
 ]
 
 
@@ -154,6 +155,7 @@ async def test_a_person_signs_in_and_the_portal_asks_as_self_at_loa3(
                                "medication", "lab_results", "diagnoses",
                                "social_care_interventions"]
     assert not {"user", "relation", "basis", "unblock"} & set(claims)
+    assert claims.get("protected_identity", False) is False
     assert 0 < claims["exp"] - claims["iat"] <= 300
     assert "Regionens journal" in page  # the source named as the broker lists it
 
@@ -171,6 +173,12 @@ async def test_a_guardian_switches_to_a_child_under_13(portal: Portal, broker: B
     assert await portal.post("/vaxla", subject=GUARDIAN, csrf=portal.csrf(page)) == 303
     assert "<h1>Min översikt</h1>" in await portal.get()
     assert broker.claims[-1]["sub"] == GUARDIAN
+
+
+async def test_protected_personal_data_is_asserted(portal: Portal, broker: Broker) -> None:
+    await portal.sign_in(PROTECTED)
+    assert broker.claims[-1]["protected_identity"] is True
+    assert broker.claims[-1]["acting_as"] == "self"
 
 
 async def test_no_switch_to_someone_else_nor_without_the_form_token(

@@ -64,6 +64,8 @@ def records() -> list[Record]:
                      Activity(what="Fysioterapi: gång- och balansträning",
                               responsible_org=REGION, responsible="Fysioterapeut",
                               when="Tisdagar", status="planned"),
+                     Activity(what="Läkemedelsgenomgång", responsible_org=REGION,
+                              when="2026-12-17"),
                  ],
                  overall_responsible_org=KOMMUN,
                  coordinator=PersonRef(name="Lena Fors", role="SIP-samordnare",
@@ -156,6 +158,7 @@ def test_the_sip_comes_first_with_who_does_what_in_region_and_municipality() -> 
     assert [text(r) for r in rows] == [
         "Hemtjänst morgon och kväll Exempel kommun Hemtjänsten Norra Dagligen Pågår",
         "Fysioterapi: gång- och balansträning Region Exempel Fysioterapeut Tisdagar Planerad",
+        "Läkemedelsgenomgång Region Exempel 17 december 2026 Planerad",
     ]
     t = text(sip)
     assert "Samordnad individuell plan (SIP)" in t
@@ -238,6 +241,13 @@ def test_a_guardian_sees_whom_they_look_at_and_can_switch() -> None:
                          r'="true")?>([^<]*)</button>', nav.group(0))
     assert buttons == [(GUARDIAN.id, "", "Mig själv"),
                        (CHILD.id, ' aria-current="true"', "Elsa Nordin (barn, 11 år)")]
+
+
+def test_a_name_ending_in_s_takes_no_extra_s() -> None:
+    lars = Target(person=Person(id=CHILD.id, name="Lars"), relation="child")
+    page = render(Outcome(types=ALL, answer=answer()), actor=GUARDIAN, target=lars,
+                  targets=[Target(person=GUARDIAN, relation="self"), lars])
+    assert "<h1>Lars översikt</h1>" in page and "Du ser Lars uppgifter" in page
 
 
 def test_a_refusal_is_shown_in_words_and_nothing_else() -> None:

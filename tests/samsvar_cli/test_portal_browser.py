@@ -9,6 +9,7 @@ started in this process over Mosquitto, one producer's adapter left out.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import json
 import signal
@@ -300,3 +301,51 @@ async def test_a_source_not_reachable_is_shown_honestly(
             await page.close()
         finally:
             shutdown.set()
+
+
+def _records(demo: Demo, person: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for f in demo.workdir.glob(f"producers/*/data/{person}.json"):
+        data = json.loads(f.read_text(encoding="utf-8"))
+        out += data if isinstance(data, list) else data.get("records", [])
+    return out
+
+
+def _headline(record: dict[str, Any]) -> str:
+    """The words a card's heading shows for a record."""
+    for name in ("display", "drug", "analysis", "activity", "title", "intervention"):
+        if record.get(name):
+            return str(record[name])
+    raise AssertionError(record)
+
+
+async def test_what_is_not_for_the_patient_or_not_yet_due_never_shows(
+    demo: Demo, browser: Any,
+) -> None:
+    for tag, withheld_if in (
+        ("not_for_patient", lambda r: r.get("approved_for_patient") is False),
+        ("delayed", lambda r: r["type"] == "lab_results"
+         and r["time"][:10] >= (dt.date.today() - dt.timedelta(days=14)).isoformat()),
+    ):
+        person = demo.person(tag)
+        records = [r for r in _records(demo, person["id"]) if r["type"] in (
+            "diagnoses", "lab_results", "medication")]
+        withheld = [_headline(r) for r in records if withheld_if(r)]
+        shown = [_headline(r) for r in records if not withheld_if(r)]
+        assert withheld and shown, tag
+        page = await open_signed_in(browser, demo, person)
+        main = await page.locator("main").inner_text()
+        assert all(w not in main for w in withheld), (tag, withheld)
+        assert all(s in main for s in shown), (tag, shown)
+        # nothing hints that something is held back
+        assert "väntar" not in main and "fördröj" not in main.lower()
+        await page.close()
+
+
+async def test_a_person_with_protected_identity_sees_their_own(
+    demo: Demo, browser: Any,
+) -> None:
+    page = await open_signed_in(browser, demo, demo.person("protected_identity"))
+    assert await page.locator("#refusal").count() == 0
+    assert await page.locator("#besok article").count() >= 1
+    await page.close()
