@@ -7,8 +7,8 @@ demo sign-in page as the test person with a SIP, and screenshots the overview in
 headless Chromium (``apt-get install chromium``; Playwright only drives it) on a phone
 (390x844, the top of the page and the SIP) and a desktop (1280x900, the whole page); then
 signs in as a guardian and screenshots their child's overview on a phone. Writes
-docs/portal-desktop.png, docs/portal-phone.png, docs/portal-phone-sip.png and
-docs/portal-phone-guardian.png, then stops the demo.
+docs/portal-sign-in.png, docs/portal-desktop.png, docs/portal-phone.png,
+docs/portal-phone-sip.png and docs/portal-phone-guardian.png, then stops the demo.
 """
 
 from __future__ import annotations
@@ -74,6 +74,8 @@ def main() -> None:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"{portal}/")
+            page.screenshot(path=DOCS / "portal-sign-in.png", full_page=True)
             sign_in(page, portal, sip)
             page.screenshot(path=DOCS / "portal-desktop.png", full_page=True)
             page.close()
@@ -89,8 +91,8 @@ def main() -> None:
             page.wait_for_selector(f"h1:has-text('{child['name']}s översikt')")
             page.screenshot(path=DOCS / "portal-phone-guardian.png")
             browser.close()
-        print("wrote docs/portal-desktop.png, portal-phone.png, portal-phone-sip.png, "
-              "portal-phone-guardian.png")
+        print("wrote docs/portal-sign-in.png, portal-desktop.png, portal-phone.png, "
+              "portal-phone-sip.png, portal-phone-guardian.png")
     finally:
         demo.send_signal(signal.SIGTERM)
         try:

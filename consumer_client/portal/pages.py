@@ -468,9 +468,10 @@ def _sources(answer: Answer, names: dict[str, str]) -> str:
         kind, words = source_state(s.status)
         count = (f" – {s.records} {'uppgift' if s.records == 1 else 'uppgifter'} visas"
                  if s.status == "ok" else "")
+        name = _source_name(s, names)
+        org = f" ({_e(s.organisation.name)})" if s.organisation.name != name else ""
         items.append(f'<li class="{kind}" data-producer="{_e(s.producer)}" '
-                     f'data-status="{_e(s.status)}"><strong>{_e(_source_name(s, names))}</strong>'
-                     f" ({_e(s.organisation.name)}): "
+                     f'data-status="{_e(s.status)}"><strong>{_e(name)}</strong>{org}: '
                      f'<span class="state">{_e(words)}</span>{_e(count)}</li>')
     return f'<ul class="sources">{"".join(items)}</ul>'
 

@@ -8,6 +8,7 @@ after the e-identification. The demo answers from ``demo.json`` instead
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ class Person:
     guardians: tuple[PersonId, ...] = ()
     about: str = ""
     """What is special about this test person, for the demo sign-in list (never real data)."""
+    tags: tuple[str, ...] = ()
+    """The demo's tags of this person (``demo.json``)."""
 
     def age(self, day: dt.date) -> int:
         """Whole years of age on ``day``, by the identity number."""
@@ -57,8 +60,8 @@ _ABOUT = {
     "child": "barn",
     "teen_13_15": "13–15 år",
     "protected_identity": "skyddade personuppgifter",
-    "delayed": "har uppgifter som ännu inte lämnats ut",
-    "not_for_patient": "har uppgifter som inte är godkända för invånaren",
+    "delayed": "testfall: ett nytt provsvar inom regionens fördröjning",
+    "not_for_patient": "testfall: en diagnos som inte är godkänd för invånaren",
     "blocked": "har spärrat uppgifter",
     "over_85": "över 85 år",
     "social_care": "har insatser från kommunen",
@@ -87,9 +90,12 @@ class DemoRegister:
             pid = normalise(str(raw["id"]))
             tags = [str(t) for t in raw.get("tags", [])]
             guardians = tuple(normalise(str(g)) for g in raw.get("guardians", []) or [])
+            if "child_under_13" in tags:
+                tags = [t for t in tags if t != "child"]
             about = ", ".join(_ABOUT[t] for t in tags if t in _ABOUT)
             found[pid] = Person(id=pid, name=str(raw["name"]), guardians=guardians,
-                                protected_identity="protected_identity" in tags, about=about)
+                                protected_identity="protected_identity" in tags, about=about,
+                                tags=tuple(tags))
             order.append(pid)
             guardians_of += [(g, str(raw["name"])) for g in guardians]
         for gid, child in guardians_of:
@@ -100,9 +106,12 @@ class DemoRegister:
             elif not found[gid].about.startswith("vårdnadshavare"):
                 p = found[gid]
                 extra = f"vårdnadshavare till {child}"
-                found[gid] = Person(id=p.id, name=p.name, guardians=p.guardians,
-                                    protected_identity=p.protected_identity,
-                                    about=f"{p.about}, {extra}" if p.about else extra)
+                found[gid] = dataclasses.replace(
+                    p, about=f"{p.about}, {extra}" if p.about else extra)
+        # the own view's showcase first: the SIP, then the guardians
+        first = {pid for pid in order if "sip" in found[pid].tags}
+        guardian_ids = {gid for gid, _ in guardians_of}
+        order.sort(key=lambda pid: 0 if pid in first else 1 if pid in guardian_ids else 2)
         return cls(persons=found, order=tuple(order))
 
     def person(self, pid: str) -> Person | None:
