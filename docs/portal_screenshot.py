@@ -31,11 +31,11 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 DOCS = Path(__file__).parent
 
 
-def wait_ready(url: str, demo: subprocess.Popen[bytes], timeout: float = 60) -> None:
+def wait_ready(url: str, demo: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if demo.poll() is not None:
-            sys.exit(f"the demo exited with {demo.returncode}")
+            sys.exit(f"the demo exited with {demo.returncode}: {log.read_text('utf-8')}")
         try:
             with urllib.request.urlopen(f"{url}/v1/producers", timeout=2) as resp:
                 if all(p["online"] for p in json.load(resp)["producers"]):
@@ -60,11 +60,13 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/portal-demo")
     args = parser.parse_args()
     url, portal = f"http://127.0.0.1:{args.port}", f"http://127.0.0.1:{args.port + 1}"
-    demo = subprocess.Popen([sys.executable, "-m", "samsvar", "demo", "--serve", "--port",
-                             str(args.port), "--workdir", args.workdir],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = Path(args.workdir).with_suffix(".log")
+    with log.open("wb") as sink:
+        demo = subprocess.Popen([sys.executable, "-m", "samsvar", "demo", "--serve", "--port",
+                                 str(args.port), "--workdir", args.workdir],
+                                stdout=sink, stderr=sink)
     try:
-        wait_ready(url, demo)
+        wait_ready(url, demo, log)
         persons = json.loads((Path(args.workdir) / "demo.json").read_text("utf-8"))["persons"]
         sip = next(p for p in persons if "sip" in p["tags"])
         child = next(p for p in persons if "child_under_13" in p["tags"])
