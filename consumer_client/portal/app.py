@@ -218,6 +218,10 @@ async def sign_in(request: web.Request) -> web.Response:
     old = request.cookies.get(COOKIE)
     if old:
         state.sessions.pop(old, None)
+    now = state.config.clock()
+    for sid, s in list(state.sessions.items()):  # forget every sign-in that has ended
+        if now - s.auth_time >= state.config.session_ttl:
+            del state.sessions[sid]
     sid = secrets.token_urlsafe(32)
     state.sessions[sid] = _Session(actor=person.id, auth_time=int(state.config.clock()),
                                    csrf=secrets.token_urlsafe(24), viewing=person.id)

@@ -30,7 +30,7 @@ GUARDIAN, OTHER, PROTECTED = "198504012389", "199012012390", "197607012387"
 T0 = 1_796_720_400.0  # 2026-12-08 09:40 UTC
 PERSONS = [
     {"id": ADULT, "name": "Karl-Erik Holm", "tags": ["sip"]},
-    {"id": TEEN, "name": "Oskar Berg", "tags": ["teen_13_15"]},
+    {"id": TEEN, "name": "Oskar Berg", "tags": ["teen_13_15"], "guardians": [GUARDIAN]},
     {"id": CHILD, "name": "Elsa Nordin", "tags": ["child_under_13"], "guardians": [GUARDIAN]},
     {"id": GUARDIAN, "name": "Sara Nordin", "tags": ["bookings"]},
     {"id": OTHER, "name": "Ali Hassan", "tags": ["delayed"]},
@@ -179,6 +179,18 @@ async def test_protected_personal_data_is_asserted(portal: Portal, broker: Broke
     await portal.sign_in(PROTECTED)
     assert broker.claims[-1]["protected_identity"] is True
     assert broker.claims[-1]["acting_as"] == "self"
+
+
+async def test_a_guardian_cannot_switch_to_a_child_of_13_or_more(
+    portal: Portal, broker: Broker,
+) -> None:
+    page = await portal.sign_in(GUARDIAN)
+    assert ("Oskar Berg (barn, 14 år): från 13 år kan vårdnadshavare inte se barnets "
+            "uppgifter här") in page
+    assert 'value="201204012395"' not in page
+    await portal.post("/vaxla", subject=TEEN, csrf=portal.csrf(page))
+    await portal.get()
+    assert {c["sub"] for c in broker.claims} == {GUARDIAN}
 
 
 async def test_no_switch_to_someone_else_nor_without_the_form_token(
