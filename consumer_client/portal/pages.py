@@ -468,6 +468,8 @@ def _sources(answer: Answer, names: dict[str, str]) -> str:
         kind, words = source_state(s.status)
         count = (f" – {s.records} {'uppgift' if s.records == 1 else 'uppgifter'} visas"
                  if s.status == "ok" else "")
+        if s.truncated:
+            count += " (svaret var för stort: alla uppgifter kom inte med)"
         name = _source_name(s, names)
         org = f" ({_e(s.organisation.name)})" if s.organisation.name != name else ""
         items.append(f'<li class="{kind}" data-producer="{_e(s.producer)}" '
@@ -608,6 +610,12 @@ def _answer_parts(outcome: Outcome, *, now: dt.datetime, is_self: bool) -> list[
         parts.append('<div class="notice warn" role="status" id="incomplete"><p><strong>'
                      "Översikten är inte komplett.</strong> Uppgifter från "
                      f"{_e(names)} saknas nedan eftersom de inte gick att nå just nu.</p></div>")
+    cut = [s for s in answer.sources if s.truncated and s not in missing]
+    if cut:
+        names = ", ".join(_source_name(s, outcome.producer_names) for s in cut)
+        parts.append('<div class="notice warn" role="status" id="truncated"><p><strong>'
+                     "Översikten är inte komplett.</strong> Alla uppgifter från "
+                     f"{_e(names)} kom inte med.</p></div>")
     if answer.blocked_information_exists and is_self:
         parts.append('<div class="notice info" role="status" id="blocked"><p>Det finns '
                      "uppgifter som du själv har spärrat. De visas inte här; du kan häva en "

@@ -213,6 +213,14 @@ def test_each_source_is_shown_honestly() -> None:
     assert 'id="incomplete"' not in render(Outcome(types=ALL, answer=answer()))
 
 
+def test_a_truncated_source_is_said_to_be_incomplete() -> None:
+    sources = [SourceResult(producer=P001, organisation=REGION, status="ok", records=6,
+                            truncated=True)]
+    page = render(Outcome(types=ALL, answer=answer(sources=sources), producer_names=NAMES))
+    assert "alla uppgifter kom inte med" in text(section(page, "kallor"))
+    assert 'id="truncated"' in page and 'id="incomplete"' not in page
+
+
 def test_a_theme_with_nothing_says_so() -> None:
     page = render(Outcome(types=ALL, answer=answer(recs=[])))
     assert text(section(page, "provsvar")) == "Provsvar Inga provsvar."
