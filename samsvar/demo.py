@@ -296,10 +296,13 @@ def _readme(demo: dict[str, Any], persons: list[dict[str, Any]], mqtt: MqttSetti
     return "\n".join(out)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _free_port(avoid: frozenset[int] | set[int] = frozenset()) -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in avoid:
+            return port
 
 
 async def _start_embedded_mqtt(port: int) -> Any:
@@ -318,8 +321,11 @@ async def run_demo(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
     embedded = args.mqtt is None
     mqtt_server = None
+    port = args.port if args.serve and args.port else _free_port()
+    portal_port = getattr(args, "portal_port", None) or port + 1
     if embedded:
-        mqtt_port = _free_port()
+        # never the broker's or the portal's port: bind(0) hands out neighbouring ports
+        mqtt_port = _free_port(avoid={port, portal_port})
         mqtt = MqttSettings(port=mqtt_port, protocol="3.1.1", shared_subscriptions=False)
     else:
         try:
@@ -327,8 +333,6 @@ async def run_demo(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"samsvar: {exc}", file=sys.stderr)
             return 2
-    port = args.port if args.serve and args.port else _free_port()
-    portal_port = getattr(args, "portal_port", None) or port + 1
     tmp = None
     if args.workdir:
         root = Path(args.workdir)
