@@ -595,7 +595,8 @@ def overview_page(
                      f"</strong> {_e(words)}</p></div>")
     elif outcome.answer is not None:
         parts += _answer_parts(outcome, now=now, is_self=is_self)
-    return _layout(title=f"{heading} – Min översikt (demo)", body="\n".join(parts),
+    title = "Min översikt (demo)" if is_self else f"{heading} – Min översikt (demo)"
+    return _layout(title=title, body="\n".join(parts),
                    header_right=header_right, nav=nav)
 
 

@@ -135,6 +135,7 @@ async def test_a_person_with_a_sip_sees_it_first_and_bookings_and_contacts_at_bo
 ) -> None:
     page = await open_signed_in(browser, demo, demo.person("sip"))
     assert await page.locator("h1").inner_text() == "Min översikt"
+    assert await page.title() == "Min översikt (demo)"
     statuses = await page.locator("#kallor li").evaluate_all(
         "els => els.map(e => e.dataset.status)")
     assert statuses and set(statuses) <= {"ok", "no_data"}
@@ -216,6 +217,14 @@ async def test_readable_and_accessible_on_a_phone_and_a_desktop(
 ) -> None:
     page = await browser.new_page(viewport=viewport)
     await page.goto(f"{demo.portal}/")
+    # the first Tab reaches a visible skip link, which leads to the main content
+    await page.keyboard.press("Tab")
+    skip = page.locator("a.skip")
+    assert await skip.evaluate("e => e === document.activeElement")
+    box = await skip.bounding_box()
+    assert box and box["x"] >= 0 and box["y"] >= 0
+    await page.keyboard.press("Enter")
+    assert page.url.endswith("#innehall")
     for check in ("sign-in", "overview"):
         if check == "overview":
             await page.get_by_label(f"{demo.person('sip')['name']},").check()
