@@ -52,6 +52,8 @@ class Broker:
     url: str = ""
     claims: list[dict[str, Any]] = field(default_factory=list)
     status: str = "ok"
+    refuse: str | None = None
+    """A rule to refuse every query by, with 403 problem details."""
     runner: web.AppRunner | None = None
 
     async def stop(self) -> None:
@@ -69,6 +71,11 @@ async def broker() -> AsyncIterator[Broker]:
         _, payload = jose.verify(token, lambda h: stub.key.public, typ=OWN_QUERY_TYP)
         claims = json.loads(payload)
         stub.claims.append(claims)
+        if stub.refuse:
+            return web.json_response(
+                {"type": f"https://samsvar.se/problems/{stub.refuse}", "title": "refused",
+                 "status": 403, "rule": stub.refuse, "detail": "as the law says"},
+                status=403, content_type="application/problem+json")
         answer = Answer(query_id="q", subject=claims["sub"], complete=stub.status == "ok",
                         blocked_information_exists=False, acting_as=claims["acting_as"],
                         records=[], sources=[SourceResult(
@@ -247,6 +254,15 @@ async def test_a_source_not_reachable_is_said_plainly(portal: Portal, broker: Br
     page = await portal.sign_in(ADULT)
     assert 'data-status="unavailable"' in page and "Gick inte att nå just nu" in page
     assert "Översikten är inte komplett" in page
+
+
+async def test_a_refusal_is_said_in_words_and_shows_nothing_else(
+    portal: Portal, broker: Broker,
+) -> None:
+    broker.refuse = "protected-identity"
+    page = await portal.sign_in(ADULT)
+    assert 'data-rule="protected-identity"' in page and "skyddade personuppgifter" in page
+    assert 'id="h-besok"' not in page and 'id="h-kallor"' not in page
 
 
 async def test_a_broker_out_of_reach_is_said_plainly(portal: Portal, broker: Broker) -> None:
