@@ -358,3 +358,28 @@ async def test_a_person_with_protected_identity_sees_their_own(
     assert await page.locator("#refusal").count() == 0
     assert await page.locator("#besok article").count() >= 1
     await page.close()
+
+
+async def test_a_unit_barring_a_guardian_makes_its_source_look_like_no_data(
+    demo: Demo, browser: Any,
+) -> None:
+    child = demo.person("child_under_13")
+    barred = child["guardians"][-1]
+    region = "SE2321000999-P001"
+    done = subprocess.run(
+        [*SAMSVAR, "adapter", "guardian-block", "add", "--config",
+         str(demo.workdir / "producers" / region / "adapter.toml"), "--child", child["id"],
+         "--guardian", barred, "--unit", "SE2321000999-U400"],
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    guardian = next((p for p in demo.info["persons"] if p["id"] == barred),
+                    {"id": barred, "name": f"Vårdnadshavare till {child['name']}"})
+    page = await open_signed_in(browser, demo, guardian)
+    await page.get_by_role("button", name=f"{child['name']} (barn").click()
+    await page.wait_for_selector(f"h1:has-text('{child['name']}s översikt')")
+    source = page.locator(f'#kallor li[data-producer="{region}"]')
+    assert await source.get_attribute("data-status") == "no_data"
+    assert "inga uppgifter att visa" in await source.inner_text()
+    assert await page.locator("#incomplete").count() == 0
+    assert await page.locator("#besok article").count() == 0
+    await page.close()
