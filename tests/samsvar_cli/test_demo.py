@@ -67,9 +67,11 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     port = free_port()
     workdir = tmp_path / "work"
     log = tmp_path / "demo.log"
+    # the portal's port too: the default (port + 1) may be any other process's on a busy host
     with log.open("wb") as sink:
-        proc = subprocess.Popen([*SAMSVAR, "demo", "--serve", "--port", str(port), "--workdir",
-                                 str(workdir)], stdout=sink, stderr=sink)
+        proc = subprocess.Popen([*SAMSVAR, "demo", "--serve", "--port", str(port),
+                                 "--portal-port", str(free_port()), "--workdir", str(workdir)],
+                                stdout=sink, stderr=sink)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:

@@ -13,6 +13,7 @@ import datetime as dt
 import itertools
 import json
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -366,12 +367,13 @@ async def test_a_unit_barring_a_guardian_makes_its_source_look_like_no_data(
     child = demo.person("child_under_13")
     barred = child["guardians"][-1]
     region = "SE2321000999-P001"
-    done = subprocess.run(
-        [*SAMSVAR, "adapter", "guardian-block", "add", "--config",
-         str(demo.workdir / "producers" / region / "adapter.toml"), "--child", child["id"],
-         "--guardian", barred, "--unit", "SE2321000999-U400"],
-        capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
+    cli = await asyncio.create_subprocess_exec(
+        *SAMSVAR, "adapter", "guardian-block", "add", "--config",
+        str(demo.workdir / "producers" / region / "adapter.toml"), "--child", child["id"],
+        "--guardian", barred, "--unit", "SE2321000999-U400",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, stderr = await cli.communicate()
+    assert cli.returncode == 0, stderr.decode()
     guardian = next((p for p in demo.info["persons"] if p["id"] == barred),
                     {"id": barred, "name": f"Vårdnadshavare till {child['name']}"})
     page = await open_signed_in(browser, demo, guardian)
@@ -383,3 +385,42 @@ async def test_a_unit_barring_a_guardian_makes_its_source_look_like_no_data(
     assert await page.locator("#incomplete").count() == 0
     assert await page.locator("#besok article").count() == 0
     await page.close()
+
+
+def _free_pair() -> int:
+    """A port P with P + 1 free as well (both bound once, then released)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as a, socket.socket() as b:
+            try:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no two neighbouring free ports")
+
+
+def test_the_portal_port_defaults_to_the_broker_s_port_plus_one(tmp_path: Path) -> None:
+    port = _free_pair()
+    log = tmp_path / "demo.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen([*SAMSVAR, "demo", "--serve", "--port", str(port),
+                                 "--workdir", str(tmp_path / "work")], stdout=sink, stderr=sink)
+    try:
+        deadline = time.monotonic() + 40
+        while _status(f"http://127.0.0.1:{port}/healthz") != 200:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port + 1}/", timeout=5) as resp:
+            page = resp.read().decode("utf-8")
+        assert "<title>Logga in – Min översikt (demo)</title>" in page
+        # once everything is up, the demo says where the portal is
+        while f"http://127.0.0.1:{port + 1}/" not in log.read_text(encoding="utf-8"):
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0, log.read_text()
