@@ -196,7 +196,8 @@ async def index(request: web.Request) -> web.Response:
         return _page(sign_in_page(config.register.sign_in_choices(), message=message,
                                   today=_today(config)))
     actor = config.register.person(session.actor)
-    if actor is None:
+    if actor is None:  # gone from the register since the sign-in: sign out
+        state.sessions.pop(request.cookies.get(COOKIE, ""), None)
         return _see_other()
     targets = _targets(config, actor)
     target = next((t for t in targets if t.person.id == session.viewing and t.viewable),
