@@ -5,7 +5,7 @@ Imports only ``schemas`` from this project, so a care giver's system can use it 
 
 from .client import Client, make_claims, make_own_claims, sign_own_query, sign_query
 from .errors import BadResponse, ClientError, QueryRefused, QueryTimeout, TransportError
-from .own import OwnClient, make_own_claims, sign_own_query
+from .own import OwnClient
 from .render import render_answer
 from .streaming import assemble_answer
 

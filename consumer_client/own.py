@@ -12,97 +12,49 @@ person's own information, or a child's as their guardian, with a token of ``typ`
             mandate=Mandate(source="folkbokforing", checked_at="2026-12-08"))
 
 Refusals raise :class:`~consumer_client.QueryRefused` with the broker's problem details
-(``rule`` e.g. ``self-under-age``), exactly as :class:`~consumer_client.Client` does.
+(``rule`` e.g. ``self-under-age``), exactly as :class:`~consumer_client.Client` does. The
+tokens are :func:`~consumer_client.make_own_claims` signed by
+:func:`~consumer_client.sign_own_query`; unlike :meth:`Client.own_query
+<consumer_client.Client.own_query>` this client needs no staff ``user``, which a portal
+does not have.
 """
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Final, Self, cast
+from typing import Final, Self
 
 import aiohttp
 import msgspec
 
-from schemas import jose
-from schemas.identity import normalise
 from schemas.jose import PrivateKey
 from schemas.messages import (
     ANSWER_MEDIA_TYPE,
-    OWN_QUERY_TYP,
     PROBLEM_MEDIA_TYPE,
     QUERY_MEDIA_TYPE,
     ActingAs,
     Actor,
     Answer,
     Mandate,
-    OwnQueryClaims,
     Period,
 )
-from schemas.records import OWN_VIEW_TYPES, InfoType
 
-from .client import DEFAULT_LIFETIME, MAX_LIFETIME, _refused, _unexpected
+from .client import (
+    DEFAULT_LIFETIME,
+    MAX_LIFETIME,
+    _KEEPALIVE_S,
+    _refused,
+    _unexpected,
+    make_own_claims,
+    sign_own_query,
+)
 from .errors import BadResponse, QueryTimeout, TransportError
 
-__all__ = ["OWN_QUERY_PATH", "OwnClient", "make_own_claims", "sign_own_query"]
+__all__ = ["OWN_QUERY_PATH", "OwnClient"]
 
 OWN_QUERY_PATH: Final = "/v1/own/queries"
 _answer_decoder: Final = msgspec.json.Decoder(Answer)
-_ACTING_AS: Final = ("self", "guardian", "ombud")
-
-
-def make_own_claims(
-    *,
-    issuer: str,
-    audience: str,
-    subject: str,
-    actor: Actor,
-    acting_as: ActingAs,
-    types: Iterable[str],
-    mandate: Mandate | None = None,
-    protected_identity: bool = False,
-    period: Period | None = None,
-    deadline_ms: int | None = None,
-    lifetime: int = DEFAULT_LIFETIME,
-    now: int | None = None,
-    jti: str | None = None,
-) -> OwnQueryClaims:
-    """The claims of one own-view query: fresh ``jti``, ``iat`` now, ``sub`` and ``actor.id``
-    normalised to 12 digits.
-
-    Raises ``ValueError`` for what the broker would refuse as malformed anyway (an unknown
-    or not-own-view type, a bad identity number), so the mistake is found before signing.
-    The law's rules (age, mandate, assurance) are the broker's to apply.
-    """
-    sub = normalise(subject)
-    actor = msgspec.structs.replace(actor, id=normalise(actor.id))
-    wanted = list(dict.fromkeys(types))
-    if not wanted:
-        raise ValueError("types must name at least one information type")
-    unknown = [t for t in wanted if t not in OWN_VIEW_TYPES]
-    if unknown:
-        raise ValueError(f"not an own-view type: {', '.join(map(repr, unknown))}; "
-                         f"use {', '.join(sorted(OWN_VIEW_TYPES))}")
-    if acting_as not in _ACTING_AS:
-        raise ValueError(f"acting_as must be one of {', '.join(_ACTING_AS)}, not {acting_as!r}")
-    if not 0 < lifetime <= MAX_LIFETIME:
-        raise ValueError(f"lifetime must be 1..{MAX_LIFETIME} seconds, not {lifetime}")
-    if deadline_ms is not None and deadline_ms <= 0:
-        raise ValueError("deadline_ms must be positive")
-    iat = int(time.time()) if now is None else now
-    return OwnQueryClaims(
-        iss=issuer, aud=audience, iat=iat, exp=iat + lifetime, jti=jti or str(uuid.uuid4()),
-        sub=sub, actor=actor, acting_as=acting_as, types=cast("list[InfoType]", wanted),
-        mandate=mandate, protected_identity=protected_identity, period=period,
-        deadline_ms=deadline_ms,
-    )
-
-
-def sign_own_query(claims: OwnQueryClaims, key: PrivateKey) -> str:
-    """The compact JWS (``typ`` ``samsvar-own-query+jwt``) to POST to ``/v1/own/queries``."""
-    return jose.sign(msgspec.json.encode(claims), key, typ=OWN_QUERY_TYP)
 
 
 class OwnClient:
@@ -135,7 +87,9 @@ class OwnClient:
     async def __aenter__(self) -> Self:
         if self._session is not None:
             raise RuntimeError("this OwnClient is already open")
-        self._session = aiohttp.ClientSession()
+        # idle connections closed well before the broker closes them, as Client does
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(keepalive_timeout=_KEEPALIVE_S))
         return self
 
     async def __aexit__(
