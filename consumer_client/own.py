@@ -41,9 +41,9 @@ from schemas.messages import (
 )
 
 from .client import (
+    _KEEPALIVE_S,
     DEFAULT_LIFETIME,
     MAX_LIFETIME,
-    _KEEPALIVE_S,
     _refused,
     _unexpected,
     make_own_claims,
