@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Final
 
 import structlog
 from aiohttp import web
@@ -12,7 +13,7 @@ from schemas.registry import Registry, load_registry
 
 from .accesslog import AccessLogError, open_access_log
 from .config import BrokerConfig
-from .errors import ConfigError
+from .errors import ConfigError, NotReady
 from .http_api import METRICS, create_app
 from .http_server import ProblemAppRunner
 from .mqtt import MqttBus
@@ -25,6 +26,8 @@ __all__ = ["BrokerServer"]
 log = structlog.get_logger("samsvar.broker")
 
 _LINGERING_S = 2.0
+_SHUTDOWN_PUBLISH_S: Final = 5.0
+"""How long a stopping broker waits for MQTT to take its last checkpoint."""
 
 
 class BrokerServer:
@@ -44,6 +47,11 @@ class BrokerServer:
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         self.config = config
+        self._checkpoint: bytes | None = None
+        """The latest signed checkpoint, to publish (and publish again on reconnect)."""
+        self._checkpoint_signed = asyncio.Event()
+        self.published_checkpoint: bytes | None = None
+        """The last checkpoint the MQTT server acknowledged."""
         bus_class: type[MqttBus | GmqttBus] = (
             GmqttBus if config.mqtt.client == "gmqtt" else MqttBus)
         self.bus = bus_class(
@@ -53,11 +61,39 @@ class BrokerServer:
             on_disconnect=self.service.on_disconnect,
         )
         self.service.bus = self.bus
+        self.bus.on_connect = self._checkpoint_signed.set
         self.app = create_app(self.service)
         self.metrics = self.app[METRICS]
         """This broker's Prometheus metrics, in a registry of their own."""
         self.started = asyncio.Event()
         self.port = config.port
+
+    def _on_checkpoint(self, _checkpoint: object, token: str) -> None:
+        self._checkpoint = token.encode("ascii")
+        self._checkpoint_signed.set()
+
+    async def _publish_checkpoint(self, token: bytes) -> None:
+        """Publish one checkpoint retained, waiting for MQTT while it is down."""
+        while True:
+            await self.bus.connected.wait()
+            try:
+                async with asyncio.timeout(10):
+                    await self.bus.publish_checkpoint(token)
+            except (NotReady, TimeoutError) as exc:
+                log.warning("checkpoint_publish_failed", reason=str(exc) or type(exc).__name__)
+                await asyncio.sleep(0.5)
+                continue
+            self.published_checkpoint = token
+            return
+
+    async def _publish_checkpoints(self) -> None:
+        """Publish each new checkpoint, and the latest again after each reconnect (a server
+        restarted without persistence has lost its retained messages)."""
+        while True:
+            await self._checkpoint_signed.wait()
+            self._checkpoint_signed.clear()
+            if self._checkpoint is not None:
+                await self._publish_checkpoint(self._checkpoint)
 
     async def run(self, *, shutdown: asyncio.Event | None = None) -> None:
         """Serve until ``shutdown`` is set (or the task is cancelled)."""
@@ -74,6 +110,7 @@ class BrokerServer:
         except AccessLogError as exc:
             raise ConfigError(f"cannot open the access log: {exc}") from exc
         self.service.access_log = access_log
+        access_log.on_checkpoint = self._on_checkpoint
         log_config = self.config.access_log
         # The seen jtis live beside the log: they outlive a restart, and with PostgreSQL
         # the instances sharing the log share them too.
@@ -113,11 +150,24 @@ class BrokerServer:
             bus_stop = asyncio.Event()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.bus.run(bus_stop), name="broker-mqtt")
+                publisher = tg.create_task(self._publish_checkpoints(),
+                                           name="broker-checkpoints")
                 try:
                     await shutdown.wait()
                     log.info("broker_draining", in_flight=self.service.in_flight)
                     await runner.cleanup()
+                    publisher.cancel()
+                    # The checkpoint signed at shutdown goes out before MQTT does.
+                    await access_log.close()
+                    if self._checkpoint is not None and self._checkpoint != self.published_checkpoint:
+                        try:
+                            async with asyncio.timeout(_SHUTDOWN_PUBLISH_S):
+                                await self._publish_checkpoint(self._checkpoint)
+                        except TimeoutError:
+                            log.warning("checkpoint_not_published",
+                                        reason="MQTT did not take the shutdown checkpoint")
                 finally:
+                    publisher.cancel()
                     bus_stop.set()
         finally:
             await runner.cleanup()

@@ -43,6 +43,10 @@ _STOP: Final = object()
 """Queued by ``close``: the writer commits what is ahead of it, then returns."""
 
 
+class _EmptyLog(Exception):
+    """Nothing to sign at start: the log is empty."""
+
+
 def _copy(exc: AccessLogError) -> AccessLogError:
     """A fresh exception per waiter (one raised object in many tasks tangles tracebacks)."""
     err = type(exc)(str(exc))
@@ -54,7 +58,7 @@ class ChainedAccessLog:
     """:class:`AccessLog` over any :class:`LogStore`; ``commits`` counts its transactions."""
 
     def __init__(self, store: LogStore, *, key: PrivateKey, instance: str,
-                 checkpoint_interval_s: float = 60, max_batch: int = 512) -> None:
+                 checkpoint_interval_s: float = 1, max_batch: int = 512) -> None:
         self._store = store
         self._key = key
         self._instance = instance
@@ -79,6 +83,21 @@ class ChainedAccessLog:
             raise AccessLogError("the access log is already open")
         await self._store.open(create=True)
         self._runner = asyncio.create_task(self._run(), name="accesslog")
+        # The head as it is now, signed unless it already was (a crash leaves entries
+        # after the last checkpoint): what this instance publishes first.
+        try:
+            cp, token, _ = await self._store.current_checkpoint(self._start_sealer)
+        except _EmptyLog:
+            return
+        except AccessLogError as exc:
+            _log.warning("access_log_checkpoint_failed", reason="start", error=str(exc))
+            return
+        self._signed(cp, token)
+
+    def _start_sealer(self, head: Head) -> tuple[Checkpoint, str]:
+        if head.seq == 0:
+            raise _EmptyLog
+        return seal(head, key=self._key, instance=self._instance, reason="start")
 
     async def _run(self) -> None:
         try:

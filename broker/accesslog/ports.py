@@ -35,6 +35,11 @@ class ProvenExtract:
 class AccessLog(Protocol):
     """The broker's access log: tamper-evident, durable before the answer leaves."""
 
+    on_checkpoint: Callable[[Checkpoint, str], None]
+    """Called with every checkpoint this log signs and its token (to publish it)."""
+    last_checkpoint: tuple[Checkpoint, str] | None
+    """The last checkpoint this log signed, and its token."""
+
     @property
     def commits(self) -> int:
         """Append transactions committed by this object (entries share them under load)."""
