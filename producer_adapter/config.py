@@ -24,6 +24,9 @@
     [disclosure_log]                        # optional; see producer_adapter.disclosure_log
     path = "disclosures.db"                 # the default: the log is always kept
 
+    [witness]                               # optional; see producer_adapter.witness
+    path = "witness.json"                   # the default: the broker's checkpoints it saw
+
 :func:`load_stores_config` reads only what the ``samsvar adapter block`` and ``log``
 commands need (producer, registry, ``[blocks]``, ``[disclosure_log]``): never the key.
 """
@@ -63,7 +66,7 @@ __all__ = [
 _ADAPTER_KEYS: Final = frozenset(
     {"producer", "registry", "key", "excluded_units", "replica", "max_concurrent"}
 )
-_TABLES: Final = frozenset({"adapter", "mqtt", "backend", "blocks", "disclosure_log"})
+_TABLES: Final = frozenset({"adapter", "mqtt", "backend", "blocks", "disclosure_log", "witness"})
 
 
 def default_replica() -> str:
@@ -85,6 +88,9 @@ class AdapterConfig:
     disclosure_log: Path | None = None
     """The disclosure log's file (relative to ``base``), or ``None``: no log (code only;
     a config file always has one)."""
+    witness: Path | None = None
+    """The file keeping the broker's latest checkpoints (relative to ``base``), or ``None``:
+    no witness (code only; a config file always has one, ``witness.json`` by default)."""
     excluded_units: frozenset[str] = frozenset()
     replica: str = field(default_factory=default_replica)
     max_concurrent: int = 32
@@ -250,6 +256,14 @@ def load_adapter_config(path: str | Path) -> AdapterConfig:
         raise AdapterConfigError(f"{where}: missing [backend] table")
     check_backend_table(backend, where=where)
 
+    witness = _table(doc, "witness", where) or {}
+    if set(witness) - {"path"}:
+        raise AdapterConfigError(
+            f"{where}: [witness] has unknown keys: {', '.join(sorted(set(witness) - {'path'}))}")
+    witness_path = witness.get("path", "witness.json")
+    if not isinstance(witness_path, str) or not witness_path:
+        raise AdapterConfigError(f"{where}: [witness] path must be a non-empty string")
+
     key_path = base / _string(adapter, "key", where)
     try:
         try:
@@ -262,6 +276,7 @@ def load_adapter_config(path: str | Path) -> AdapterConfig:
     config = AdapterConfig(
         producer=producer, key=key, mqtt=mqtt, backend=dict(backend),
         blocks=stores.blocks, disclosure_log=stores.disclosure_log,
+        witness=Path(witness_path),
         excluded_units=frozenset(excluded), max_concurrent=max_concurrent,
         replica=replica if replica is not None else default_replica(),
         base=base, registry=registry_path, source=where,
