@@ -105,12 +105,12 @@ class BrokerServer:
                                 "in production; use Mosquitto or an MQTT cluster.")
         access_log = open_access_log(self.config.access_log, key=self.key,
                                      instance=self.config.instance)
+        access_log.on_checkpoint = self._on_checkpoint
         try:
             await access_log.open()
         except AccessLogError as exc:
             raise ConfigError(f"cannot open the access log: {exc}") from exc
         self.service.access_log = access_log
-        access_log.on_checkpoint = self._on_checkpoint
         log_config = self.config.access_log
         # The seen jtis live beside the log: they outlive a restart, and with PostgreSQL
         # the instances sharing the log share them too.

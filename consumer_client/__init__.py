@@ -4,7 +4,15 @@ Imports only ``schemas`` from this project, so a care giver's system can use it 
 """
 
 from .client import Client, make_claims, sign_query
-from .errors import BadResponse, ClientError, QueryRefused, QueryTimeout, TransportError
+from .errors import (
+    BadResponse,
+    ClientError,
+    ExtractNotProven,
+    QueryRefused,
+    QueryTimeout,
+    TransportError,
+)
+from .extract import verify_extract
 from .render import render_answer
 from .streaming import assemble_answer
 
@@ -12,6 +20,7 @@ __all__ = [
     "BadResponse",
     "Client",
     "ClientError",
+    "ExtractNotProven",
     "QueryRefused",
     "QueryTimeout",
     "TransportError",
@@ -19,4 +28,5 @@ __all__ = [
     "make_claims",
     "render_answer",
     "sign_query",
+    "verify_extract",
 ]
