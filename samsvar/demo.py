@@ -190,6 +190,7 @@ def build_workdir(root: Path, *, port: int, mqtt: MqttSettings) -> Workdir:
             "[backend]", 'kind = "json_dir"', 'path = "data"', "",
             "[blocks]", 'kind = "sqlite"', 'path = "blocks.db"', "",
             "[disclosure_log]", 'path = "disclosures.db"', "",
+            "[witness]", 'path = "witness.json"', "",
         ]), encoding="utf-8")
         adapter_configs.append(config)
     (root / "registry.toml").write_text("\n".join(lines), encoding="utf-8")
@@ -248,9 +249,13 @@ def _readme(demo: dict[str, Any], persons: list[dict[str, Any]], mqtt: MqttSetti
         f"  samsvar query --workdir {'<this directory>'} --as SE2321000999-RE01 \\",
         f"      --subject {SAMPLE_SUBJECT} --types medication,alerts",
         "",
-        "Files: registry.toml (the federation registry), broker.toml, keys/, ",
-        "producers/<id>/adapter.toml and producers/<id>/data/<personnummer>.json,",
-        "demo.json (the same facts as this file, for programs).",
+        "Check the broker's access log against every producer's witnessed checkpoints:",
+        f"  samsvar log verify --workdir {'<this directory>'}",
+        "",
+        "Files: registry.toml (the federation registry), broker.toml, keys/, access-log.db",
+        "(the broker's access log), producers/<id>/adapter.toml, producers/<id>/data/",
+        "<personnummer>.json and producers/<id>/witness.json (the broker's checkpoints that",
+        "producer has witnessed), demo.json (the same facts as this file, for programs).",
         "",
     ]
     return "\n".join(out)
@@ -308,10 +313,11 @@ async def run_demo(args: argparse.Namespace) -> int:
         adapters = [Adapter(load_adapter_config(path), registry)
                     for path in workdir.adapter_configs]
         shutdown = asyncio.Event()
+        adapters_stop = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(broker.run(shutdown=shutdown), name="demo-broker")
+            broker_task = tg.create_task(broker.run(shutdown=shutdown), name="demo-broker")
             for adapter in adapters:
-                tg.create_task(adapter.run(shutdown=shutdown), name="demo-adapter")
+                tg.create_task(adapter.run(shutdown=adapters_stop), name="demo-adapter")
             try:
                 await _wait_online(broker, [p["id"] for p in PRODUCERS])
                 if args.serve:
@@ -320,12 +326,35 @@ async def run_demo(args: argparse.Namespace) -> int:
                     await _ask_once(workdir, args.json)
             finally:
                 shutdown.set()
+                # The broker signs and publishes its last checkpoint as it stops; the
+                # producers witness it before they stop (SPEC section 8).
+                with contextlib.suppress(Exception):
+                    await asyncio.wait([broker_task], timeout=_WITNESS_WAIT_S)
+                await _witnessed(broker, adapters)
+                adapters_stop.set()
         return 0
     finally:
         if mqtt_server is not None:
             await mqtt_server.shutdown()
         if tmp is not None:
             tmp.cleanup()
+
+
+_WITNESS_WAIT_S: Final = 10.0
+"""How long the demo waits, when stopping, for its producers to witness the last checkpoint."""
+
+
+async def _witnessed(broker: BrokerServer, adapters: list[Adapter]) -> None:
+    """Until every adapter holds the broker's last checkpoint (at most a few seconds)."""
+    last = broker.service.access_log.last_checkpoint if broker.service.access_log else None
+    if last is None or broker.published_checkpoint is None:
+        return
+    instance, size = broker.config.instance, last[0].seq
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_WITNESS_WAIT_S):
+            while not all(a.witness is not None and (held := a.witness.latest.get(instance))
+                          is not None and held.seq >= size for a in adapters):
+                await asyncio.sleep(0.02)
 
 
 async def _wait_online(broker: BrokerServer, producers: list[str], timeout: float = 20) -> None:
