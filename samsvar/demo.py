@@ -314,12 +314,17 @@ async def run_demo(args: argparse.Namespace) -> int:
                     for path in workdir.adapter_configs]
         shutdown = asyncio.Event()
         adapters_stop = asyncio.Event()
+        if args.serve:  # from the start: an interrupt while starting up stops it cleanly too
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError):
+                    loop.add_signal_handler(sig, shutdown.set)
         async with asyncio.TaskGroup() as tg:
             broker_task = tg.create_task(broker.run(shutdown=shutdown), name="demo-broker")
             for adapter in adapters:
                 tg.create_task(adapter.run(shutdown=adapters_stop), name="demo-adapter")
             try:
-                await _wait_online(broker, [p["id"] for p in PRODUCERS])
+                await _wait_online(broker, [p["id"] for p in PRODUCERS], shutdown)
                 if args.serve:
                     await _serve(workdir, err, shutdown)
                 else:
@@ -357,10 +362,13 @@ async def _witnessed(broker: BrokerServer, adapters: list[Adapter]) -> None:
                 await asyncio.sleep(0.02)
 
 
-async def _wait_online(broker: BrokerServer, producers: list[str], timeout: float = 20) -> None:
+async def _wait_online(broker: BrokerServer, producers: list[str], shutdown: asyncio.Event,
+                       timeout: float = 20) -> None:
     async with asyncio.timeout(timeout):
-        await broker.started.wait()
-        while not all(broker.service.presence.is_online(p) for p in producers):
+        while not broker.started.is_set() and not shutdown.is_set():
+            await asyncio.sleep(0.02)
+        while not shutdown.is_set() and not all(broker.service.presence.is_online(p)
+                                                for p in producers):
             await asyncio.sleep(0.02)
 
 
@@ -382,10 +390,6 @@ async def _ask_once(workdir: Workdir, as_json: bool) -> None:
 
 
 async def _serve(workdir: Workdir, err: Console, shutdown: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, shutdown.set)
     err.print(f"samsvar demo serving on {workdir.demo['broker_url']} — files in {workdir.root} "
               "(README.txt, demo.json). Ctrl-C stops it.")
     await shutdown.wait()

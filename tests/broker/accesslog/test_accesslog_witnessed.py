@@ -171,3 +171,40 @@ async def test_extract_entries_carry_inclusion_proofs(
         verify_inclusion(p.seq - 1, cp.seq, leaf_hash(p.entry.encode()),
                          [bytes.fromhex(h) for h in p.path], bytes.fromhex(cp.root))
     assert [e.query_id for e in proven.entries] == [f"q-{n:04d}" for n in range(1, 12) if n % 3]
+
+
+async def test_a_log_from_before_the_merkle_tree_is_migrated(
+        log_config: AccessLogConfig, key: PrivateKey, raw: RawDb) -> None:
+    """A log of schema version 1 (the demo's folder from an older samsvar): its leaves are
+    computed from the stored entries, and the log goes on as a Merkle tree."""
+    await append(log_config, key, 1, 4)
+    s = "" if log_config.kind == "sqlite" else f'"{log_config.schema}".'
+    await raw.execute(f"DROP TABLE {s}access_log_leaves",
+                      "ALTER TABLE {c} DROP COLUMN frontier", "ALTER TABLE {c} DROP COLUMN root",
+                      "UPDATE {v} SET version = 1")
+    witnessed = (await append(log_config, key, 5, 6))[-1]
+    assert size_of(witnessed, key) == 6
+    report = await check(log_config, key, witnessed)
+    assert report.intact, report.problem
+    assert report.witnessed_to == 6
+
+
+async def test_a_pruned_log_still_extends_what_was_witnessed(
+        log_config: AccessLogConfig, key: PrivateKey) -> None:
+    """Pruning removes old entries but keeps their leaves: the tree, and every witnessed
+    head, stay provable."""
+    import datetime as dt
+
+    from broker.accesslog import prune
+
+    from .conftest import T0
+
+    early = (await append(log_config, key, 1, 3))[-1]
+    late = (await append(log_config, key, 4, 6))[-1]
+    removed = await prune(log_config, key=key, instance="test-1",
+                          before=T0 + dt.timedelta(minutes=4, seconds=30))
+    assert removed == 4
+    more = (await append(log_config, key, 7, 8))[-1]
+    report = await check(log_config, key, early, late, more)
+    assert report.intact, report.problem
+    assert (report.first_seq, report.witnessed, report.witnessed_to) == (5, 3, 8)

@@ -1,0 +1,88 @@
+"""The adapter's witness of the broker's checkpoints: kept only when signed by the broker
+(a retired key only up to its last entry), newer ones replace older ones, and a smaller one
+(the broker's log went back) or another root for the same size is refused, loudly."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import msgspec
+import pytest
+from structlog.testing import capture_logs
+
+from producer_adapter.witness import Witness, WitnessError, read_witness_file
+from schemas.accesslog import CHECKPOINT_TYP, Checkpoint
+from schemas.jose import PrivateKey, generate_key, sign
+from schemas.registry import Registry, parse_registry
+
+
+def inline(jwk: dict[str, str]) -> str:
+    return "{ " + ", ".join(f'{k} = "{v}"' for k, v in jwk.items()) + " }"
+
+
+def registry(current: PrivateKey, retired: PrivateKey | None = None, last_seq: int = 0) -> Registry:
+    text = (f'[broker]\nid = "SE0000000000-TEST"\nkeys = [{inline(current.public.to_jwk())}]\n')
+    if retired is not None:
+        text += (f"retired_keys = [{{ key = {inline(retired.public.to_jwk())}, "
+                 f"last_seq = {last_seq} }}]\n")
+    return parse_registry(text)
+
+
+def token(key: PrivateKey, seq: int, *, root: str | None = None, instance: str = "b1") -> bytes:
+    cp = Checkpoint(seq=seq, head_hash="ab" * 32, time=dt.datetime.now(dt.UTC),
+                    instance=instance, root=root or f"{seq:064x}", kid=key.kid)
+    return sign(msgspec.json.encode(cp), key, typ=CHECKPOINT_TYP).encode()
+
+
+def test_keeps_the_newest_and_refuses_a_rollback(tmp_path: Path) -> None:
+    key = generate_key()
+    path = tmp_path / "witness.json"
+    w = Witness(path, registry(key), producer="P1")
+    assert w.offer("b1", token(key, 3))
+    assert w.offer("b1", token(key, 7))
+    with capture_logs() as logs:
+        assert not w.offer("b1", token(key, 5))
+    assert [e["event"] for e in logs] == ["checkpoint_rollback"]
+    assert logs[0]["log_level"] == "error" and (logs[0]["held"], logs[0]["offered"]) == (7, 5)
+    with capture_logs() as logs:
+        assert not w.offer("b1", token(key, 7, root="ff" * 32))
+    assert [(e["event"], e["log_level"]) for e in logs] == [("checkpoint_fork", "error")]
+    assert w.latest["b1"].seq == 7 and w.refused == 2
+    # Persisted, and read back by a new witness (the adapter restarted).
+    doc = json.loads(path.read_text())
+    assert doc["checkpoints"]["b1"]["seq"] == 7
+    again = Witness(path, registry(key), producer="P1")
+    assert again.latest["b1"].seq == 7
+    assert not again.offer("b1", token(key, 6))
+    assert set(read_witness_file(path)) == {"b1"}
+
+
+def test_refuses_what_the_broker_did_not_sign(tmp_path: Path) -> None:
+    key, other = generate_key(), generate_key()
+    w = Witness(tmp_path / "witness.json", registry(key), producer="P1")
+    assert not w.offer("b1", token(other, 9))
+    assert not w.offer("b1", b"not a token")
+    assert not w.offer("b2", token(key, 9, instance="b1"))  # published on another's topic
+    assert not w.offer("b1", b"")  # a cleared retained message
+    assert w.latest == {} and not (tmp_path / "witness.json").exists()
+
+
+def test_a_retired_key_counts_only_up_to_its_last_entry(tmp_path: Path) -> None:
+    old, new = generate_key(), generate_key()
+    w = Witness(tmp_path / "witness.json", registry(new, old, last_seq=4), producer="P1")
+    assert w.offer("b1", token(old, 4))
+    assert not w.offer("b1", token(old, 5))  # a leaked retired key signing more
+    assert w.offer("b1", token(new, 6))
+
+
+def test_a_tampered_witness_file_is_refused(tmp_path: Path) -> None:
+    key = generate_key()
+    path = tmp_path / "witness.json"
+    Witness(path, registry(key), producer="P1").offer("b1", token(key, 3))
+    doc = json.loads(path.read_text())
+    doc["checkpoints"]["b1"]["token"] = token(generate_key(), 3).decode()
+    path.write_text(json.dumps(doc))
+    with pytest.raises(WitnessError, match="not one the broker signed"):
+        Witness(path, registry(key), producer="P1")
