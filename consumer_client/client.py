@@ -29,8 +29,8 @@ import aiohttp
 import msgspec
 
 from schemas import jose
-from schemas.identity import normalise
 from schemas.accesslog import EXTRACT_TYP, ExtractClaims, ExtractResponse
+from schemas.identity import normalise
 from schemas.jose import PrivateKey, PublicKey
 from schemas.messages import (
     ANSWER_MEDIA_TYPE,

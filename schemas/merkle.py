@@ -158,7 +158,7 @@ def consistency_proof(leaves: Leaves, size1: int, size2: int | None = None) -> l
 
 def _decompose(index: int, size: int) -> tuple[int, int]:
     inner = (index ^ (size - 1)).bit_length()
-    border = bin(index >> inner).count("1")
+    border = (index >> inner).bit_count()
     return inner, border
 
 
@@ -245,8 +245,8 @@ class Frontier:
     hashes: list[bytes] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if len(self.hashes) != bin(self.size).count("1"):
-            raise ValueError(f"a frontier of {self.size} leaves has {bin(self.size).count('1')} "
+        if len(self.hashes) != self.size.bit_count():
+            raise ValueError(f"a frontier of {self.size} leaves has {self.size.bit_count()} "
                              f"hashes, not {len(self.hashes)}")
 
     def append(self, leaf: bytes) -> None:

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from schemas.accesslog import Checkpoint
-
 from schemas.merkle import Frontier, Leaves, leaf_hash
 
 from .chain import (

@@ -301,10 +301,10 @@ async def _verify(snapshot: LogSnapshot, keys: Mapping[str, PublicKey],
         except (ProofError, ValueError):
             if broken is not None and broken.seq <= cp.seq:
                 continue  # the walk named the first broken entry already
-            good = max(m for m in matching if m < cp.seq)
-            problems.append(_Problem(good + 1, f"the log does not extend the checkpoint of "
+            since = max(m for m in matching if m < cp.seq) + 1
+            problems.append(_Problem(since, f"the log does not extend the checkpoint of "
                                      f"{cp.seq} entries {w.witness} witnessed ({when}): "
-                                     f"{_span(good + 1, cp.seq)} were changed, removed or "
+                                     f"{_were(since, cp.seq)} changed, removed or "
                                      "reordered"))
             continue
         matching.add(cp.seq)

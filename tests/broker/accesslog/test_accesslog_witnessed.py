@@ -10,13 +10,12 @@ import shutil
 from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
+import msgspec
 
 from broker.accesslog import AccessLogConfig, Witnessed, open_access_log, verify_log
+from schemas.accesslog import CHECKPOINT_TYP, Checkpoint
 from schemas.jose import PrivateKey, verify
 from schemas.merkle import leaf_hash, verify_inclusion
-from schemas.accesslog import CHECKPOINT_TYP, Checkpoint
-
-import msgspec
 
 from .conftest import PERSON, RawDb, make_entry
 
