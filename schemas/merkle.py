@@ -68,10 +68,15 @@ def _split(n: int) -> int:
 class Leaves:
     """Leaf hashes in one ``bytearray`` (32 bytes each): a whole log fits in memory."""
 
-    __slots__ = ("_data",)
+    __slots__ = ("_data", "_memo")
+
+    _MEMO_MIN: Final = 64
+    """Subtrees of at least this many leaves are remembered: proofs for many leaves of one
+    tree share them, so n leaves cost about n hashes, not n per proof."""
 
     def __init__(self, hashes: Iterable[bytes] = ()) -> None:
         self._data = bytearray()
+        self._memo: dict[tuple[int, int], bytes] = {}
         for h in hashes:
             self.append(h)
 
@@ -95,8 +100,15 @@ class Leaves:
             return EMPTY_ROOT
         if n == 1:
             return self[lo]
+        if hi > len(self):
+            raise IndexError(hi)
+        if n >= self._MEMO_MIN and (lo, hi) in self._memo:
+            return self._memo[lo, hi]
         k = _split(n)
-        return node_hash(self.mth(lo, lo + k), self.mth(lo + k, hi))
+        h = node_hash(self.mth(lo, lo + k), self.mth(lo + k, hi))
+        if n >= self._MEMO_MIN:
+            self._memo[lo, hi] = h  # leaves are only appended: a range's hash never changes
+        return h
 
 
 def tree_root(leaves: Leaves, size: int | None = None) -> bytes:
