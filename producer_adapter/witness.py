@@ -10,14 +10,20 @@ rewritten.
 
 A checkpoint of fewer entries than the one kept for its instance is refused and logged as an
 error (``checkpoint_rollback``): the broker's log went back. So is one of the same size with
-another root (``checkpoint_fork``). Neither replaces what the witness holds.
+another root (``checkpoint_fork``). Neither replaces what the witness holds, and the
+checkpoint held at that moment is also kept for good as ``evidence``: a broker whose log
+was put back and then grew past the witnessed size publishes larger checkpoints again,
+which replace the latest, but the evidence still fails ``samsvar log verify``. (An operator
+who has accounted for the loss moves the file aside.)
 
 File format::
 
     {"checkpoints": {"<instance>": {"token": "<compact JWS>", "seq": 12, "root": "<hex>",
-                                    "time": "...", "witnessed": "..."}}}
+                                    "time": "...", "witnessed": "..."}},
+     "evidence": [{"instance": "...", "token": "<the held JWS>", "refused": "<the JWS
+                   refused>", "why": "checkpoint_rollback", "at": "..."}]}
 
-Only ``token`` is trusted when reading it back; the other members are for people.
+Only the tokens are trusted when reading it back; the other members are for people.
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ from schemas.registry import Registry
 
 from .errors import AdapterError
 
-__all__ = ["DEFAULT_WITNESS_FILE", "Witness", "WitnessError", "read_witness_file"]
+__all__ = ["DEFAULT_WITNESS_FILE", "Witness", "WitnessError", "read_witness_file",
+           "read_witnessed"]
 
 DEFAULT_WITNESS_FILE: Final = "witness.json"
 _checkpoint_decoder: Final = msgspec.json.Decoder(Checkpoint)
@@ -50,15 +57,38 @@ class WitnessError(AdapterError):
     """The witness file cannot be read or written."""
 
 
-def read_witness_file(path: Path) -> dict[str, str]:
-    """instance → the token of the checkpoint kept for it; ``{}`` when there is no file."""
+def _read(path: Path) -> dict[str, object]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return {}
+        return {"checkpoints": {}}
     except (OSError, ValueError) as exc:
         raise WitnessError(f"{path}: cannot read the witnessed checkpoints: {exc}") from exc
-    held = doc.get("checkpoints") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict):
+        raise WitnessError(f"{path}: not a witness file (no \"checkpoints\" object)")
+    return doc
+
+
+def _evidence(path: Path, doc: Mapping[str, object]) -> list[dict[str, str]]:
+    items = doc.get("evidence", [])
+    if not isinstance(items, list) or not all(
+            isinstance(i, dict) and isinstance(i.get("token"), str)
+            and isinstance(i.get("instance"), str) for i in items):
+        raise WitnessError(f"{path}: its \"evidence\" is damaged")
+    return items
+
+
+def read_witnessed(path: Path) -> list[str]:
+    """Every checkpoint token the file holds: the latest of each instance and the evidence
+    of rollbacks and forks (what ``samsvar log verify`` checks)."""
+    doc = _read(path)
+    return [*read_witness_file(path).values(), *(i["token"] for i in _evidence(path, doc))]
+
+
+def read_witness_file(path: Path) -> dict[str, str]:
+    """instance → the token of the checkpoint kept for it; ``{}`` when there is no file."""
+    doc = _read(path)
+    held = doc.get("checkpoints")
     if not isinstance(held, dict):
         raise WitnessError(f"{path}: not a witness file (no \"checkpoints\" object)")
     out: dict[str, str] = {}
@@ -87,6 +117,8 @@ class Witness:
                 raise WitnessError(f"{path}: the checkpoint kept for {instance!r} is not one "
                                    "the broker signed")
             self.latest[instance], self._tokens[instance] = cp, token
+        self.evidence: list[dict[str, str]] = _evidence(path, _read(path))
+        """The checkpoints held when a rollback or a fork was refused, kept for good."""
 
     def _key_for(self, header: Header) -> PublicKey:
         broker = self._registry.broker
@@ -138,6 +170,7 @@ class Witness:
                                 message="the broker's access log went back: a checkpoint of "
                                         f"{cp.seq} entries after one of {held.seq}; kept the "
                                         "larger one")
+                self._keep_evidence(instance, token, "checkpoint_rollback")
                 return False
             if cp.seq == held.seq:
                 if cp.root != held.root:
@@ -145,17 +178,34 @@ class Witness:
                     self._log.error("checkpoint_fork", instance=instance, seq=cp.seq,
                                     message="two different roots for one size of the broker's "
                                             "access log; kept the first")
+                    self._keep_evidence(instance, token, "checkpoint_fork")
                 return False
         self.latest[instance], self._tokens[instance] = cp, token
         self._save()
         return True
 
+    _MAX_EVIDENCE: Final = 1000
+    """Evidence kept at most (a broker stuck publishing an old head adds one a second)."""
+
+    def _keep_evidence(self, instance: str, refused: str, why: str) -> None:
+        token = self._tokens[instance]
+        if any(e["token"] == token for e in self.evidence):
+            return  # one piece of evidence per held checkpoint is enough
+        if len(self.evidence) >= self._MAX_EVIDENCE:
+            return
+        self.evidence.append({"instance": instance, "token": token, "refused": refused,
+                              "why": why,
+                              "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
+        self._save()
+
     def _save(self) -> None:
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        doc = {"checkpoints": {
+        doc: dict[str, object] = {"checkpoints": {
             instance: {"token": self._tokens[instance], "seq": cp.seq, "root": cp.root,
                        "time": cp.time.isoformat(), "witnessed": now}
             for instance, cp in sorted(self.latest.items())}}
+        if self.evidence:
+            doc["evidence"] = self.evidence
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".witness-", suffix=".tmp")

@@ -134,7 +134,7 @@ def _workdir_witnesses(root: Path) -> tuple[Path, list[tuple[str, Path]]]:
 
 async def _verify(args: argparse.Namespace) -> int:
     from broker.accesslog import Witnessed, verify_log
-    from producer_adapter.witness import WitnessError, read_witness_file
+    from producer_adapter.witness import WitnessError, read_witnessed
     from schemas.registry import load_registry
 
     if args.workdir:
@@ -149,12 +149,12 @@ async def _verify(args: argparse.Namespace) -> int:
         if not args.workdir and not path.is_file():
             raise _Failed(f"--witness {path}: no such file")
         try:
-            tokens = read_witness_file(path)
+            tokens = read_witnessed(path)
         except WitnessError as exc:
             raise _Failed(str(exc)) from exc
         if not tokens:
             silent.append(name)
-        witnessed += [Witnessed(witness=name, token=t) for t in tokens.values()]
+        witnessed += [Witnessed(witness=name, token=t) for t in tokens]
     log = config.access_log
     report = await verify_log(log, broker_keys=registry.broker.keys,
                               retired_keys=registry.broker.retired_keys, witnessed=witnessed,

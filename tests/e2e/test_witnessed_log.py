@@ -16,7 +16,7 @@ import pytest
 
 from broker.accesslog import AccessLogConfig, Witnessed, verify_log
 from consumer_client import Client, ExtractNotProven
-from producer_adapter.witness import read_witness_file
+from producer_adapter.witness import read_witnessed
 from tests.e2e.conftest import (
     BROKER_ID,
     CITIZEN_PORTAL,
@@ -59,7 +59,7 @@ def witnesses(fed: Federation) -> list[Witnessed]:
     out = []
     for pid in fed.producers:
         path = fed.tmp / "producers" / pid / "witness.json"
-        for token in read_witness_file(path).values():
+        for token in read_witnessed(path):
             out.append(Witnessed(witness=f"producer {pid}", token=token))
     return out
 
@@ -134,6 +134,15 @@ async def test_a_witness_refuses_a_smaller_checkpoint_from_a_rolled_back_broker(
         assert adapter.witness.latest[instance].seq == 3  # kept, not replaced
         assert adapter.witness.refused >= 1
     assert "checkpoint_rollback" in capfd.readouterr().out
+    # The rolled-back broker runs on and its log grows past the witnessed size: its larger
+    # checkpoints are taken again, but the evidence of the rollback stays with the witness.
+    for _ in range(3):
+        await fed.ask()
+    await witnessed_by_all(fed, 4)
+    report = await verify_log(config, broker_keys=fed.registry.broker.keys,
+                              witnessed=witnesses(fed), instance=instance)
+    assert not report.intact
+    assert report.problem is not None and "does not extend the checkpoint of 3" in report.problem
 
 
 async def test_the_extract_is_proven_and_checked_by_the_consumer_client(

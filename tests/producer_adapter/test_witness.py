@@ -12,7 +12,7 @@ import msgspec
 import pytest
 from structlog.testing import capture_logs
 
-from producer_adapter.witness import Witness, WitnessError, read_witness_file
+from producer_adapter.witness import Witness, WitnessError, read_witness_file, read_witnessed
 from schemas.accesslog import CHECKPOINT_TYP, Checkpoint
 from schemas.jose import PrivateKey, generate_key, sign
 from schemas.registry import Registry, parse_registry
@@ -50,11 +50,16 @@ def test_keeps_the_newest_and_refuses_a_rollback(tmp_path: Path) -> None:
         assert not w.offer("b1", token(key, 7, root="ff" * 32))
     assert [(e["event"], e["log_level"]) for e in logs] == [("checkpoint_fork", "error")]
     assert w.latest["b1"].seq == 7 and w.refused == 2
+    # What was held when they were refused is kept for good, even once larger ones come.
+    assert w.offer("b1", token(key, 12))
+    assert [e["why"] for e in w.evidence] == ["checkpoint_rollback"]
+    assert sorted(len(t) > 0 for t in read_witnessed(path)) == [True, True]
     # Persisted, and read back by a new witness (the adapter restarted).
     doc = json.loads(path.read_text())
-    assert doc["checkpoints"]["b1"]["seq"] == 7
+    assert doc["checkpoints"]["b1"]["seq"] == 12
+    assert [e["instance"] for e in doc["evidence"]] == ["b1"]
     again = Witness(path, registry(key), producer="P1")
-    assert again.latest["b1"].seq == 7
+    assert again.latest["b1"].seq == 12 and len(again.evidence) == 1
     assert not again.offer("b1", token(key, 6))
     assert set(read_witness_file(path)) == {"b1"}
 
