@@ -51,6 +51,7 @@ from schemas.messages import (
     User,
 )
 from schemas.records import INFORMATION_TYPES, InfoType
+from schemas.registry import RetiredKey
 
 from .errors import BadResponse, QueryRefused, QueryTimeout, TransportError
 from .extract import verify_extract
@@ -397,7 +398,7 @@ class Client:
 
     async def extract(self, *, subject: str, period: Period | None = None,
                       broker_keys: Mapping[str, PublicKey],
-                      retired_keys: Mapping[str, PublicKey] | None = None) -> ExtractResponse:
+                      retired_keys: Mapping[str, RetiredKey] | None = None) -> ExtractResponse:
         """The person's access-log extract (``POST /v1/access-log/extract``; the issuer needs
         the ``log-extract`` role), every access proven to be in the broker's signed log
         (:func:`~consumer_client.verify_extract` with ``broker_keys``, the registry's).

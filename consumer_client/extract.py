@@ -19,6 +19,7 @@ from schemas.accesslog import CHECKPOINT_TYP, AccessEntry, Checkpoint, ExtractRe
 from schemas.errors import JoseError
 from schemas.jose import Header, PublicKey, unknown_key, verify
 from schemas.merkle import ProofError, leaf_hash, verify_inclusion
+from schemas.registry import RetiredKey
 
 from .errors import ExtractNotProven
 
@@ -29,28 +30,34 @@ _entry_decoder: Final = msgspec.json.Decoder(AccessEntry)
 
 
 def verify_extract(response: ExtractResponse, *, broker_keys: Mapping[str, PublicKey],
-                   retired_keys: Mapping[str, PublicKey] | None = None) -> Checkpoint:
+                   retired_keys: Mapping[str, RetiredKey] | None = None) -> Checkpoint:
     """Return the signed head every access is proven against; raise
-    :class:`ExtractNotProven` naming what does not hold."""
+    :class:`ExtractNotProven` naming what does not hold. ``broker_keys`` and
+    ``retired_keys`` are the registry's ``[broker]`` ones (a retired key counts only up to
+    its ``last_seq``)."""
     retired = retired_keys or {}
 
     def key_for(header: Header) -> PublicKey:
         if header.kid in broker_keys:
             return broker_keys[header.kid]
         if header.kid in retired:
-            return retired[header.kid]
+            return retired[header.kid].key
         raise unknown_key(header.kid, "the broker")
 
     if response.checkpoint is None:
         raise ExtractNotProven("the extract carries no signed checkpoint")
     try:
-        _, payload = verify(response.checkpoint, key_for, typ=CHECKPOINT_TYP)
+        header, payload = verify(response.checkpoint, key_for, typ=CHECKPOINT_TYP)
         head = _checkpoint_decoder.decode(payload)
     except (JoseError, msgspec.DecodeError) as exc:
         raise ExtractNotProven(f"the extract's checkpoint is not signed by the broker: "
                                f"{exc}") from exc
     if head.root is None:
         raise ExtractNotProven("the extract's checkpoint has no Merkle root")
+    old = retired.get(header.kid) if header.kid not in broker_keys else None
+    if old is not None and head.seq > old.last_seq:
+        raise ExtractNotProven(f"the extract's checkpoint is signed with the retired key "
+                               f"{header.kid!r}, which vouches only up to entry {old.last_seq}")
     root = bytes.fromhex(head.root)
     proven: list[AccessEntry] = []
     for proof in response.proofs:
