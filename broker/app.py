@@ -72,10 +72,14 @@ class BrokerServer:
         self._checkpoint = token.encode("ascii")
         self._checkpoint_signed.set()
 
-    async def _publish_checkpoint(self, token: bytes) -> None:
-        """Publish one checkpoint retained, waiting for MQTT while it is down."""
+    async def _publish_checkpoint(self) -> None:
+        """Publish the latest checkpoint retained, waiting for MQTT while it is down and
+        trying again (with the latest one then) until the server has it."""
         while True:
             await self.bus.connected.wait()
+            token = self._checkpoint
+            if token is None:
+                return
             try:
                 async with asyncio.timeout(10):
                     await self.bus.publish_checkpoint(token)
@@ -92,8 +96,10 @@ class BrokerServer:
         while True:
             await self._checkpoint_signed.wait()
             self._checkpoint_signed.clear()
-            if self._checkpoint is not None:
-                await self._publish_checkpoint(self._checkpoint)
+            try:
+                await self._publish_checkpoint()
+            except Exception:  # noqa: BLE001 - a client library's surprise: the next one retries
+                log.exception("checkpoint_publish_failed")
 
     async def run(self, *, shutdown: asyncio.Event | None = None) -> None:
         """Serve until ``shutdown`` is set (or the task is cancelled)."""
@@ -159,10 +165,10 @@ class BrokerServer:
                     publisher.cancel()
                     # The checkpoint signed at shutdown goes out before MQTT does.
                     await access_log.close()
-                    if self._checkpoint is not None and self._checkpoint != self.published_checkpoint:
+                    if self._checkpoint not in (None, self.published_checkpoint):
                         try:
                             async with asyncio.timeout(_SHUTDOWN_PUBLISH_S):
-                                await self._publish_checkpoint(self._checkpoint)
+                                await self._publish_checkpoint()
                         except TimeoutError:
                             log.warning("checkpoint_not_published",
                                         reason="MQTT did not take the shutdown checkpoint")
