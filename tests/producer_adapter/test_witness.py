@@ -10,6 +10,8 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from producer_adapter.witness import Witness, WitnessError, read_witness_file, read_witnessed
@@ -91,3 +93,22 @@ def test_a_tampered_witness_file_is_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps(doc))
     with pytest.raises(WitnessError, match="not one the broker signed"):
         Witness(path, registry(key), producer="P1")
+
+
+_KEY = generate_key()
+_REGISTRY = registry(_KEY)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload=st.binary(max_size=600) | st.builds(
+    lambda doc: sign(doc, _KEY, typ=CHECKPOINT_TYP).encode(),
+    st.binary(max_size=300) | st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                    max_size=4),
+        max_leaves=12).map(lambda v: msgspec.json.encode({"seq": v, "root": v, "time": v}))))
+def test_hostile_checkpoint_messages_are_refused_never_raise(tmp_path: Path,
+                                                               payload: bytes) -> None:
+    w = Witness(tmp_path / "hostile.json", _REGISTRY, producer="P1")
+    assert w.offer("b1", payload) is False
+    assert w.latest == {}
