@@ -111,14 +111,24 @@ class Witness:
         self._tokens: dict[str, str] = {}
         self.refused = 0
         """Checkpoints refused (bad signature, rollback, fork) since start."""
+        self.evidence: list[dict[str, str]] = _evidence(path, _read(path))
+        """The checkpoints held when a rollback or a fork was refused, kept for good."""
+        unverifiable = False
         for instance, token in read_witness_file(path).items():
             cp = self._check(token)
             if cp is None or cp.instance != instance:
-                raise WitnessError(f"{path}: the checkpoint kept for {instance!r} is not one "
-                                   "the broker signed")
+                # Changed behind our back, or signed with a broker key since removed from
+                # the registry: not trusted, but kept, so that verify shows it.
+                self._log.error("witness_checkpoint_unverifiable", instance=instance,
+                                path=str(path))
+                self.evidence.append({"instance": instance, "token": token,
+                                      "why": "unverifiable",
+                                      "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
+                unverifiable = True
+                continue
             self.latest[instance], self._tokens[instance] = cp, token
-        self.evidence: list[dict[str, str]] = _evidence(path, _read(path))
-        """The checkpoints held when a rollback or a fork was refused, kept for good."""
+        if unverifiable:
+            self._save()
 
     def _key_for(self, header: Header) -> PublicKey:
         broker = self._registry.broker

@@ -84,14 +84,23 @@ def test_a_retired_key_counts_only_up_to_its_last_entry(tmp_path: Path) -> None:
     assert w.offer("b1", token(new, 6))
 
 
-def test_a_tampered_witness_file_is_refused(tmp_path: Path) -> None:
+def test_a_tampered_witness_file_is_distrusted_and_kept(tmp_path: Path) -> None:
     key = generate_key()
     path = tmp_path / "witness.json"
     Witness(path, registry(key), producer="P1").offer("b1", token(key, 3))
     doc = json.loads(path.read_text())
     doc["checkpoints"]["b1"]["token"] = token(generate_key(), 3).decode()
     path.write_text(json.dumps(doc))
-    with pytest.raises(WitnessError, match="not one the broker signed"):
+    with capture_logs() as logs:
+        w = Witness(path, registry(key), producer="P1")
+    assert ("witness_checkpoint_unverifiable", "error") in [
+        (e["event"], e["log_level"]) for e in logs]
+    assert w.latest == {}  # not trusted ...
+    assert [e["why"] for e in w.evidence] == ["unverifiable"]  # ... but kept for verify
+    assert w.offer("b1", token(key, 2))
+    assert len(read_witnessed(path)) == 2
+    path.write_text("{not json")
+    with pytest.raises(WitnessError, match="cannot read"):
         Witness(path, registry(key), producer="P1")
 
 
