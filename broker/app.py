@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Final
 
+import msgspec
 import structlog
 from aiohttp import web
 
+from schemas.accesslog import Checkpoint, CheckpointMessage, ConsistencyProof
 from schemas.jose import PrivateKey, load_private_key
 from schemas.registry import Registry, load_registry
 
@@ -47,8 +49,10 @@ class BrokerServer:
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         self.config = config
-        self._checkpoint: bytes | None = None
-        """The latest signed checkpoint, to publish (and publish again on reconnect)."""
+        self._checkpoint: tuple[Checkpoint, str] | None = None
+        """The latest signed checkpoint and its token, to publish (again on reconnect)."""
+        self._published_size = 0
+        self._prepared: tuple[str, bytes] | None = None
         self._checkpoint_signed = asyncio.Event()
         self.published_checkpoint: bytes | None = None
         """The last checkpoint the MQTT server acknowledged."""
@@ -68,26 +72,50 @@ class BrokerServer:
         self.started = asyncio.Event()
         self.port = config.port
 
-    def _on_checkpoint(self, _checkpoint: object, token: str) -> None:
-        self._checkpoint = token.encode("ascii")
+    def _on_checkpoint(self, checkpoint: Checkpoint, token: str) -> None:
+        self._checkpoint = (checkpoint, token)
         self._checkpoint_signed.set()
+
+    async def _prepare_last_message(self) -> None:
+        """While the log is still open at shutdown: the message of its last checkpoint."""
+        if self._checkpoint is not None:
+            token = self._checkpoint[1]
+            self._prepared = (token, await self._message(*self._checkpoint))
+
+    async def _message(self, checkpoint: Checkpoint, token: str) -> bytes:
+        """The checkpoint with consistency proofs from the size published before (what the
+        witnesses hold) and from the last one stored before it."""
+        if self._prepared is not None and self._prepared[0] == token:
+            return self._prepared[1]
+        proofs: dict[int, list[bytes]] = {}
+        access_log = self.service.access_log
+        if access_log is not None:
+            before = [self._published_size] if self._published_size else []
+            try:
+                proofs = await access_log.consistency_to(checkpoint.seq, before)
+            except AccessLogError as exc:
+                log.warning("checkpoint_proofs_failed", error=str(exc))
+        return msgspec.json.encode(CheckpointMessage(checkpoint=token, consistency=[
+            ConsistencyProof(from_size=m, path=[h.hex() for h in path])
+            for m, path in sorted(proofs.items())]))
 
     async def _publish_checkpoint(self) -> None:
         """Publish the latest checkpoint retained, waiting for MQTT while it is down and
         trying again (with the latest one then) until the server has it."""
         while True:
             await self.bus.connected.wait()
-            token = self._checkpoint
-            if token is None:
+            latest = self._checkpoint
+            if latest is None:
                 return
             try:
                 async with asyncio.timeout(10):
-                    await self.bus.publish_checkpoint(token)
+                    await self.bus.publish_checkpoint(await self._message(*latest))
             except (NotReady, TimeoutError) as exc:
                 log.warning("checkpoint_publish_failed", reason=str(exc) or type(exc).__name__)
                 await asyncio.sleep(0.5)
                 continue
-            self.published_checkpoint = token
+            self.published_checkpoint = latest[1].encode("ascii")
+            self._published_size = latest[0].seq
             return
 
     async def _publish_checkpoints(self) -> None:
@@ -98,7 +126,7 @@ class BrokerServer:
             self._checkpoint_signed.clear()
             try:
                 await self._publish_checkpoint()
-            except Exception:  # noqa: BLE001 - a client library's surprise: the next one retries
+            except Exception:  # a client library's surprise: the next one retries
                 log.exception("checkpoint_publish_failed")
 
     async def run(self, *, shutdown: asyncio.Event | None = None) -> None:
@@ -112,6 +140,7 @@ class BrokerServer:
         access_log = open_access_log(self.config.access_log, key=self.key,
                                      instance=self.config.instance)
         access_log.on_checkpoint = self._on_checkpoint
+        access_log.before_close = self._prepare_last_message
         try:
             await access_log.open()
         except AccessLogError as exc:
@@ -165,7 +194,8 @@ class BrokerServer:
                     publisher.cancel()
                     # The checkpoint signed at shutdown goes out before MQTT does.
                     await access_log.close()
-                    if self._checkpoint not in (None, self.published_checkpoint):
+                    if (self._checkpoint is not None
+                            and self._checkpoint[1].encode("ascii") != self.published_checkpoint):
                         try:
                             async with asyncio.timeout(_SHUTDOWN_PUBLISH_S):
                                 await self._publish_checkpoint()

@@ -8,13 +8,16 @@ registry gives them) and keeps the latest of each instance in a file (default
 files: a log that no longer extends a witnessed checkpoint was cut short, rolled back or
 rewritten.
 
-A checkpoint of fewer entries than the one kept for its instance is refused and logged as an
-error (``checkpoint_rollback``): the broker's log went back. So is one of the same size with
-another root (``checkpoint_fork``). Neither replaces what the witness holds, and the
-checkpoint held at that moment is also kept for good as ``evidence``: a broker whose log
-was put back and then grew past the witnessed size publishes larger checkpoints again,
-which replace the latest, but the evidence still fails ``samsvar log verify``. (An operator
-who has accounted for the loss moves the file aside.)
+Each message (:class:`~schemas.accesslog.CheckpointMessage`) carries RFC 9162 consistency
+proofs to its checkpoint from earlier sizes. A larger checkpoint replaces the one held only
+when the proof from the held size checks out; with no proof from it (a message missed) the
+held one is kept too, as ``unlinked`` evidence. A checkpoint of fewer entries than the one
+held is refused and logged as an error (``checkpoint_rollback``): the broker's log went
+back. So are one of the same size with another root, and a larger one whose proof fails
+(``checkpoint_fork``): a rewritten history. None of them replaces what the witness holds,
+and the checkpoint held at that moment is kept for good as ``evidence``: ``samsvar log
+verify`` checks every one, so a log put back or rewritten fails even after it grew past
+the witnessed size. (An operator who has accounted for it moves the file aside.)
 
 File format::
 
@@ -39,9 +42,10 @@ from typing import Final
 import msgspec
 import structlog
 
-from schemas.accesslog import CHECKPOINT_TYP, Checkpoint
+from schemas.accesslog import CHECKPOINT_TYP, Checkpoint, CheckpointMessage
 from schemas.errors import HOSTILE_DECODE_ERRORS, JoseError
 from schemas.jose import Header, PublicKey, unknown_key, verify
+from schemas.merkle import ProofError, verify_consistency
 from schemas.registry import Registry
 
 from .errors import AdapterError
@@ -51,6 +55,7 @@ __all__ = ["DEFAULT_WITNESS_FILE", "Witness", "WitnessError", "read_witness_file
 
 DEFAULT_WITNESS_FILE: Final = "witness.json"
 _checkpoint_decoder: Final = msgspec.json.Decoder(Checkpoint)
+_message_decoder: Final = msgspec.json.Decoder(CheckpointMessage)
 
 
 class WitnessError(AdapterError):
@@ -154,14 +159,24 @@ class Witness:
         return cp
 
     def offer(self, instance: str, payload: bytes) -> bool:
-        """Check a checkpoint published on ``instance``'s topic; keep it if it is newer.
-        Returns whether it was kept. Never raises on bad input."""
+        """Check a message published on ``instance``'s checkpoint topic (a
+        :class:`CheckpointMessage`, or a bare checkpoint token); keep its checkpoint if it
+        is newer. Returns whether it was kept. Never raises on bad input."""
         if not payload:
             return False  # a cleared retained message
-        try:
-            token = payload.decode("ascii")
-        except UnicodeDecodeError:
-            token = ""
+        proofs: dict[int, list[str]] = {}
+        if payload[:1] == b"{":
+            try:
+                message = _message_decoder.decode(payload)
+            except HOSTILE_DECODE_ERRORS:
+                message = CheckpointMessage(checkpoint="")
+            token = message.checkpoint
+            proofs = {p.from_size: p.path for p in message.consistency}
+        else:
+            try:
+                token = payload.decode("ascii")
+            except UnicodeDecodeError:
+                token = ""
         cp = self._check(token)
         if cp is None or cp.root is None:
             self.refused += 1
@@ -190,6 +205,27 @@ class Witness:
                                             "access log; kept the first")
                     self._keep_evidence(instance, token, "checkpoint_fork")
                 return False
+            path = proofs.get(held.seq)
+            if path is None:
+                # Nothing proves the new head extends the held one (a message missed while
+                # disconnected, a broker restarted): keep the held one too, for verify.
+                self._log.info("checkpoint_unlinked", instance=instance, held=held.seq,
+                               offered=cp.seq)
+                self._keep_evidence(instance, token, "unlinked")
+            else:
+                assert held.root is not None
+                try:
+                    verify_consistency(held.seq, cp.seq, bytes.fromhex(held.root),
+                                       bytes.fromhex(cp.root), [bytes.fromhex(h) for h in path])
+                except (ProofError, ValueError) as exc:
+                    self.refused += 1
+                    self._log.error("checkpoint_fork", instance=instance, held=held.seq,
+                                    offered=cp.seq, error=str(exc),
+                                    message="the broker's new checkpoint does not extend the "
+                                            "one held: its access log was rewritten; kept the "
+                                            "held one")
+                    self._keep_evidence(instance, token, "checkpoint_inconsistent")
+                    return False
         self.latest[instance], self._tokens[instance] = cp, token
         self._save()
         return True
@@ -198,10 +234,13 @@ class Witness:
     """Evidence kept at most (a broker stuck publishing an old head adds one a second)."""
 
     def _keep_evidence(self, instance: str, refused: str, why: str) -> None:
+        """Keep the head held for ``instance`` for good (``refused`` is the token that made
+        it evidence, for people)."""
         token = self._tokens[instance]
         if any(e["token"] == token for e in self.evidence):
             return  # one piece of evidence per held checkpoint is enough
         if len(self.evidence) >= self._MAX_EVIDENCE:
+            self._log.warning("witness_evidence_full", kept=len(self.evidence))
             return
         self.evidence.append({"instance": instance, "token": token, "refused": refused,
                               "why": why,

@@ -21,6 +21,8 @@ __all__ = [
     "EXTRACT_TYP",
     "AccessEntry",
     "Checkpoint",
+    "CheckpointMessage",
+    "ConsistencyProof",
     "EntryProof",
     "ExtractClaims",
     "ExtractResponse",
@@ -121,6 +123,25 @@ class Checkpoint(_Log, frozen=True, kw_only=True):
     signed before the log was a Merkle tree."""
     kid: str | None = None
     """The key that signed it (also in the JWS header)."""
+
+
+class ConsistencyProof(_Log, frozen=True, kw_only=True):
+    """RFC 9162 consistency proof from the tree of ``from_size`` entries to a checkpoint's."""
+
+    from_size: int
+    path: list[str]
+    """Hex."""
+
+
+class CheckpointMessage(_Log, frozen=True, kw_only=True):
+    """What a broker instance publishes, retained, on ``{prefix}/checkpoint/{instance}``:
+    a signed checkpoint, with consistency proofs to it from the sizes the witnesses likely
+    hold (the checkpoint this instance published before, and the last one stored before
+    it). A witness replaces the head it holds only by one proven to extend it."""
+
+    checkpoint: str
+    """The compact JWS of a :class:`Checkpoint`."""
+    consistency: list[ConsistencyProof] = []
 
 
 class EntryProof(_Log, frozen=True, kw_only=True):

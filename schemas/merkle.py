@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 from .errors import SchemasError
 
@@ -33,6 +33,7 @@ __all__ = [
     "Leaves",
     "ProofError",
     "consistency_proof",
+    "consistency_proof_extending",
     "inclusion_proof",
     "leaf_hash",
     "node_hash",
@@ -139,11 +140,55 @@ def inclusion_proof(leaves: Leaves, index: int, size: int | None = None) -> list
     return proof
 
 
+class _Subtrees(Protocol):
+    def mth(self, lo: int, hi: int) -> bytes: ...
+
+
+class _Extension:
+    """The subtrees a consistency proof from a tree of ``frontier.size`` leaves needs: the
+    frontier's perfect subtrees on the left, the new leaves on the right."""
+
+    def __init__(self, frontier: Frontier, new: Leaves) -> None:
+        self._size = frontier.size
+        self._new = new
+        self._left: dict[tuple[int, int], bytes] = {}
+        lo = 0
+        for bit, h in zip(_bits_high_to_low(frontier.size), frontier.hashes, strict=True):
+            self._left[lo, lo + bit] = h
+            lo += bit
+
+    def mth(self, lo: int, hi: int) -> bytes:
+        if hi <= self._size:
+            try:
+                return self._left[lo, hi]
+            except KeyError:
+                raise ValueError(f"leaves {lo}..{hi - 1} are not a subtree of the frontier") from None
+        if lo < self._size:
+            raise ValueError(f"leaves {lo}..{hi - 1} straddle the old tree's end")
+        return self._new.mth(lo - self._size, hi - self._size)
+
+
+def _bits_high_to_low(n: int) -> list[int]:
+    return [1 << i for i in range(n.bit_length() - 1, -1, -1) if n >> i & 1]
+
+
 def consistency_proof(leaves: Leaves, size1: int, size2: int | None = None) -> list[bytes]:
     """RFC 9162 ``PROOF(size1, D[0:size2])``; empty when the sizes are equal."""
     size2 = len(leaves) if size2 is None else size2
     if not 0 < size1 <= size2 <= len(leaves):
         raise ValueError(f"no consistency proof from {size1} to {size2}")
+    return _consistency(leaves, size1, size2)
+
+
+def consistency_proof_extending(frontier: Frontier, new: Leaves) -> list[bytes]:
+    """The consistency proof from the tree ``frontier`` describes to that tree with the
+    ``new`` leaves appended, without the old leaves themselves."""
+    if frontier.size == 0:
+        raise ValueError("no consistency proof from an empty tree")
+    return _consistency(_Extension(frontier, new), frontier.size, frontier.size + len(new))
+
+
+def _consistency(leaves: _Subtrees, size1: int, size2: int) -> list[bytes]:
     proof: list[bytes] = []
 
     def subproof(m: int, lo: int, hi: int, whole: bool) -> None:

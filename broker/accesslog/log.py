@@ -12,7 +12,7 @@ it for the producer adapters to witness).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -41,6 +41,10 @@ class _Waiter:
 
 _STOP: Final = object()
 """Queued by ``close``: the writer commits what is ahead of it, then returns."""
+
+
+async def _nothing() -> None:
+    return None
 
 
 class _EmptyLog(Exception):
@@ -73,6 +77,8 @@ class ChainedAccessLog:
         """Called with each checkpoint this log signs and its token; must not raise."""
         self.last_checkpoint: tuple[Checkpoint, str] | None = None
         """The last checkpoint this log signed, and its token."""
+        self.before_close: Callable[[], Awaitable[None]] = _nothing
+        """Awaited in ``close`` after the shutdown checkpoint, while the store is still open."""
 
     @property
     def commits(self) -> int:
@@ -215,6 +221,9 @@ class ChainedAccessLog:
         except Exception:  # noqa: BLE001 - publishing is best effort; the next one retries
             _log.exception("access_log_checkpoint_publish_failed")
 
+    async def consistency_to(self, size: int, sizes: Sequence[int]) -> dict[int, list[bytes]]:
+        return await self._store.consistency_to(size, sizes)
+
     async def extract_proven(self, subject: str, period: Period | None) -> ProvenExtract:
         cp, token, new = await self._store.current_checkpoint(
             lambda head: seal(head, key=self._key, instance=self._instance, reason="extract"))
@@ -254,5 +263,7 @@ class ChainedAccessLog:
                 await self.checkpoint("shutdown")
             except AccessLogError as exc:
                 _log.warning("access_log_checkpoint_failed", reason="shutdown", error=str(exc))
+            else:
+                await self.before_close()
         finally:
             await self._store.close()

@@ -4,7 +4,7 @@ underneath it (:class:`LogStore`), with its SQLite and PostgreSQL adapters."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -39,6 +39,8 @@ class AccessLog(Protocol):
     """Called with every checkpoint this log signs and its token (to publish it)."""
     last_checkpoint: tuple[Checkpoint, str] | None
     """The last checkpoint this log signed, and its token."""
+    before_close: Callable[[], Awaitable[None]]
+    """Awaited in ``close`` after the shutdown checkpoint, while the store is still open."""
 
     @property
     def commits(self) -> int:
@@ -55,6 +57,10 @@ class AccessLog(Protocol):
 
     async def extract(self, subject: str, period: Period | None) -> list[AccessEntry]:
         """Every entry about ``subject`` whose date is in ``period``, oldest first."""
+        ...
+
+    async def consistency_to(self, size: int, sizes: Sequence[int]) -> dict[int, list[bytes]]:
+        """Consistency proofs to the tree of ``size`` entries (see :class:`LogStore`)."""
         ...
 
     async def extract_proven(self, subject: str, period: Period | None) -> ProvenExtract:
@@ -151,6 +157,11 @@ class LogStore(Protocol):
 
     async def leaves(self, upto: int) -> Leaves:
         """The Merkle leaves of entries 1..``upto``."""
+        ...
+
+    async def consistency_to(self, size: int, sizes: Sequence[int]) -> dict[int, list[bytes]]:
+        """Consistency proofs to the tree of ``size`` entries from each of ``sizes`` and from
+        the largest checkpoint stored below ``size``, where a frontier is stored for it."""
         ...
 
     async def prune(self, before: dt.datetime, sealer: Sealer) -> int:

@@ -25,7 +25,7 @@ from typing import Any, Final
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 
 from schemas.accesslog import Checkpoint
-from schemas.merkle import Frontier, Leaves
+from schemas.merkle import Frontier, Leaves, consistency_proof_extending
 
 from .chain import (
     GENESIS,
@@ -324,6 +324,25 @@ class PostgresStore:
     async def leaves(self, upto: int) -> Leaves:
         async with self._transaction(lock=False, readonly=True) as conn:
             return await self._read_leaves(conn, 0, upto)
+
+    async def consistency_to(self, size: int, sizes: Sequence[int]) -> dict[int, list[bytes]]:
+        out: dict[int, list[bytes]] = {}
+        async with self._transaction(lock=False, readonly=True,
+                                     isolation="repeatable_read") as conn:
+            below = await conn.fetchval(
+                f"SELECT max(seq) FROM {self._checkpoints} WHERE frontier IS NOT NULL AND "
+                "seq < $1 AND seq > 0", size)
+            for m in {*sizes, *([below] if below is not None else [])}:
+                if not 0 < m < size:
+                    continue
+                text = await conn.fetchval(
+                    f"SELECT frontier FROM {self._checkpoints} WHERE seq = $1 AND frontier IS "
+                    "NOT NULL LIMIT 1", m)
+                if text is None:
+                    continue
+                out[m] = consistency_proof_extending(frontier_from_text(m, text),
+                                                     await self._read_leaves(conn, m, size))
+        return out
 
     async def _read_leaves(self, conn: Any, after: int, upto: int) -> Leaves:
         leaves = Leaves()

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from schemas.accesslog import Checkpoint
-from schemas.merkle import Frontier, Leaves, leaf_hash
+from schemas.merkle import Frontier, Leaves, consistency_proof_extending, leaf_hash
 
 from .chain import (
     GENESIS,
@@ -357,6 +357,25 @@ class SqliteStore:
 
     async def leaves(self, upto: int) -> Leaves:
         return await self._call(self._leaves, 0, upto)
+
+    async def consistency_to(self, size: int, sizes: Sequence[int]) -> dict[int, list[bytes]]:
+        return await self._call(self._consistency_to, size, sizes)
+
+    def _consistency_to(self, size: int, sizes: Sequence[int]) -> dict[int, list[bytes]]:
+        conn = self._c
+        below = conn.execute("SELECT max(seq) FROM access_log_checkpoints WHERE frontier IS NOT "
+                             "NULL AND seq < ? AND seq > 0", (size,)).fetchone()[0]
+        out: dict[int, list[bytes]] = {}
+        for m in {*sizes, *([below] if below is not None else [])}:
+            if not 0 < m < size:
+                continue
+            row = conn.execute("SELECT frontier FROM access_log_checkpoints WHERE seq = ? AND "
+                               "frontier IS NOT NULL LIMIT 1", (m,)).fetchone()
+            if row is None:
+                continue
+            out[m] = consistency_proof_extending(frontier_from_text(m, row[0]),
+                                                 self._leaves(m, size))
+        return out
 
     def _leaves(self, after: int, upto: int) -> Leaves:
         leaves = Leaves()

@@ -87,6 +87,9 @@ async def test_checkpoints_are_published_witnessed_and_catch_a_rollback(
         await fed.ask()
     await stop_broker(fed)  # the shutdown checkpoint goes out before the broker leaves MQTT
     await witnessed_by_all(fed, 5)
+    # Each checkpoint came with a consistency proof from the one before: every step linked.
+    assert all(a.witness is not None and a.witness.evidence == []
+               for pid in fed.adapters for a, _, _ in fed.adapters[pid])
     files = witnesses(fed)
     assert len(files) == 2
     intact = await verify_log(config, broker_keys=keys, witnessed=files)

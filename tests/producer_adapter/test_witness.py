@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from producer_adapter.witness import Witness, WitnessError, read_witness_file, read_witnessed
-from schemas.accesslog import CHECKPOINT_TYP, Checkpoint
+from schemas.accesslog import CHECKPOINT_TYP, Checkpoint, CheckpointMessage, ConsistencyProof
 from schemas.jose import PrivateKey, generate_key, sign
+from schemas.merkle import Leaves, consistency_proof, leaf_hash, tree_root
 from schemas.registry import Registry, parse_registry
 
 
@@ -32,10 +33,23 @@ def registry(current: PrivateKey, retired: PrivateKey | None = None, last_seq: i
     return parse_registry(text)
 
 
-def token(key: PrivateKey, seq: int, *, root: str | None = None, instance: str = "b1") -> bytes:
+TREE = Leaves(leaf_hash(b"entry %d" % i) for i in range(64))
+REWRITTEN = Leaves(TREE[i] if i < 4 else leaf_hash(b"rewritten %d" % i) for i in range(64))
+
+
+def token(key: PrivateKey, seq: int, *, root: str | None = None, instance: str = "b1",
+          tree: Leaves = TREE) -> bytes:
     cp = Checkpoint(seq=seq, head_hash="ab" * 32, time=dt.datetime.now(dt.UTC),
-                    instance=instance, root=root or f"{seq:064x}", kid=key.kid)
+                    instance=instance, root=root or tree_root(tree, seq).hex(), kid=key.kid)
     return sign(msgspec.json.encode(cp), key, typ=CHECKPOINT_TYP).encode()
+
+
+def message(key: PrivateKey, seq: int, *, since: int, tree: Leaves = TREE) -> bytes:
+    """As the broker publishes it: with a consistency proof from ``since``."""
+    proof = consistency_proof(tree, since, seq)
+    return msgspec.json.encode(CheckpointMessage(
+        checkpoint=token(key, seq, tree=tree).decode(),
+        consistency=[ConsistencyProof(from_size=since, path=[h.hex() for h in proof])]))
 
 
 def test_keeps_the_newest_and_refuses_a_rollback(tmp_path: Path) -> None:
@@ -43,7 +57,8 @@ def test_keeps_the_newest_and_refuses_a_rollback(tmp_path: Path) -> None:
     path = tmp_path / "witness.json"
     w = Witness(path, registry(key), producer="P1")
     assert w.offer("b1", token(key, 3))
-    assert w.offer("b1", token(key, 7))
+    assert w.offer("b1", message(key, 7, since=3))
+    assert w.evidence == []  # each step proven
     with capture_logs() as logs:
         assert not w.offer("b1", token(key, 5))
     assert [e["event"] for e in logs] == ["checkpoint_rollback"]
@@ -53,9 +68,9 @@ def test_keeps_the_newest_and_refuses_a_rollback(tmp_path: Path) -> None:
     assert [(e["event"], e["log_level"]) for e in logs] == [("checkpoint_fork", "error")]
     assert w.latest["b1"].seq == 7 and w.refused == 2
     # What was held when they were refused is kept for good, even once larger ones come.
-    assert w.offer("b1", token(key, 12))
+    assert w.offer("b1", message(key, 12, since=7))
     assert [e["why"] for e in w.evidence] == ["checkpoint_rollback"]
-    assert sorted(len(t) > 0 for t in read_witnessed(path)) == [True, True]
+    assert len(read_witnessed(path)) == 2
     # Persisted, and read back by a new witness (the adapter restarted).
     doc = json.loads(path.read_text())
     assert doc["checkpoints"]["b1"]["seq"] == 12
@@ -64,6 +79,25 @@ def test_keeps_the_newest_and_refuses_a_rollback(tmp_path: Path) -> None:
     assert again.latest["b1"].seq == 12 and len(again.evidence) == 1
     assert not again.offer("b1", token(key, 6))
     assert set(read_witness_file(path)) == {"b1"}
+
+
+def test_a_rewritten_history_is_refused_or_kept_against(tmp_path: Path) -> None:
+    """The holder of the broker's key rewrites entries 5.. and signs larger heads: one that
+    comes with a proof from the held head fails it; one without replaces it only with the
+    held head kept for verify."""
+    key = generate_key()
+    w = Witness(tmp_path / "witness.json", registry(key), producer="P1")
+    assert w.offer("b1", message(key, 8, since=2))  # the first one is taken as it is
+    with capture_logs() as logs:
+        assert not w.offer("b1", message(key, 20, since=8, tree=REWRITTEN))
+    assert [(e["event"], e["log_level"]) for e in logs] == [("checkpoint_fork", "error")]
+    assert w.latest["b1"].seq == 8
+    assert [e["why"] for e in w.evidence] == ["checkpoint_inconsistent"]
+    held = w.tokens()["b1"]
+    assert w.offer("b1", token(key, 30, tree=REWRITTEN))  # no proof at all
+    assert w.latest["b1"].seq == 30
+    assert [e["token"] for e in w.evidence] == [held]  # the held head stays, once
+    assert held in read_witnessed(tmp_path / "witness.json")
 
 
 def test_refuses_what_the_broker_did_not_sign(tmp_path: Path) -> None:

@@ -189,6 +189,8 @@ def test_log_verify_workdir_catches_a_rolled_back_demo_log(tmp_path: Path) -> No
     now = _entries(workdir / "access-log.db")
     assert now > kept  # the log continued
     assert set(_witnessed_sizes(workdir).values()) == {now}
+    for witness in (workdir / "producers").glob("*/witness.json"):  # every step proven
+        assert "evidence" not in json.loads(witness.read_text())
     done = run("log", "verify", "--workdir", str(workdir))
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith(f"intact: {now} entries")

@@ -17,6 +17,7 @@ from schemas.merkle import (
     Leaves,
     ProofError,
     consistency_proof,
+    consistency_proof_extending,
     inclusion_proof,
     leaf_hash,
     node_hash,
@@ -121,6 +122,9 @@ def test_proofs_round_trip_and_break(n: int, data: st.DataObject) -> None:
     size1 = data.draw(st.integers(min_value=1, max_value=n))
     c_proof = consistency_proof(leaves, size1)
     verify_consistency(size1, n, tree_root(leaves, size1), root, c_proof)
+    old = Frontier()
+    old.extend(leaves[i] for i in range(size1))
+    assert consistency_proof_extending(old, Leaves(leaves[i] for i in range(size1, n))) == c_proof
     if size1 < n:
         # the same first size1 leaves, one later leaf changed: not an extension of the old tree
         changed = Leaves(leaves[i] if i != size1 - 1 else leaf_hash(b"x") for i in range(n))
