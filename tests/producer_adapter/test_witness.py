@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from pathlib import Path
 
 import msgspec
@@ -155,3 +156,21 @@ def test_hostile_checkpoint_messages_are_refused_never_raise(tmp_path: Path,
     w = Witness(tmp_path / "hostile.json", _REGISTRY, producer="P1")
     assert w.offer("b1", payload) is False
     assert w.latest == {}
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(since=st.integers(-3, 70), path=st.lists(st.text(max_size=70), max_size=8),
+       raw=st.binary(max_size=200))
+def test_hostile_consistency_proofs_never_raise(tmp_path: Path, since: int, path: list[str],
+                                                raw: bytes) -> None:
+    w = Witness(tmp_path / f"{uuid.uuid4().hex}.json", _REGISTRY, producer="P1")
+    token_8 = token(_KEY, 8)
+    assert w.offer("b1", token_8)
+    token_8_text = token_8.decode()
+    bad = msgspec.json.encode(CheckpointMessage(
+        checkpoint=token(_KEY, 20, tree=REWRITTEN).decode(),
+        consistency=[ConsistencyProof(from_size=since, path=path)]))
+    w.offer("b1", bad)
+    w.offer("b1", b"{" + raw)
+    assert w.latest["b1"].seq in (8, 20)  # refused, or taken with the held one kept:
+    assert [e["token"] for e in w.evidence][:1] == [token_8_text]  # either way, 8 stays
