@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Final
 
 import msgspec
@@ -28,6 +29,8 @@ __all__ = ["BrokerServer"]
 log = structlog.get_logger("samsvar.broker")
 
 _LINGERING_S = 2.0
+_PROOFS_FROM: Final = 8
+"""Each checkpoint published carries consistency proofs from this many published before."""
 _SHUTDOWN_PUBLISH_S: Final = 5.0
 """How long a stopping broker waits for MQTT to take its last checkpoint."""
 
@@ -51,7 +54,8 @@ class BrokerServer:
         self.config = config
         self._checkpoint: tuple[Checkpoint, str] | None = None
         """The latest signed checkpoint and its token, to publish (again on reconnect)."""
-        self._published_size = 0
+        self._published_sizes: deque[int] = deque(maxlen=_PROOFS_FROM)
+        """The sizes of the last checkpoints published: what the witnesses likely hold."""
         self._prepared: tuple[str, bytes] | None = None
         self._checkpoint_signed = asyncio.Event()
         self.published_checkpoint: bytes | None = None
@@ -83,16 +87,17 @@ class BrokerServer:
             self._prepared = (token, await self._message(*self._checkpoint))
 
     async def _message(self, checkpoint: Checkpoint, token: str) -> bytes:
-        """The checkpoint with consistency proofs from the size published before (what the
-        witnesses hold) and from the last one stored before it."""
+        """The checkpoint with consistency proofs from the sizes published last (what the
+        witnesses hold, also after a short outage of theirs) and from the last one stored
+        before it."""
         if self._prepared is not None and self._prepared[0] == token:
             return self._prepared[1]
         proofs: dict[int, list[bytes]] = {}
         access_log = self.service.access_log
         if access_log is not None:
-            before = [self._published_size] if self._published_size else []
             try:
-                proofs = await access_log.consistency_to(checkpoint.seq, before)
+                proofs = await access_log.consistency_to(checkpoint.seq,
+                                                         list(self._published_sizes))
             except AccessLogError as exc:
                 log.warning("checkpoint_proofs_failed", error=str(exc))
         return msgspec.json.encode(CheckpointMessage(checkpoint=token, consistency=[
@@ -115,7 +120,8 @@ class BrokerServer:
                 await asyncio.sleep(0.5)
                 continue
             self.published_checkpoint = latest[1].encode("ascii")
-            self._published_size = latest[0].seq
+            if latest[0].seq not in self._published_sizes:
+                self._published_sizes.append(latest[0].seq)
             return
 
     async def _publish_checkpoints(self) -> None:

@@ -231,7 +231,9 @@ class Witness:
         return True
 
     _MAX_EVIDENCE: Final = 1000
-    """Evidence kept at most (a broker stuck publishing an old head adds one a second)."""
+    """Evidence of rollbacks and forks kept at most (one per head held, so few)."""
+    _MAX_UNLINKED: Final = 64
+    """Heads kept because a newer one came unproven (after an outage): the oldest go first."""
 
     def _keep_evidence(self, instance: str, refused: str, why: str) -> None:
         """Keep the head held for ``instance`` for good (``refused`` is the token that made
@@ -239,7 +241,11 @@ class Witness:
         token = self._tokens[instance]
         if any(e["token"] == token for e in self.evidence):
             return  # one piece of evidence per held checkpoint is enough
-        if len(self.evidence) >= self._MAX_EVIDENCE:
+        if why == "unlinked":
+            unlinked = [i for i, e in enumerate(self.evidence) if e.get("why") == "unlinked"]
+            if len(unlinked) >= self._MAX_UNLINKED:
+                del self.evidence[unlinked[0]]  # the oldest goes: the file stays small
+        elif len(self.evidence) >= self._MAX_EVIDENCE:
             self._log.warning("witness_evidence_full", kept=len(self.evidence))
             return
         self.evidence.append({"instance": instance, "token": token, "refused": refused,
