@@ -17,6 +17,7 @@
                                    # (of opening, or of the last response); idle keep-alive
                                    # connections are closed after it
     http_body_timeout_s = 10       # a request body must arrive within this; else 408
+    ombud_types = []               # own view: types an ombud may read (default none: off)
 
     [mqtt]                         # see schemas.transport.MqttSettings
     url = "mqtt://127.0.0.1:1883"
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from schemas.records import OWN_VIEW_TYPES
 from schemas.transport import MqttSettings
 
 from .accesslog.config import AccessLogConfig, access_log_config_from_table
@@ -70,13 +72,17 @@ class BrokerConfig:
     or after its last response (slow headers, and idle keep-alive, alike)."""
     http_body_timeout_s: float = 10.0
     """Refuse (408, and close) a request whose body has not arrived in this long."""
+    ombud_types: frozenset[str] = frozenset()
+    """The own-view types an ombud may read (SPEC 9); empty, the default, refuses every
+    ombud. Only producers whose registry entry opts in (``ombud_types``) are asked."""
     embedded_mqtt: bool = False
     """True when the MQTT server is the in-process amqtt one (demo only): warned at start-up."""
 
 
 _KNOWN = {"registry", "key", "instance", "listen", "default_deadline_ms", "max_deadline_ms",
           "max_body_bytes", "clock_skew_s", "max_in_flight", "max_in_flight_per_consumer",
-          "http_idle_timeout_s", "http_body_timeout_s"}
+          "http_idle_timeout_s", "http_body_timeout_s",
+          "ombud_types"}
 
 
 def load_broker_config(path: str | Path) -> BrokerConfig:
@@ -110,6 +116,11 @@ def load_broker_config(path: str | Path) -> BrokerConfig:
                     raise ConfigError(f"[broker] {k} must be a positive number of seconds")
                 ints[k] = seconds
         extra: dict[str, Any] = {"instance": str(table["instance"])} if "instance" in table else {}
+        ombud = table.get("ombud_types", [])
+        if not isinstance(ombud, list) or not set(ombud) <= OWN_VIEW_TYPES:
+            raise ConfigError(f"[broker] ombud_types must be a list of own-view types "
+                              f"({', '.join(sorted(OWN_VIEW_TYPES))})")
+        extra["ombud_types"] = frozenset(ombud)
         access_log = doc.get("access_log", {})
         if not isinstance(access_log, dict):
             raise ConfigError(f"{p}: [access_log] must be a table")

@@ -27,6 +27,7 @@ __all__ = [
     "PROBLEM_TYPES",
     "BrokerError",
     "ConfigError",
+    "Endpoint",
     "MalformedQuery",
     "NotReady",
     "Overloaded",
@@ -43,21 +44,33 @@ PROBLEM_BASE: Final = "urn:samsvar:problem:"
 """Every problem ``type`` is this prefix and a stable slug, e.g. ``urn:samsvar:problem:replayed``."""
 
 
+Endpoint = Literal["query", "extract", "own"]
+"""``/v1/queries``, ``/v1/access-log/extract``, ``/v1/own/queries``."""
+
+
 class ProblemType(NamedTuple):
-    """What one problem slug means, its HTTP status, and which endpoints raise it."""
+    """What one problem slug means, its HTTP status, and which endpoints raise it:
+    ``both`` is every endpoint (every signed request), ``queries`` the staff and the own
+    view's queries."""
 
     status: int
     summary: str
-    endpoints: Literal["query", "extract", "both"] = "both"
+    endpoints: Literal["query", "extract", "both", "own", "queries"] = "both"
+
+    def raised_by(self, endpoint: Endpoint) -> bool:
+        return self.endpoints in (endpoint, "both") or (
+            self.endpoints == "queries" and endpoint in ("query", "own"))
 
 
 PROBLEM_TYPES: Final[Mapping[str, ProblemType]] = MappingProxyType({
     "malformed-token": ProblemType(400, "the body is not a compact JWS, or its payload not JSON"),
     "malformed-claims": ProblemType(400, "the claims do not match their schema"),
     "invalid-person-id": ProblemType(400, "`sub` is not a valid personnummer or samordningsnummer"),
-    "no-types": ProblemType(400, "`types` names no information type", "query"),
+    "no-types": ProblemType(400, "`types` names no information type", "queries"),
     "invalid-period": ProblemType(400, "`period.from` is after `period.to`"),
-    "invalid-deadline": ProblemType(400, "`deadline_ms` is not positive", "query"),
+    "invalid-deadline": ProblemType(400, "`deadline_ms` is not positive", "queries"),
+    "staff-claims-in-own-view": ProblemType(
+        400, "an own-view token carries `user`, `relation`, `basis` or `unblock`", "own"),
     "duplicate-member": ProblemType(
         400, "the claims name a member twice (never read as \"last one wins\")"),
     "unknown-key": ProblemType(
@@ -84,14 +97,29 @@ PROBLEM_TYPES: Final[Mapping[str, ProblemType]] = MappingProxyType({
         403, "a social care giver never lifts a block in an emergency", "query"),
     "unblock-read-names-producers": ProblemType(
         403, "unblock step `read` must name the producers", "query"),
+    "assurance-too-low": ProblemType(
+        403, "the sign-in is below assurance level 3 (loa3), or older than one hour", "own"),
+    "type-not-for-person": ProblemType(
+        403, "`care_documentation`, `alerts` and `functional_status` are never in the own "
+             "view", "own"),
+    "ombud-not-permitted": ProblemType(403, "acting as an ombud is off", "own"),
+    "actor-not-subject": ProblemType(403, "acting as `self`, `actor.id` must be `sub`", "own"),
+    "self-under-age": ProblemType(
+        403, "under 13 no own access; 13-15 only `bookings` and `fixed_contacts`", "own"),
+    "mandate-missing": ProblemType(
+        403, "acting as `guardian` needs a `folkbokforing` mandate", "own"),
+    "guardian-child-too-old": ProblemType(
+        403, "a guardian reads only for a child under 13", "own"),
+    "protected-identity": ProblemType(
+        403, "with protected personal data only the person reads", "own"),
     "body-timeout": ProblemType(
         408, "the body did not arrive within the configured time; the connection is closed"),
     "too-large": ProblemType(413, "the body exceeds the configured maximum"),
     "unsupported-media-type": ProblemType(415, "the body is not sent as `application/jwt`"),
-    "overloaded": ProblemType(429, "too many queries in flight; see `Retry-After`", "query"),
+    "overloaded": ProblemType(429, "too many queries in flight; see `Retry-After`", "queries"),
     "overloaded-consumer": ProblemType(
-        429, "too many queries in flight for this consumer organisation", "query"),
-    "mqtt-disconnected": ProblemType(503, "the broker is not connected to MQTT", "query"),
+        429, "too many queries in flight for this consumer organisation", "queries"),
+    "mqtt-disconnected": ProblemType(503, "the broker is not connected to MQTT", "queries"),
     "access-log-unavailable": ProblemType(
         503, "the access log cannot be written or read; nothing is disclosed"),
     "replay-store-unavailable": ProblemType(

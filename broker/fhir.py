@@ -36,16 +36,21 @@ from schemas.messages import Answer, SourceResult
 from schemas.records import (
     Alert,
     Author,
+    Booking,
     CareContact,
     CareDocumentation,
     CarePlan,
     Code,
+    ContactPoint,
     Diagnosis,
+    FixedContact,
     FunctionalStatus,
     LabResult,
     Medication,
     OrgRef,
+    PersonRef,
     Record,
+    SelfCare,
     SocialCareIntervention,
     UnitRef,
     record_type,
@@ -86,6 +91,13 @@ EXT_LEGAL_BASIS: Final = _BASE + "legal-basis"
 EXT_DECISION_DATE: Final = _BASE + "decision-date"
 EXT_SOURCE_RESULT: Final = _BASE + "source-result"
 EXT_BLOCKED_AT: Final = _BASE + "blocked-at"
+EXT_NEED: Final = _BASE + "need"
+"""A need a plan answers (SIP: behov), one extension each."""
+EXT_INVITATION: Final = _BASE + "invitation"
+EXT_NOT_FOR_PATIENT: Final = _BASE + "approved-for-patient"
+"""``valueBoolean`` false: the record is never shown in the person's own view."""
+EXT_ACTING_AS: Final = _BASE + "acting-as"
+FIXED_CONTACT_ROLE_SYSTEM: Final = _BASE + "fixed-contact-role"
 
 TYPE_SYSTEM: Final = _BASE + "information-type"
 SCOPE_SYSTEM: Final = _BASE + "scope"
@@ -119,7 +131,15 @@ _TYPE_NAMES: Final = {
     "care_plans": "Planer",
     "social_care_interventions": "Insatser",
     "functional_status": "Funktionstillstånd",
+    "bookings": "Bokade tider",
+    "fixed_contacts": "Fasta kontakter",
+    "self_care": "Egenvård",
 }
+_PLAN_STATUS: Final = {"draft": "draft", "active": "active", "completed": "completed",
+                       "cancelled": "revoked"}
+_ACTIVITY_STATUS: Final = {"planned": "scheduled", "in_progress": "in-progress",
+                           "done": "completed", "cancelled": "cancelled"}
+_TELECOM: Final = {"phone": "phone", "email": "email"}
 _MEDICATION_STATUS: Final = {"active": "active", "paused": "on-hold", "stopped": "stopped"}
 _PHASE_STATUS: Final = {"handlaggning": ("draft", "proposal"), "beslut": ("active", "order"),
                         "verkstallighet": ("active", "order")}
@@ -265,6 +285,8 @@ def _common(record: Record, resource_type: str, resource_id: str) -> JSON:
                 _ext("system", "String", source.system),
             ]},
             _ext(EXT_CARE_PROCESS, "String", record.care_process),
+            _ext(EXT_NOT_FOR_PATIENT, "Boolean", False if not record.approved_for_patient
+                 else None),
         ],
         "identifier": [{"system": f"urn:samsvar:record:{source.producer}", "value": record.id}],
     }
@@ -424,25 +446,131 @@ def _encounter(r: CareContact, subject: str) -> JSON:
     }
 
 
+def _person(person: PersonRef | None) -> JSON | None:
+    if person is None:
+        return None
+    words = ", ".join(p for p in (person.name, person.role) if p)
+    org = person.organisation.name if person.organisation else ""
+    return {"identifier": {"system": HSA_SYSTEM, "value": person.hsa_id} if person.hsa_id
+            else None, "display": f"{words} ({org})" if org and words else words or org}
+
+
 def _care_plan(r: CarePlan, subject: str) -> JSON:
+    contributors = [_person(r.coordinator)]
+    if r.coordinator is not None:
+        contributors[0] = {**(contributors[0] or {}),
+                           "display": f"Samordnare: {(contributors[0] or {}).get('display', '')}"}
     return {
         "resourceType": "CarePlan",
-        "extension": [_ext(EXT_FOLLOW_UP, "Date", _date(r.follow_up))],
-        "status": "active",
+        "extension": [_ext(EXT_FOLLOW_UP, "Date", _date(r.follow_up_date)),
+                      *(_ext(EXT_NEED, "String", n) for n in r.needs)],
+        "status": _PLAN_STATUS[r.status],
         "intent": "plan",
         "category": [{"text": r.plan_type}],
         "title": r.title,
+        "description": "; ".join(r.needs),
         "subject": _patient(subject),
         "created": _datetime(r.time),
-        "author": _author(r.author),
-        "contributor": [{"display": p} for p in r.participants],
+        "author": (_org(r.overall_responsible_org) if r.overall_responsible_org
+                   else _author(r.author)),
+        "contributor": [*contributors, *({"display": p} for p in r.participants)],
         "goal": [{"display": g} for g in r.goals],
         "activity": [{"detail": {
-            "status": "unknown",
-            "description": a.description,
+            "status": _ACTIVITY_STATUS[a.status],
+            "description": a.what,
             "scheduledString": a.when,
-            "performer": [{"display": a.responsible}],
+            "performer": [_org(a.responsible_org) if a.responsible_org else None,
+                          {"display": a.responsible} if a.responsible else None],
         }} for a in r.activities],
+    }
+
+
+def _self_care(r: SelfCare, subject: str) -> JSON:
+    return {
+        "resourceType": "CarePlan",
+        "extension": [_ext(EXT_FOLLOW_UP, "Date", _date(r.follow_up_date))],
+        "status": "active" if r.status == "active" else "completed",
+        "intent": "plan",
+        "category": [{"coding": [{"system": TYPE_SYSTEM, "code": "self_care",
+                                  "display": _TYPE_NAMES["self_care"]}]}],
+        "title": r.activity,
+        "description": r.instructions,
+        "subject": _patient(subject),
+        "period": {"start": _date(r.start), "end": _date(r.end)},
+        "created": _datetime(r.time),
+        "author": _person(r.assessed_by) or _author(r.author),
+        "activity": [{"detail": {
+            "status": "in-progress" if r.status == "active" else "completed",
+            "description": r.activity,
+            "performer": [{"display": r.performed_by}] if r.performed_by else None,
+        }}],
+    }
+
+
+def _appointment(r: Booking, subject: str) -> JSON:
+    return {
+        "resourceType": "Appointment",
+        "extension": [_ext(EXT_INVITATION, "Boolean", True if r.invitation else None)],
+        "status": r.status,
+        "serviceType": [{"text": r.care_type}] if r.care_type else None,
+        "appointmentType": {"text": r.time_type} if r.time_type else None,
+        "reasonCode": [{"text": r.reason}] if r.reason else None,
+        "description": r.purpose,
+        "start": _datetime(r.start),
+        "end": _datetime(r.end),
+        "created": _datetime(r.time),
+        "comment": r.address,
+        "participant": [
+            {"actor": _patient(subject), "status": "accepted"},
+            {"actor": {**(_person(r.performer) or {}), "type": "Practitioner"},
+             "status": "accepted"} if r.performer else None,
+            {"actor": {"type": "Location", **_unit(r.unit)}, "status": "accepted"},
+        ],
+    }
+
+
+def _telecom(c: ContactPoint) -> JSON:
+    text = f"{c.value} ({c.hours})" if c.hours else c.value
+    return {"system": _TELECOM.get(c.system, "other"), "value": text}
+
+
+def _care_team(r: FixedContact, subject: str) -> JSON:
+    """The fixed contact as a CareTeam whose one participant is a contained
+    PractitionerRole (who, in what role, at which unit, how to reach them)."""
+    role = _concept([], r.role_display, r.role.replace("_", " "))
+    role["coding"] = [{"system": FIXED_CONTACT_ROLE_SYSTEM, "code": r.role}]
+    period = {"start": _date(r.start), "end": _date(r.end)}
+    practitioner = _person(r.person)
+    contained: JSON = {
+        "resourceType": "PractitionerRole",
+        "id": "contact",
+        "active": r.end is None,
+        "period": period,
+        "practitioner": practitioner,
+        "organization": _org(r.source.organisation),
+        "code": [role],
+        "location": [{"type": "Location", **_unit(r.unit or r.source.unit)}],
+        "telecom": [_telecom(c) for c in r.contact if c.system != "address"],
+        "availabilityExceptions": "; ".join(c.hours for c in r.contact if c.hours),
+    }
+    return {
+        "resourceType": "CareTeam",
+        "contained": [contained],
+        "status": "active" if r.end is None else "inactive",
+        "category": [{"coding": [{"system": TYPE_SYSTEM, "code": "fixed_contacts",
+                                  "display": _TYPE_NAMES["fixed_contacts"]}]}],
+        "name": r.care_team or r.role_display,
+        "subject": _patient(subject),
+        "period": period,
+        "participant": [{"role": [role], "member": {"reference": "#contact",
+                                                    "display": (practitioner or {}).get(
+                                                        "display")},
+                         "onBehalfOf": _org(r.source.organisation), "period": period}],
+        "managingOrganization": [_org(r.source.organisation)],
+        "telecom": [_telecom(c) for c in r.contact if c.system != "address"],
+        "note": [{"text": r.note} if r.note else None,
+                 {"text": f"Intern anteckning (personal): {r.internal_note}"}
+                 if r.internal_note else None],
     }
 
 
@@ -494,6 +622,9 @@ _MAPPERS: Final[dict[type, Callable[[Any, str], JSON]]] = {
     CarePlan: _care_plan,
     SocialCareIntervention: _service_request,
     FunctionalStatus: _functional,
+    Booking: _appointment,
+    FixedContact: _care_team,
+    SelfCare: _self_care,
 }
 
 
@@ -571,6 +702,13 @@ def _answer_outcome(answer: Answer) -> JSON:
             "details": {"coding": [{"system": ANSWER_SYSTEM,
                                     "code": "blocked-information-exists"}],
                         "text": "Spärrad information finns / blocked information exists"}})
+    if answer.acting_as is not None:
+        issues.append({
+            "extension": [{"url": EXT_ACTING_AS, "valueCode": answer.acting_as}],
+            "severity": "information", "code": "informational",
+            "details": {"coding": [{"system": ANSWER_SYSTEM, "code": "own-view"}],
+                        "text": f"Egen vy, läst som {answer.acting_as} / own view, "
+                                f"acting as {answer.acting_as}"}})
     if answer.blocked_at is not None:
         where = ", ".join(answer.blocked_at) or "none"
         issues.append({

@@ -106,12 +106,12 @@ async def _signed_body(request: web.Request, limit: int, what: str) -> bytes:
     return b"".join(chunks)
 
 
-async def post_query(request: web.Request) -> web.StreamResponse:
+async def post_query(request: web.Request, *, own: bool = False) -> web.StreamResponse:
     """``POST /v1/queries``: JSON, a FHIR Bundle or a stream of lines, as ``Accept`` asks."""
     service = request.app[SERVICE]
     started = time.perf_counter()
     try:
-        query = await _authenticate(request, service)
+        query = await _authenticate(request, service, own=own)
         # every line logged for this query from here on carries its id (this request's
         # task only: aiohttp gives each request a task and a context of its own)
         structlog.contextvars.bind_contextvars(query_id=query.query_id)
@@ -134,13 +134,22 @@ async def post_query(request: web.Request) -> web.StreamResponse:
                         headers=_ANSWER_HEADERS)
 
 
-async def _authenticate(request: web.Request, service: QueryService) -> AuthenticatedQuery:
+async def post_own_query(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/own/queries``: the person's own view, through a citizen portal (SPEC 9).
+    Answered exactly as a staff query is, in JSON, FHIR or a stream of lines."""
+    return await post_query(request, own=True)
+
+
+async def _authenticate(request: web.Request, service: QueryService, *,
+                        own: bool = False) -> AuthenticatedQuery:
     """The query the body carries, checked (a refusal logged). The body is not kept
     while the query is in flight."""
     body = await _signed_body(request, service.config.max_body_bytes, "query")
     if not body:
         raise MalformedQuery("malformed-token", "the body is empty")
     try:
+        if own:
+            return await service.authenticate_own(body)
         return await service.authenticate(body)
     except QueryRejected as exc:
         if _loggable(exc):
@@ -235,6 +244,7 @@ async def list_producers(request: web.Request) -> web.Response:
         producers.append(ListedProducer(
             id=p.id, name=p.name, organisation=p.organisation.ref,
             types=sorted(p.types),  # type: ignore[arg-type]  # the registry checks the types
+            own_view_types=sorted(p.own_view_types),  # type: ignore[arg-type]  # likewise
             online=bool(state and state.online),
             changed_at=state.changed_at if state else None,
             not_ready=list(state.not_ready) if state and state.online else [],
@@ -282,6 +292,7 @@ def create_app(service: QueryService) -> web.Application:
     app[METRICS] = metrics = BrokerMetrics(CollectorRegistry(), service)
     service.observers.add(metrics)
     app.router.add_post("/v1/queries", post_query)
+    app.router.add_post("/v1/own/queries", post_own_query)
     app.router.add_post("/v1/access-log/extract", post_extract)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

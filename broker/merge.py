@@ -7,6 +7,12 @@ records are kept only from producers the consumer asked to ``read``.
 :func:`filter_source` is that rule for one source; :func:`merge` applies it to every
 source of a whole answer, and :mod:`broker.streaming` to each source as it answers, so a
 streamed line and the merged answer can never disagree.
+
+In the person's own view (SPEC section 9) it also enforces what it can see of the
+producers' own-view rules: only types the producer offers in the own view, never a record
+not approved for the patient (both dropped and counted as violations), never a fixed
+contact's internal note (emptied); and ``blocked_information_exists`` is said only to a
+person acting as themself.
 """
 
 from __future__ import annotations
@@ -16,8 +22,8 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from schemas.messages import Answer, SourceResult, Unblock
-from schemas.records import DISCLOSABLE_SCOPES, Record, RecordSource, record_type
+from schemas.messages import ActingAs, Answer, SourceResult, Unblock
+from schemas.records import DISCLOSABLE_SCOPES, FixedContact, Record, RecordSource, record_type
 
 from .fanout import Outcome
 
@@ -65,7 +71,7 @@ def readable_producers(unblock: Unblock | None) -> frozenset[str]:
 
 
 def filter_source(outcome: Outcome, *, readable: frozenset[str],
-                  types: frozenset[str]) -> SourcePart:
+                  types: frozenset[str], acting_as: ActingAs | None = None) -> SourcePart:
     """What the consumer may see of one source: scope and block rules, verified producer.
 
     A record of a type nobody asked for, or that the producer is not registered to serve,
@@ -79,13 +85,21 @@ def filter_source(outcome: Outcome, *, readable: frozenset[str],
     blocked = False
     unreadable = 0
     disclosed: dict[str, int] = {}
+    own_view = acting_as is not None
+    served = (producer.types if acting_as is None else
+              producer.ombud_types if acting_as == "ombud" else producer.own_view_types)
     if reply is not None and status in ("ok", "no_data"):
         for record in reply.records:
             if record.scope not in DISCLOSABLE_SCOPES or (
                 record.blocked and producer.id not in readable
-            ) or not _wanted(record, types, producer.types):
+            ) or not _wanted(record, types, served) or (
+                own_view and not record.approved_for_patient
+            ):
                 dropped += 1
                 continue
+            if own_view and isinstance(record, FixedContact) and record.internal_note:
+                dropped += 1  # a violation, though the rest of the record may be shown
+                record = msgspec.structs.replace(record, internal_note="")
             if record.source.producer != producer.id:
                 record = msgspec.structs.replace(
                     record,
@@ -123,8 +137,10 @@ def merge(
     outcomes: Iterable[Outcome],
     unblock: Unblock | None,
     types: frozenset[str],
+    acting_as: ActingAs | None = None,
 ) -> Merged:
-    """One answer from every source's outcome, newest record first."""
+    """One answer from every source's outcome, newest record first; ``acting_as`` is set
+    for the person's own view."""
     readable = readable_producers(unblock)
     sources: list[SourceResult] = []
     records: list[Record] = []
@@ -133,7 +149,7 @@ def merge(
     disclosed: dict[str, dict[str, int]] = {}
     complete = True
     for outcome in outcomes:
-        part = filter_source(outcome, readable=readable, types=types)
+        part = filter_source(outcome, readable=readable, types=types, acting_as=acting_as)
         pid = part.result.producer
         if part.dropped:
             violations[pid] = part.dropped
@@ -150,7 +166,9 @@ def merge(
     records.sort(key=_time_key, reverse=True)
     answer = Answer(
         query_id=query_id, subject=subject, complete=complete,
-        blocked_information_exists=bool(blocked_at), sources=sources, records=records,
+        blocked_information_exists=bool(blocked_at) and acting_as in (None, "self"),
+        sources=sources, records=records,
         blocked_at=sorted(blocked_at) if unblock is not None else None,
+        acting_as=acting_as,
     )
     return Merged(answer, violations, disclosed)

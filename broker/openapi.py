@@ -21,11 +21,13 @@ from schemas.messages import (
     ANSWER_MEDIA_TYPE,
     FHIR_MEDIA_TYPE,
     NDJSON_MEDIA_TYPE,
+    OWN_QUERY_TYP,
     PROBLEM_MEDIA_TYPE,
     QUERY_MEDIA_TYPE,
     QUERY_TYP,
     Answer,
     Health,
+    OwnQueryClaims,
     Problem,
     ProducerListing,
     QueryClaims,
@@ -33,10 +35,11 @@ from schemas.messages import (
 )
 from schemas.records import Record
 
-from .errors import PROBLEM_BASE, PROBLEM_TYPES, QueryRejected
+from .errors import PROBLEM_BASE, PROBLEM_TYPES, Endpoint, QueryRejected
 
 __all__ = [
     "ExtractJoseHeader",
+    "OwnQueryJoseHeader",
     "QueryJoseHeader",
     "build_openapi",
     "package_version",
@@ -57,6 +60,14 @@ class QueryJoseHeader(msgspec.Struct, frozen=True, kw_only=True):
     alg: _Alg
     kid: _Kid
     typ: Literal["samsvar-query+jwt"]
+
+
+class OwnQueryJoseHeader(msgspec.Struct, frozen=True, kw_only=True):
+    """The protected JOSE header of an own-view query JWT (a citizen portal's)."""
+
+    alg: _Alg
+    kid: _Kid
+    typ: Literal["samsvar-own-query+jwt"]
 
 
 class ExtractJoseHeader(msgspec.Struct, frozen=True, kw_only=True):
@@ -93,7 +104,8 @@ _UNIONS: Final[dict[str, tuple[Any, str]]] = {
 def _components() -> dict[str, Any]:
     unions = [union for union, _ in _UNIONS.values()]
     types: list[Any] = [*unions, Answer, Problem, QueryClaims, QueryJoseHeader, ExtractClaims,
-                        ExtractJoseHeader, ExtractResponse, ProducerListing, Health]
+                        ExtractJoseHeader, ExtractResponse, ProducerListing, Health,
+                        OwnQueryClaims, OwnQueryJoseHeader]
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
     for (name, (_, description)), schema in zip(_UNIONS.items(), schemas[:len(_UNIONS)],
                                                 strict=True):
@@ -118,12 +130,12 @@ _NO_STORE: Final = {"Cache-Control": {"description": "Always `no-store`: never c
                                       "schema": {"type": "string", "const": "no-store"}}}
 
 
-def _problem_responses(endpoint: Literal["query", "extract"]) -> dict[str, Any]:
+def _problem_responses(endpoint: Endpoint) -> dict[str, Any]:
     """One response per status the endpoint can refuse with, listing its problem types."""
     titles = {cls.status: cls.title for cls in QueryRejected.__subclasses__()}
     by_status: dict[int, list[str]] = {}
     for slug, problem in PROBLEM_TYPES.items():
-        if problem.endpoints in (endpoint, "both"):
+        if problem.raised_by(endpoint):
             by_status.setdefault(problem.status, []).append(
                 f"- `{PROBLEM_BASE}{slug}`: {problem.summary}")
     responses: dict[str, Any] = {}
@@ -180,7 +192,7 @@ _FHIR_BUNDLE: Final = {
     "description": "A FHIR R4 `Bundle` of type `searchset`: one entry per record, as the "
                    "resource of its type (DocumentReference, Condition, MedicationRequest, "
                    "AllergyIntolerance or Flag, Observation, Encounter, CarePlan, "
-                   "ServiceRequest), with the answer's completeness and sources alongside.",
+                   "ServiceRequest, Appointment, PractitionerRole), with the answer's completeness and sources alongside.",
     "required": ["resourceType"],
     "properties": {"resourceType": {"const": "Bundle"},
                    "type": {"const": "searchset"},
@@ -225,6 +237,37 @@ def _operations() -> dict[str, dict[str, Any]]:
                     },
                 },
                 **_problem_responses("query"),
+            },
+        }},
+        "/v1/own/queries": {"post": {
+            "operationId": "postOwnQuery",
+            "tags": ["own view"],
+            "summary": "The person's own view: their plans, bookings, contacts and more",
+            "description": (
+                "A participant with the `citizen-portal` role, having signed the person in "
+                "with an e-identification, asks for the person (`acting_as` `self`) or a "
+                "child (`guardian`). The broker applies the own view's rules (SPEC "
+                "section 9), asks only the producers that offer the types in the own view, "
+                "logs the access with the actor, and returns one merged answer with "
+                "`acting_as` and without `blocked_at`. Records not approved for the "
+                "patient, inside a release delay, or blocked are never shown; "
+                "`blocked_information_exists` is said only to the person themself. "
+                "`Accept` as for `/v1/queries`."
+            ),
+            "requestBody": _jwt_body(what="The signed own-view query.", claims="OwnQueryClaims",
+                                     header="OwnQueryJoseHeader", typ=OWN_QUERY_TYP),
+            "responses": {
+                "200": {
+                    "description": "The merged own-view answer.",
+                    "headers": dict(_NO_STORE),
+                    "content": {
+                        ANSWER_MEDIA_TYPE: {"schema": _ref("Answer")},
+                        FHIR_MEDIA_TYPE: {"schema": _FHIR_BUNDLE},
+                        NDJSON_MEDIA_TYPE: {"schema": {"type": "string"},
+                                            "x-ndjson-line": _ref("StreamLine")},
+                    },
+                },
+                **_problem_responses("own"),
             },
         }},
         "/v1/access-log/extract": {"post": {
@@ -327,6 +370,7 @@ def build_openapi(
         "servers": [{"url": "/"}],
         "tags": [
             {"name": "consumer", "description": "Care givers and social care givers asking."},
+            {"name": "own view", "description": "The person's own view, through a portal."},
             {"name": "access log", "description": "The person's right to see who accessed."},
             {"name": "operator", "description": "Health, load and the registry."},
         ],

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -45,15 +45,22 @@ from schemas.jose import (
     verify,
 )
 from schemas.messages import (
+    OWN_QUERY_TYP,
     QUERY_TYP,
     QUESTION_TYP,
+    STAFF_ONLY_CLAIMS,
     Consumer,
+    OwnQueryClaims,
+    OwnView,
     QueryClaims,
     Question,
+    Unblock,
+    User,
 )
+from schemas.records import UnitRef
 from schemas.registry import Participant, Producer, Registry
 
-from . import policy
+from . import own_view, policy
 from .accesslog import AccessLog, AccessLogError, collapse_streams
 from .config import BrokerConfig
 from .errors import (
@@ -86,12 +93,25 @@ class _Issuer(msgspec.Struct):
     iss: str
 
 
-_Claims = TypeVar("_Claims", QueryClaims, ExtractClaims)
 _NO_SUCH_KEY: Final = ("no participant with the {role} role has a key registered under this iss "
                        "and kid; check both against the registry, and the role")
+
+
+class _OwnClaimsAsSent(OwnQueryClaims, frozen=True, kw_only=True):
+    """Own-view claims, and whether the token also carries a staff query's claims (it
+    must not: a portal never speaks for an employee)."""
+
+    user: Any = msgspec.UNSET
+    relation: Any = msgspec.UNSET
+    basis: Any = msgspec.UNSET
+    unblock: Any = msgspec.UNSET
+
+
+_Claims = TypeVar("_Claims", QueryClaims, ExtractClaims, _OwnClaimsAsSent)
 _issuer_decoder: Final = msgspec.json.Decoder(_Issuer)
 _claims_decoder: Final = msgspec.json.Decoder(QueryClaims)
 _extract_decoder: Final = msgspec.json.Decoder(ExtractClaims)
+_own_decoder: Final = msgspec.json.Decoder(_OwnClaimsAsSent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +119,21 @@ class AuthenticatedQuery:
     """A query whose signature, claims and legal basis have been checked."""
 
     query_id: str
-    claims: QueryClaims
+    claims: QueryClaims | OwnQueryClaims
     participant: Participant
     subject: str
     decision: policy.Decision
+    actor: str | None = None
+    """Own view: the signed-in person's 12-digit identity number."""
+
+    @property
+    def own(self) -> OwnQueryClaims | None:
+        """The own-view claims, or ``None`` for a staff query."""
+        return self.claims if isinstance(self.claims, OwnQueryClaims) else None
+
+    @property
+    def unblock(self) -> Unblock | None:
+        return self.claims.unblock if isinstance(self.claims, QueryClaims) else None
 
 
 class QueryService:
@@ -232,7 +263,7 @@ class QueryService:
                 raise MalformedQuery("invalid-person-id", f"sub: {exc}") from exc
         except QueryRejected as exc:
             exc.context.setdefault("participant", participant)
-            if isinstance(claims, QueryClaims):
+            if isinstance(claims, QueryClaims | OwnQueryClaims):
                 exc.context.setdefault("claims", claims)
             raise
         return claims, participant, subject
@@ -259,7 +290,7 @@ class QueryService:
         assert participant is not None
         return participant, participant.keys[header.kid]
 
-    async def _first_use(self, claims: QueryClaims | ExtractClaims,
+    async def _first_use(self, claims: QueryClaims | ExtractClaims | OwnQueryClaims,
                          participant: Participant) -> None:
         """The replay check, right after :meth:`_verified` and before the law: a ``jti`` is
         accepted once within its lifetime (and the clock skew). Fails closed."""
@@ -288,6 +319,53 @@ class QueryService:
             exc.context.setdefault("subject", subject)
             raise
 
+    async def authenticate_own(self, token: bytes) -> AuthenticatedQuery:
+        """Check an own-view JWT (SPEC section 9) end to end, its rules included."""
+        claims, participant, subject = self._verified(token, typ=OWN_QUERY_TYP,
+                                                      role="citizen-portal", decoder=_own_decoder)
+        try:
+            await self._first_use(claims, participant)
+            return self._check_own(claims, participant, subject)
+        except QueryRejected as exc:
+            exc.context.update(participant=participant, claims=claims)
+            exc.context.setdefault("subject", subject)
+            raise
+
+    def _check_own(self, claims: _OwnClaimsAsSent, participant: Participant,
+                   subject: str) -> AuthenticatedQuery:
+        staff = [name for name in STAFF_ONLY_CLAIMS
+                 if getattr(claims, name) is not msgspec.UNSET]
+        if staff:
+            raise MalformedQuery("staff-claims-in-own-view",
+                                 f"an own-view token must not carry {', '.join(staff)}: "
+                                 "send a staff query to /v1/queries instead")
+        try:
+            actor = normalise(claims.actor.id)
+        except InvalidPersonId as exc:
+            raise MalformedQuery("invalid-person-id", f"actor.id: {exc}") from exc
+        self._check_shape(claims)
+        now = self._clock()
+        today = dt.datetime.fromtimestamp(now, SWEDEN).date()
+        decision = own_view.decide_own(claims, actor=actor, subject=subject, now=now,
+                                       today=today, ombud_types=self.config.ombud_types)
+        if not decision.allowed:
+            assert decision.rule is not None
+            refusal = PolicyRefused(decision.rule, decision.reason, rule=decision.rule)
+            refusal.context["subject"] = subject
+            raise refusal
+        return AuthenticatedQuery(str(uuid.uuid4()), claims, participant, subject,
+                                  policy.Decision(allowed=True), actor=actor)
+
+    @staticmethod
+    def _check_shape(claims: QueryClaims | OwnQueryClaims) -> None:
+        if not claims.types:
+            raise MalformedQuery("no-types", "types must name at least one information type")
+        period = claims.period
+        if period and period.from_ and period.to and period.from_ > period.to:
+            raise MalformedQuery("invalid-period", "period.from is after period.to")
+        if claims.deadline_ms is not None and claims.deadline_ms <= 0:
+            raise MalformedQuery("invalid-deadline", "deadline_ms must be positive")
+
     async def authenticate_extract(self, token: bytes
                                    ) -> tuple[ExtractClaims, Participant, str]:
         """Check a log-extract JWT: only a participant with the log-extract role."""
@@ -302,13 +380,7 @@ class QueryService:
 
     def _check_query(self, claims: QueryClaims, participant: Participant,
                      subject: str) -> AuthenticatedQuery:
-        if not claims.types:
-            raise MalformedQuery("no-types", "types must name at least one information type")
-        period = claims.period
-        if period and period.from_ and period.to and period.from_ > period.to:
-            raise MalformedQuery("invalid-period", "period.from is after period.to")
-        if claims.deadline_ms is not None and claims.deadline_ms <= 0:
-            raise MalformedQuery("invalid-deadline", "deadline_ms must be positive")
+        self._check_shape(claims)
         org = hsa_organisation(participant.id)
         if not (hsa_organisation(claims.user.id) == org
                 and hsa_organisation(claims.user.unit.id) == org):
@@ -328,7 +400,15 @@ class QueryService:
 
     # -- fan out and gather -------------------------------------------------------
 
-    def deadline_ms(self, claims: QueryClaims) -> int:
+    def producers_for(self, query: AuthenticatedQuery) -> tuple[Producer, ...]:
+        """The producers asked: serving the types, or, for the own view, offering them
+        there (the registry's ``own_view_types``)."""
+        if query.own is not None:
+            return self.registry.producers_for_own_view(
+                query.claims.types, ombud=query.own.acting_as == "ombud")
+        return self.registry.producers_for(query.claims.types)
+
+    def deadline_ms(self, claims: QueryClaims | OwnQueryClaims) -> int:
         return min(claims.deadline_ms or self.config.default_deadline_ms,
                    self.config.max_deadline_ms)
 
@@ -413,14 +493,24 @@ class QueryService:
         answers are awaited: 10,000 queries may be in flight)."""
         claims = query.claims
         now_ms = int(self._clock() * 1000)
+        if isinstance(claims, QueryClaims):
+            user, basis, own = claims.user, claims.basis, None
+        else:
+            assert query.actor is not None
+            portal = query.participant
+            # The portal asks for the signed-in person; its "unit" is the portal itself.
+            user = User(id=query.actor, name="", role=f"own_view:{claims.acting_as}",
+                        unit=UnitRef(id=portal.id, name=portal.name))
+            basis = None
+            own = OwnView(actor=query.actor, acting_as=claims.acting_as, loa=claims.actor.loa)
         question = Question(
             query_id=query.query_id, broker=self.registry.broker.id,
             reply_topic=bus.reply_topic, iat=now_ms // 1000,
             deadline=now_ms + deadline_ms,
             consumer=Consumer(organisation=query.participant.ref, kind=query.participant.kind,
-                              user=claims.user),
+                              user=user),
             subject=query.subject, types=sorted(set(claims.types)), period=claims.period,
-            basis=claims.basis, unblock=claims.unblock,
+            basis=basis, unblock=query.unblock, own_view=own,
         )
         return sign(msgspec.json.encode(question), self._key, typ=QUESTION_TYP).encode("ascii")
 
@@ -444,7 +534,7 @@ class QueryService:
         on_outcome: Callable[[Outcome], None] | None,
     ) -> Merged:
         claims = query.claims
-        producers = self.registry.producers_for(claims.types)
+        producers = self.producers_for(query)
         deadline_ms = self.deadline_ms(claims)
         pending = self._open(query, producers, deadline_ms, on_outcome)
         try:
@@ -463,7 +553,8 @@ class QueryService:
             self.gatherer.close(query.query_id)
         merged = merge(query_id=query.query_id, subject=query.subject,
                        outcomes=[pending.outcomes[p.id] for p in producers],
-                       unblock=claims.unblock, types=frozenset(claims.types))
+                       unblock=query.unblock, types=frozenset(claims.types),
+                       acting_as=query.own.acting_as if query.own is not None else None)
         for producer_id, count in merged.violations.items():
             log.warning("producer_violation", query_id=query.query_id, producer=producer_id,
                         dropped_records=count)
@@ -502,21 +593,18 @@ class QueryService:
         query id; what was not verified is not logged as fact."""
         ctx = exc.context
         participant: Participant | None = ctx.get("participant")
-        claims: QueryClaims | None = ctx.get("claims")
+        claims: QueryClaims | OwnQueryClaims | None = ctx.get("claims")
         entry = AccessEntry(
             time=dt.datetime.fromtimestamp(self._clock(), dt.UTC),
-            query_id=query_id or str(uuid.uuid4()), action=action,
+            query_id=query_id or str(uuid.uuid4()),
             instance=self.config.instance, outcome="refused", status=exc.status,
             rule=exc.rule or exc.slug,
             consumer=participant.ref if participant else None,
             consumer_kind=participant.kind if participant else None,
-            unit=claims.user.unit if claims else None,
-            user=_logged_user(claims) if claims else None,
-            basis=claims.basis if claims else None,
-            unblock=claims.unblock if claims else None,
             subject=ctx.get("subject"),
             types=sorted(set(claims.types)) if claims else [],
             period=claims.period if claims else None,
+            **(_asker(claims) if claims is not None else {"action": action}),
         )
         await self._append(entry)
         return entry.query_id
@@ -529,12 +617,12 @@ class QueryService:
             time=dt.datetime.fromtimestamp(self._clock(), dt.UTC), query_id=query.query_id,
             instance=self.config.instance, outcome="opened", status=200,
             consumer=query.participant.ref, consumer_kind=query.participant.kind,
-            unit=claims.user.unit, user=_logged_user(claims), basis=claims.basis,
-            flags=sorted(query.decision.flags), unblock=claims.unblock, subject=query.subject,
+            flags=sorted(query.decision.flags), subject=query.subject,
             types=sorted(set(claims.types)), period=claims.period,
             sources=[LoggedSource(producer=p.id, organisation=p.organisation.ref,
                                   status="pending")
-                     for p in self.registry.producers_for(claims.types)],
+                     for p in self.producers_for(query)],
+            **_asker(claims, actor=query.actor),
         ))
 
     def _answered_entry(self, query: AuthenticatedQuery, merged: Merged) -> AccessEntry:
@@ -544,9 +632,9 @@ class QueryService:
             time=dt.datetime.fromtimestamp(self._clock(), dt.UTC), query_id=query.query_id,
             instance=self.config.instance, outcome="answered", status=200,
             consumer=query.participant.ref, consumer_kind=query.participant.kind,
-            unit=claims.user.unit, user=_logged_user(claims), basis=claims.basis,
-            flags=sorted(query.decision.flags), unblock=claims.unblock, subject=query.subject,
+            flags=sorted(query.decision.flags), subject=query.subject,
             types=sorted(set(claims.types)), period=claims.period,
+            **_asker(claims, actor=query.actor),
             sources=[LoggedSource(producer=s.producer, organisation=s.organisation,
                                   status=s.status,
                                   disclosed=merged.disclosed.get(s.producer, {}))
@@ -597,3 +685,19 @@ class QueryService:
 
 def _logged_user(claims: QueryClaims) -> LoggedUser:
     return LoggedUser(id=claims.user.id, name=claims.user.name, role=claims.user.role)
+
+
+def _asker(claims: QueryClaims | OwnQueryClaims, *, actor: str | None = None) -> dict[str, Any]:
+    """Who asked, as an access-log entry says it: the employee, unit, basis and unblock
+    step of a staff query; the signed-in person, whom they act as, their assurance level
+    and mandate for the own view (``actor`` normalised when it was verified)."""
+    if isinstance(claims, QueryClaims):
+        return {"action": "query", "unit": claims.user.unit, "user": _logged_user(claims),
+                "basis": claims.basis, "unblock": claims.unblock}
+    if actor is None:
+        try:
+            actor = normalise(claims.actor.id)
+        except InvalidPersonId:
+            actor = None  # not verified: not logged as fact
+    return {"action": "own_view", "actor": actor, "acting_as": claims.acting_as,
+            "loa": claims.actor.loa, "mandate": claims.mandate}

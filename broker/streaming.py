@@ -92,16 +92,17 @@ async def stream_answer(
     Raises :class:`QueryRejected` only before ``start`` was called (nothing has been sent,
     the adapter answers with a problem); after that every failure is an ``error`` line.
     """
-    readable = readable_producers(query.claims.unblock)
+    readable = readable_producers(query.unblock)
     asked = frozenset(query.claims.types)
-    total = len(service.registry.producers_for(query.claims.types))
+    acting_as = query.own.acting_as if query.own is not None else None
+    total = len(service.producers_for(query))
     queue: asyncio.Queue[SourceLine | None] = asyncio.Queue()
     streamed: set[str] = set()
     deliver = _Delivery(query.query_id, send)
     pump: asyncio.Task[None] | None = None
 
     def on_outcome(outcome: Outcome) -> None:
-        part = filter_source(outcome, readable=readable, types=asked)
+        part = filter_source(outcome, readable=readable, types=asked, acting_as=acting_as)
         streamed.add(part.result.producer)
         queue.put_nowait(SourceLine(source=part.result, records=part.records,
                                     done=len(streamed), total=total))
@@ -155,6 +156,6 @@ async def stream_answer(
     await deliver(SummaryLine(
         query_id=answer.query_id, subject=answer.subject, complete=answer.complete,
         blocked_information_exists=answer.blocked_information_exists,
-        blocked_at=answer.blocked_at, sources=answer.sources,
+        blocked_at=answer.blocked_at, sources=answer.sources, acting_as=answer.acting_as,
     ))
     return merged

@@ -3,7 +3,7 @@
 Imports only ``schemas`` from this project, so a care giver's system can use it alone.
 """
 
-from .client import Client, make_claims, sign_query
+from .client import Client, make_claims, make_own_claims, sign_own_query, sign_query
 from .errors import (
     BadResponse,
     ClientError,
@@ -26,7 +26,9 @@ __all__ = [
     "TransportError",
     "assemble_answer",
     "make_claims",
+    "make_own_claims",
     "render_answer",
+    "sign_own_query",
     "sign_query",
     "verify_extract",
 ]

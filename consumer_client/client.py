@@ -35,12 +35,17 @@ from schemas.jose import PrivateKey, PublicKey
 from schemas.messages import (
     ANSWER_MEDIA_TYPE,
     NDJSON_MEDIA_TYPE,
+    OWN_QUERY_TYP,
     PROBLEM_MEDIA_TYPE,
     QUERY_MEDIA_TYPE,
     QUERY_TYP,
+    ActingAs,
+    Actor,
     Answer,
     Basis,
     ErrorLine,
+    Mandate,
+    OwnQueryClaims,
     Period,
     Problem,
     QueryClaims,
@@ -57,8 +62,17 @@ from .errors import BadResponse, QueryRefused, QueryTimeout, TransportError
 from .extract import verify_extract
 from .streaming import split_lines
 
-__all__ = ["DEFAULT_LIFETIME", "MAX_LIFETIME", "Client", "make_claims", "sign_query"]
+__all__ = [
+    "DEFAULT_LIFETIME",
+    "MAX_LIFETIME",
+    "Client",
+    "make_claims",
+    "make_own_claims",
+    "sign_own_query",
+    "sign_query",
+]
 
+OWN_QUERIES_PATH: Final = "/v1/own/queries"
 DEFAULT_LIFETIME: Final = 60
 """Seconds a query JWT is valid (``exp - iat``)."""
 MAX_LIFETIME: Final = 300
@@ -125,6 +139,47 @@ def make_claims(
         unblock=unblock,
         deadline_ms=deadline_ms,
     )
+
+
+def make_own_claims(
+    *,
+    issuer: str,
+    audience: str,
+    subject: str,
+    types: Iterable[str],
+    actor: Actor,
+    acting_as: ActingAs,
+    mandate: Mandate | None = None,
+    protected_identity: bool = False,
+    period: Period | None = None,
+    deadline_ms: int | None = None,
+    lifetime: int = DEFAULT_LIFETIME,
+    now: int | None = None,
+    jti: str | None = None,
+) -> OwnQueryClaims:
+    """The claims of one own-view query (SPEC section 9), as a citizen portal signs them
+    for the person it signed in (``actor``)."""
+    sub = normalise(subject)
+    wanted = list(dict.fromkeys(types))
+    if not wanted:
+        raise ValueError("types must name at least one information type")
+    unknown = [t for t in wanted if t not in INFORMATION_TYPES]
+    if unknown:
+        raise ValueError(f"unknown information type(s) {', '.join(map(repr, unknown))}")
+    if not 0 < lifetime <= MAX_LIFETIME:
+        raise ValueError(f"lifetime must be 1..{MAX_LIFETIME} seconds, not {lifetime}")
+    iat = int(time.time()) if now is None else now
+    return OwnQueryClaims(
+        iss=issuer, aud=audience, iat=iat, exp=iat + lifetime, jti=jti or str(uuid.uuid4()),
+        sub=sub, actor=actor, acting_as=acting_as, mandate=mandate,
+        protected_identity=protected_identity, types=cast("list[InfoType]", wanted),
+        period=period, deadline_ms=deadline_ms,
+    )
+
+
+def sign_own_query(claims: OwnQueryClaims, key: PrivateKey) -> str:
+    """The compact JWS (``typ`` ``samsvar-own-query+jwt``) to POST to ``/v1/own/queries``."""
+    return jose.sign(msgspec.json.encode(claims), key, typ=OWN_QUERY_TYP)
 
 
 def sign_query(claims: QueryClaims, key: PrivateKey) -> str:
@@ -310,13 +365,38 @@ class Client:
                              period=period, unblock=unblock, deadline_ms=deadline_ms)
         return await self.send(sign_query(claims, self.key), deadline_ms=deadline_ms)
 
-    async def send(self, token: str, *, deadline_ms: int | None = None) -> Answer:
+    async def own_query(
+        self,
+        *,
+        subject: str,
+        types: Iterable[str],
+        actor: Actor,
+        acting_as: ActingAs,
+        mandate: Mandate | None = None,
+        protected_identity: bool = False,
+        period: Period | None = None,
+        deadline_ms: int | None = None,
+    ) -> Answer:
+        """Ask for the person's own view (``POST /v1/own/queries``), as a citizen portal
+        (this client's issuer must hold the ``citizen-portal`` role). Raises as
+        :meth:`query`."""
+        claims = make_own_claims(
+            issuer=self.issuer, audience=self.audience, subject=subject, types=types,
+            actor=actor, acting_as=acting_as, mandate=mandate,
+            protected_identity=protected_identity, period=period, deadline_ms=deadline_ms,
+            lifetime=self.lifetime)
+        return await self.send(sign_own_query(claims, self.key), deadline_ms=deadline_ms,
+                               path=OWN_QUERIES_PATH)
+
+    async def send(self, token: str, *, deadline_ms: int | None = None,
+                   path: str | None = None) -> Answer:
         """POST an already signed query JWT: :meth:`query` without building and signing.
 
-        ``deadline_ms`` (the token's own claim) only lengthens the HTTP timeout to fit it.
+        ``deadline_ms`` (the token's own claim) only lengthens the HTTP timeout to fit it;
+        ``path`` is ``/v1/queries`` unless given (``/v1/own/queries`` for the own view).
         """
         async with self._post(
-            token, ANSWER_MEDIA_TYPE, deadline_ms,
+            token, ANSWER_MEDIA_TYPE, deadline_ms, path=path,
             on_timeout="no answer from {url} within {total:g} s",
             on_error="cannot reach {url}: {exc}",
         ) as resp:
@@ -434,7 +514,7 @@ class Client:
     @asynccontextmanager
     async def _post(
         self, token: str, accept: str, deadline_ms: int | None, *, on_timeout: str, on_error: str,
-        path: str = "/v1/queries",
+        path: str | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """POST ``token`` to ``/v1/queries`` accepting ``accept`` or problem details, and
         translate aiohttp's errors (in the request or the caller's reading of the response)
@@ -448,7 +528,7 @@ class Client:
         total = self.timeout
         if deadline_ms is not None:
             total = max(total, deadline_ms / 1000 + _DEADLINE_MARGIN)
-        url = f"{self.broker_url}{path}"
+        url = self._url if path is None else f"{self.broker_url}{path}"
         headers = {"Content-Type": QUERY_MEDIA_TYPE, "Accept": f"{accept}, {PROBLEM_MEDIA_TYPE}"}
         try:
             async with self._session.post(

@@ -17,23 +17,36 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from schemas.accesslog import AccessEntry
 from schemas.messages import Answer, SourceResult
 from schemas.records import (
     Alert,
+    Booking,
     CareContact,
     CareDocumentation,
     CarePlan,
     Code,
     Diagnosis,
+    FixedContact,
     FunctionalStatus,
     LabResult,
     Medication,
+    PersonRef,
     Record,
+    SelfCare,
     SocialCareIntervention,
 )
 
-__all__ = ["BLOCKED_NOTICE", "INCOMPLETE_NOTICE", "TYPE_LABELS", "UNREADABLE_NOTICE",
-           "render_answer", "summary"]
+__all__ = [
+    "BLOCKED_NOTICE",
+    "INCOMPLETE_NOTICE",
+    "TYPE_LABELS",
+    "TYPE_WORDS",
+    "UNREADABLE_NOTICE",
+    "describe_access",
+    "render_answer",
+    "summary",
+]
 
 BLOCKED_NOTICE: Final = "Spärrad information finns / blocked information exists"
 INCOMPLETE_NOTICE: Final = "Ofullständigt svar / incomplete answer"
@@ -49,6 +62,9 @@ TYPE_LABELS: Final[dict[str, str]] = {
     "care_plans": "care plan",
     "social_care_interventions": "intervention",
     "functional_status": "function",
+    "bookings": "booking",
+    "fixed_contacts": "contact",
+    "self_care": "self-care",
 }
 """One short word per information type, for the records table."""
 
@@ -135,8 +151,34 @@ def summary(record: Record) -> str:
             return _join(record.contact_type, record.reason, sep=": ")
         case CarePlan():
             text = _join(record.plan_type, record.title, sep=": ")
-            if record.follow_up:
-                text = _join(text, f"(follow-up {_date(record.follow_up)})")
+            if record.coordinator is not None:
+                text = _join(text, f"(coordinator {_who(record.coordinator)})")
+            for a in record.activities:  # who does what, and when
+                org = a.responsible_org.name if a.responsible_org else ""
+                who = _join(org, a.responsible, sep=", ")
+                text = _join(text, _join(a.what, who and f"[{who}]", a.when), sep="; ")
+            if record.follow_up_date:
+                text = _join(text, f"(follow-up {_date(record.follow_up_date)})")
+            return text
+        case Booking():
+            when = record.start.strftime("%Y-%m-%d %H:%M")
+            text = _join(when, record.time_type, record.purpose, sep=", ")
+            text = _join(text, f"at {_clean(record.unit.name)}")
+            if record.performer is not None:
+                text = _join(text, f"with {_who(record.performer)}")
+            if record.invitation:
+                text = _join(text, "(invitation)")
+            return _join(text, f"[{record.status}]") if record.status != "booked" else text
+        case FixedContact():
+            text = _join(record.role_display or record.role.replace("_", " "),
+                         _who(record.person), sep=": ")
+            reach = ", ".join(_join(c.value, c.hours and f"({c.hours})") for c in record.contact)
+            text = _join(text, reach and f"- {reach}")
+            return _join(text, record.internal_note and f"[internal: {record.internal_note}]")
+        case SelfCare():
+            text = _join(record.activity, record.performed_by and f"by {record.performed_by}")
+            if record.follow_up_date:
+                text = _join(text, f"(follow-up {_date(record.follow_up_date)})")
             return text
         case SocialCareIntervention():
             text = _join(record.intervention, _PHASES.get(record.phase, record.phase), sep=", ")
@@ -144,6 +186,10 @@ def summary(record: Record) -> str:
         case FunctionalStatus():
             return _join(record.domain, record.assessment, sep=": ")
     return ""  # pragma: no cover - the union is exhaustive
+
+
+def _who(person: PersonRef) -> str:
+    return _join(person.name, person.role and f"({person.role})")
 
 
 def _sort_key(record: Record) -> float:
@@ -252,3 +298,67 @@ def render_answer(
         console.print(_records_table(answer.records, tz))
     else:
         console.print("Inga uppgifter / no records")
+
+
+# -- the person's access-log extract, in words ------------------------------------------
+
+TYPE_WORDS: Final[dict[str, tuple[str, str]]] = {
+    "care_documentation": ("journalanteckningar", "notes"),
+    "diagnoses": ("diagnoser", "diagnoses"),
+    "medication": ("läkemedel", "medication"),
+    "alerts": ("uppmärksamhetsinformation", "alerts"),
+    "lab_results": ("provsvar", "test results"),
+    "care_contacts": ("vårdkontakter", "care contacts"),
+    "care_plans": ("planer", "plans"),
+    "social_care_interventions": ("insatser", "social care support"),
+    "functional_status": ("funktionsbedömningar", "functional assessments"),
+    "bookings": ("bokade tider", "appointments"),
+    "fixed_contacts": ("fasta kontakter", "fixed contacts"),
+    "self_care": ("egenvård", "self-care"),
+}
+"""Each information type as a person would name it (Swedish, English)."""
+
+_ACTING_AS_WORDS: Final = {
+    "self": ("Du själv", "You"),
+    "guardian": ("Din vårdnadshavare", "Your guardian"),
+    "ombud": ("Ditt ombud", "Your representative"),
+}
+_BASIS_WORDS: Final = {
+    "consent": ("med ditt samtycke", "with your consent"),
+    "emergency": ("i en nödsituation", "in an emergency"),
+    "lacks_capacity": ("då du inte kunde ta ställning", "as you could not decide yourself"),
+    "child": ("som barn utan eget samtycke", "as a child, without your own consent"),
+}
+
+
+def describe_access(entry: AccessEntry) -> tuple[str, str]:
+    """One access from the extract as a sentence the person understands: (Swedish,
+    English). Who read (an employee and their unit, a guardian or the person through a
+    portal), what, and whether it was refused. Identity numbers are shown, names of
+    persons other than staff never (the log holds none)."""
+    sv_types = ", ".join(TYPE_WORDS.get(t, (t, t))[0] for t in entry.types) or "uppgifter"
+    en_types = ", ".join(TYPE_WORDS.get(t, (t, t))[1] for t in entry.types) or "information"
+    org = _clean(entry.consumer.name) if entry.consumer else "okänd / unknown"
+    refused = entry.outcome == "refused"
+    if entry.action == "extract":
+        return (f"{org} hämtade din logg över vem som läst om dig.",
+                f"{org} fetched your log of who accessed your information.")
+    if entry.action == "own_view":
+        who_sv, who_en = _ACTING_AS_WORDS.get(entry.acting_as or "", ("Någon", "Someone"))
+        actor = f" ({_person(entry.actor)})" if entry.actor and entry.acting_as != "self" else ""
+        if refused:
+            refused_en = f"{who_en}{actor} tried to read your {en_types} through {org}"
+            return (f"{who_sv}{actor} försökte läsa dina {sv_types} via {org}, men nekades.",
+                    f"{refused_en}, but was refused.")
+        return (f"{who_sv}{actor} läste dina {sv_types} via {org}.",
+                f"{who_en}{actor} read your {en_types} through {org}.")
+    user = entry.user
+    who = _join(user.name, user.role and f"({user.role})") if user else "En anställd"
+    unit = _clean(entry.unit.name) if entry.unit else ""
+    where = _join(unit, org, sep=", ")
+    basis_sv, basis_en = _BASIS_WORDS.get(entry.basis or "", ("", ""))
+    if refused:
+        return (f"{who}, {where}, försökte läsa dina {sv_types}, men nekades.",
+                f"{who}, {where}, tried to read your {en_types}, but was refused.")
+    return (_join(f"{who}, {where}, läste dina {sv_types}", basis_sv) + ".",
+            _join(f"{who}, {where}, read your {en_types}", basis_en) + ".")

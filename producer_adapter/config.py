@@ -27,6 +27,10 @@
     [witness]                               # optional; see producer_adapter.witness
     path = "witness.json"                   # the default: the broker's checkpoints it saw
 
+    [own_view]                              # optional; the person's own view (SPEC 9)
+    release_delay_days = { lab_results = 14 }   # per type: shown this long after its time
+    guardian_blocks = "guardian_blocks.db"  # units' blocks of a guardian's access to a child
+
 :func:`load_stores_config` reads only what the ``samsvar adapter block`` and ``log``
 commands need (producer, registry, ``[blocks]``, ``[disclosure_log]``): never the key.
 """
@@ -44,6 +48,7 @@ from typing import Any, Final
 
 from schemas.errors import RegistryError
 from schemas.jose import PrivateKey, load_private_key
+from schemas.records import OWN_VIEW_TYPES
 from schemas.registry import Registry, load_registry
 from schemas.transport import MqttSettings
 
@@ -53,6 +58,7 @@ from .block_register_pg import PostgresBlockRegister
 from .blocks import check_blocks_table, open_register
 from .disclosure_log import DEFAULT_DISCLOSURE_LOG, SqliteDisclosureLog
 from .errors import AdapterConfigError
+from .guardian_blocks import GuardianBlockRegister
 
 __all__ = [
     "AdapterConfig",
@@ -66,7 +72,9 @@ __all__ = [
 _ADAPTER_KEYS: Final = frozenset(
     {"producer", "registry", "key", "excluded_units", "replica", "max_concurrent"}
 )
-_TABLES: Final = frozenset({"adapter", "mqtt", "backend", "blocks", "disclosure_log", "witness"})
+_TABLES: Final = frozenset({"adapter", "mqtt", "backend", "blocks", "disclosure_log", "witness",
+                            "own_view"})
+_OWN_VIEW_KEYS: Final = frozenset({"release_delay_days", "guardian_blocks"})
 
 
 def default_replica() -> str:
@@ -92,6 +100,11 @@ class AdapterConfig:
     """The file keeping the broker's latest checkpoints (relative to ``base``), or ``None``:
     no witness (code only; a config file always has one, ``witness.json`` by default)."""
     excluded_units: frozenset[str] = frozenset()
+    release_delay_days: Mapping[str, int] = field(default_factory=dict)
+    """Own view: information type → days after a record's time before it is shown."""
+    guardian_blocks: Path | None = None
+    """Own view: the register of units' blocks of a guardian's access to a child
+    (relative to ``base``), or ``None``: no such blocks."""
     replica: str = field(default_factory=default_replica)
     max_concurrent: int = 32
     base: Path = Path(".")
@@ -151,6 +164,17 @@ class StoresConfig:
     disclosure_log: Path
     base: Path
     source: str
+    guardian_blocks: Path | None = None
+    """``[own_view] guardian_blocks``, relative to ``base``."""
+    release_delay_days: Mapping[str, int] = field(default_factory=dict)
+
+    def guardian_register(self) -> GuardianBlockRegister:
+        """The register of units' blocks of a guardian's access to a child."""
+        if self.guardian_blocks is None:
+            raise AdapterConfigError(
+                f"{self.source}: no [own_view] guardian_blocks: add "
+                "guardian_blocks = \"guardian_blocks.db\" to an [own_view] table")
+        return GuardianBlockRegister(self.base / self.guardian_blocks)
 
     def block_register(
         self, *, scope: BlockScope | None = None
@@ -206,11 +230,28 @@ def _read(path: str | Path) -> tuple[dict[str, Any], Mapping[str, Any], StoresCo
     log_path = log.get("path", DEFAULT_DISCLOSURE_LOG)
     if not isinstance(log_path, str) or not log_path:
         raise AdapterConfigError(f"{where}: [disclosure_log] path must be a non-empty string")
+    own_view = _table(doc, "own_view", where) or {}
+    unknown = set(own_view) - _OWN_VIEW_KEYS
+    if unknown:
+        raise AdapterConfigError(
+            f"{where}: [own_view] has unknown keys: {', '.join(sorted(unknown))}")
+    delays = own_view.get("release_delay_days", {})
+    if not isinstance(delays, dict) or not all(
+            t in OWN_VIEW_TYPES and isinstance(n, int) and not isinstance(n, bool) and n >= 0
+            for t, n in delays.items()):
+        raise AdapterConfigError(
+            f"{where}: [own_view] release_delay_days maps own-view types "
+            f"({', '.join(sorted(OWN_VIEW_TYPES))}) to whole days (0 or more)")
+    guardian = own_view.get("guardian_blocks")
+    if guardian is not None and (not isinstance(guardian, str) or not guardian):
+        raise AdapterConfigError(f"{where}: [own_view] guardian_blocks must be a file path")
     stores = StoresConfig(
         producer=_string(adapter, "producer", where),
         registry=base / _string(adapter, "registry", where),
         blocks=dict(blocks) if blocks is not None else None,
         disclosure_log=Path(log_path), base=base, source=where,
+        guardian_blocks=Path(guardian) if guardian else None,
+        release_delay_days=dict(delays),
     )
     return doc, adapter, stores
 
@@ -278,6 +319,7 @@ def load_adapter_config(path: str | Path) -> AdapterConfig:
         blocks=stores.blocks, disclosure_log=stores.disclosure_log,
         witness=Path(witness_path),
         excluded_units=frozenset(excluded), max_concurrent=max_concurrent,
+        release_delay_days=stores.release_delay_days, guardian_blocks=stores.guardian_blocks,
         replica=replica if replica is not None else default_replica(),
         base=base, registry=registry_path, source=where,
     )

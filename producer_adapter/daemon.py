@@ -20,6 +20,7 @@ deadline passes before they answer, no reply is sent: the broker says ``timeout`
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import heapq
 import logging
 import time
@@ -60,9 +61,17 @@ from .errors import (
     QuestionRefused,
     TransportError,
 )
+from .guardian_blocks import GuardianBlockRegister
 from .mqtt import MqttLink
 from .mqtt_gmqtt import GmqttLink
-from .policy import RULE_BLOCK, Block, countable_unreadable, make_available, record_type
+from .policy import (
+    RULE_BLOCK,
+    Block,
+    countable_unreadable,
+    for_the_person,
+    make_available,
+    record_type,
+)
 from .witness import Witness
 
 __all__ = ["MAX_QUESTION_LIFETIME_MS", "Adapter", "SignedReply", "link_class", "open_adapter"]
@@ -135,6 +144,8 @@ class Adapter:
             Witness(config.base / config.witness, registry, producer=config.producer)
             if config.witness is not None else None)
         """The broker's checkpoints this adapter has seen (SPEC section 7)."""
+        self._guardians = (GuardianBlockRegister(config.base / config.guardian_blocks)
+                           if config.guardian_blocks is not None else None)
         self._slots = asyncio.Semaphore(config.max_concurrent)
         self._questions: asyncio.TaskGroup | None = None
         self._link: GmqttLink | MqttLink | None = None
@@ -423,10 +434,28 @@ class Adapter:
         backend, blocks_source = self._backend, self._blocks
         if backend is None or blocks_source is None:
             raise AdapterError("adapter has no backend or block source: call run() first")
-        types = frozenset(q.types) & self.producer.types
+        own = q.own_view
+        # The own view reads only what this producer offers there (the registry says).
+        types = frozenset(q.types) & (
+            self.producer.types if own is None else self.producer.ombud_types
+            if own.acting_as == "ombud" else self.producer.own_view_types)
+        if own is None and q.basis is None:
+            log.warning("question without a basis and not for the own view: answered error")
+            return error("question has no basis")
         if not types:
             return Reply(query_id=q.query_id, producer=self.config.producer,
                          status="no_data"), {}, {}
+        if own is not None and own.acting_as == "guardian" and self._guardians is not None:
+            try:
+                barred = await asyncio.to_thread(self._guardians.is_blocked, child=q.subject,
+                                                 guardian=own.actor)
+            except Exception as exc:  # noqa: BLE001  fail closed
+                log.error("guardian block register unavailable", error=type(exc).__name__)
+                return error("guardian block register unavailable")
+            if barred:
+                # Looks exactly like a source with nothing to show.
+                return Reply(query_id=q.query_id, producer=self.config.producer,
+                             status="no_data"), {"guardian-blocked": 1}, {}
         # The caller's deadline bounds both reads: it cancels them (CancelledError is no
         # Exception, so it passes the handlers below and becomes the caller's TimeoutError).
         try:
@@ -446,7 +475,7 @@ class Adapter:
             result.records,
             excluded_units=self.config.excluded_units,
             blocks=blocks,
-            unblock_read=self._unblock_read(q, log),
+            unblock_read=own is None and self._unblock_read(q, log),
             types=types,
         )
         unreadable = countable_unreadable(result.unreadable,
@@ -457,17 +486,29 @@ class Adapter:
                         "withholds them",
                         unreadable=dict(sorted(Counter(
                             f"{u.type}:{u.reason}" for u in result.unreadable).items())),
-                        counted=unreadable.total())
+                        counted=0 if own is not None else unreadable.total())
         dropped = dict(disclosure.dropped)
         if result.withheld:  # the backend's own rules (security labels): like a block
             dropped[RULE_BLOCK] = dropped.get(RULE_BLOCK, 0) + result.withheld
+        records = disclosure.records
+        withheld_blocked = disclosure.withheld_blocked or result.withheld > 0
+        if own is not None:
+            records, held = for_the_person(
+                records, now=dt.datetime.fromtimestamp(time.time(), dt.UTC),
+                release_delay_days=self.config.release_delay_days)
+            dropped.update(held)
+            # Only the person themself is told that blocked information exists.
+            withheld_blocked = withheld_blocked and own.acting_as == "self"
+            # An unreadable record may be one not approved for the patient, or inside its
+            # release delay: the own view never counts them (docs/own-view.md).
+            unreadable = Counter()
         reply = Reply(
             query_id=q.query_id,
             producer=self.config.producer,
-            status="ok" if disclosure.records or unreadable else "no_data",
-            records=disclosure.records,
-            blocked=disclosure.withheld_blocked or result.withheld > 0,
-            truncated=result.truncated and bool(disclosure.records),
+            status="ok" if records or unreadable else "no_data",
+            records=records,
+            blocked=withheld_blocked,
+            truncated=result.truncated and bool(records),
             unreadable=unreadable.total(),
         )
         return reply, dropped, dict(sorted(unreadable.items()))

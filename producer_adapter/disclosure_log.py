@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final, Protocol, runtime_checkable
+from typing import Final, Literal, Protocol, runtime_checkable
 
 import msgspec
 
@@ -66,7 +66,10 @@ class DisclosureEntry(msgspec.Struct, frozen=True, kw_only=True):
     unit: UnitRef
     """The asking user's unit."""
     user: LoggedUser
-    basis: Basis
+    """In the own view: the signed-in person (``id``, a personnummer) and ``role``
+    ``own_view:<acting_as>``."""
+    basis: Basis | Literal["own_view"]
+    """``own_view`` for the person's own view (SPEC section 9), which has no basis."""
     unblock: str | None
     """The unblock step asked for (``locate`` or ``read``), if any."""
     subject: str
@@ -97,7 +100,7 @@ def disclosure_entry(question: Question, reply: Reply, *, replica: str,
         consumer_kind=question.consumer.kind,
         unit=user.unit,
         user=LoggedUser(id=user.id, name=user.name, role=user.role),
-        basis=question.basis,
+        basis=question.basis if question.basis is not None else "own_view",
         unblock=question.unblock.step if question.unblock is not None else None,
         subject=question.subject,
         types=list(question.types),

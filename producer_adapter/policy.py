@@ -9,10 +9,18 @@ rule that stopped it; the first rule that matches wins, in this order:
 * ``RULE_EXCLUDED_UNIT`` — from a unit the producer has not joined: never disclosed;
 * ``RULE_BLOCK`` — covered by a block (spärr) at organisation, unit or care-process
   level: withheld, unless an unblock ``read`` step releases it, then marked ``blocked``.
+
+The person's own view (SPEC section 9) then applies :func:`for_the_person` to what is left:
+
+* ``RULE_NOT_FOR_PATIENT`` — ``approved_for_patient: false``: never shown to the person;
+* ``RULE_RELEASE_DELAY`` — younger than the producer's release delay for its type: withheld
+  until due, and counted nowhere the person (or the broker) can see;
+* a fixed contact's ``internal_note`` is for staff: it is emptied.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +28,7 @@ from typing import Final, Literal, get_args
 
 from msgspec.structs import replace
 
-from schemas.records import DISCLOSABLE_SCOPES, Record
+from schemas.records import DISCLOSABLE_SCOPES, FixedContact, Record
 
 from .backends.base import Unreadable
 
@@ -28,12 +36,15 @@ __all__ = [
     "BLOCK_LEVELS",
     "RULE_BLOCK",
     "RULE_EXCLUDED_UNIT",
+    "RULE_NOT_FOR_PATIENT",
+    "RULE_RELEASE_DELAY",
     "RULE_SCOPE",
     "RULE_TYPE",
     "Block",
     "BlockLevel",
     "Disclosure",
     "countable_unreadable",
+    "for_the_person",
     "is_blocked",
     "make_available",
     "record_type",
@@ -43,6 +54,8 @@ RULE_TYPE: Final = "type-not-asked"
 RULE_SCOPE: Final = "scope-not-disclosable"
 RULE_EXCLUDED_UNIT: Final = "excluded-unit"
 RULE_BLOCK: Final = "blocked"
+RULE_NOT_FOR_PATIENT: Final = "not-approved-for-patient"
+RULE_RELEASE_DELAY: Final = "release-delay"
 
 BlockLevel = Literal["organisation", "unit", "care_process"]
 BLOCK_LEVELS: Final[tuple[str, ...]] = get_args(BlockLevel)
@@ -155,3 +168,24 @@ def countable_unreadable(
             continue
         counted[f"{u.type}:{u.reason}"] += 1
     return counted
+
+
+def for_the_person(
+    records: Iterable[Record], *, now: dt.datetime, release_delay_days: Mapping[str, int],
+) -> tuple[list[Record], dict[str, int]]:
+    """The own view's rules on records stage 1 made available: what the person may see,
+    and what was held back by rule (for the adapter's own log only)."""
+    out: list[Record] = []
+    dropped: Counter[str] = Counter()
+    for record in records:
+        if not record.approved_for_patient:
+            dropped[RULE_NOT_FOR_PATIENT] += 1
+            continue
+        delay = release_delay_days.get(record_type(record))
+        if delay and record.time + dt.timedelta(days=delay) > now:
+            dropped[RULE_RELEASE_DELAY] += 1
+            continue
+        if isinstance(record, FixedContact) and record.internal_note:
+            record = replace(record, internal_note="")
+        out.append(record)
+    return out, dict(dropped)

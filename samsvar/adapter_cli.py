@@ -19,6 +19,7 @@ register) is one line on stderr and exit 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import getpass
 import sys
@@ -88,6 +89,32 @@ def add_adapter_commands(adapter_parser: argparse.ArgumentParser) -> None:
     p.add_argument("--history", action="store_true", help="every block added and removed")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_block_list)
+
+    guardian = sub.add_parser(
+        "guardian-block",
+        help="units' blocks of a guardian's access to a child in the own view")
+    guardians = guardian.add_subparsers(dest="guardian_command", required=True,
+                                        metavar="ACTION")
+    p = guardians.add_parser("add", help="a unit bars a guardian from a child's own view")
+    _config(p)
+    p.add_argument("--child", required=True, help="the child's personnummer")
+    p.add_argument("--guardian", required=True, help="the guardian's personnummer")
+    p.add_argument("--unit", required=True, help="the deciding unit (HSA-id, in the registry)")
+    p.add_argument("--note", default="", help="e.g. the decision's reference (no content)")
+    p.add_argument("--operator", help="who enters it (default: your user name)")
+    p.set_defaults(func=cmd_guardian_block_add)
+    p = guardians.add_parser("remove", help="lift a unit's block of a guardian")
+    _config(p)
+    p.add_argument("--child", required=True)
+    p.add_argument("--guardian", required=True)
+    p.add_argument("--unit", required=True)
+    p.add_argument("--operator", help="who enters it (default: your user name)")
+    p.set_defaults(func=cmd_guardian_block_remove)
+    p = guardians.add_parser("list", help="list the guardian blocks in force")
+    _config(p)
+    p.add_argument("--child", help="only this child")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_guardian_block_list)
 
     p = sub.add_parser("log", help="the adapter's disclosure log: what it gave to whom")
     _config(p)
@@ -177,6 +204,62 @@ def cmd_block_add(args: argparse.Namespace) -> int:
                          note=args.note)
     print(f"block #{block.id} added: {block.subject} {block.level} {block.target} "
           f"(registered by the person; entered by {block.operator})")
+    return 0
+
+
+def _producer_units(stores: Any) -> frozenset[str]:
+    from producer_adapter import AdapterConfigError
+    from schemas.errors import RegistryError
+    from schemas.registry import load_registry
+
+    try:
+        registry = load_registry(stores.registry)
+    except RegistryError as exc:
+        raise AdapterConfigError(f"{stores.source}: [adapter] registry: {exc}") from exc
+    producer = registry.producers.get(stores.producer)
+    if producer is None:
+        raise AdapterConfigError(f"{stores.source}: [adapter] producer {stores.producer!r} is "
+                                 f"not in the registry {stores.registry}")
+    return frozenset(u.id for u in producer.units)
+
+
+@_guard
+def cmd_guardian_block_add(args: argparse.Namespace) -> int:
+    stores = _stores(args)
+    block = stores.guardian_register().add(
+        child=args.child, guardian=args.guardian, unit=args.unit,
+        operator=_operator(args.operator), units=_producer_units(stores), note=args.note)
+    print(f"guardian block added: {block.guardian} may not read {block.child}'s own view "
+          f"(unit {block.unit}; entered by {block.operator}). This producer now answers "
+          "that guardian no_data about that child.")
+    return 0
+
+
+@_guard
+def cmd_guardian_block_remove(args: argparse.Namespace) -> int:
+    _stores(args).guardian_register().remove(child=args.child, guardian=args.guardian,
+                                             unit=args.unit, operator=_operator(args.operator))
+    print("guardian block removed")
+    return 0
+
+
+@_guard
+def cmd_guardian_block_list(args: argparse.Namespace) -> int:
+    register = _stores(args).guardian_register()
+    rows = register.list(_subject(args.child))
+    if args.json:
+        _print_json([dataclasses.asdict(r) for r in rows])
+        return 0
+    table = _table("Guardian blocks in force (own view)", str(register.path),
+                   ("child", "guardian", "unit", "entered (UTC) / by", "note"),
+                   no_wrap={"child", "guardian"})
+    for b in rows:
+        table.add_row(*map(Text, (b.child, b.guardian, b.unit, f"{b.created}\n{b.operator}",
+                                  b.note)))
+    console = Console()
+    console.print(table)
+    if not rows:
+        console.print("(none)")
     return 0
 
 

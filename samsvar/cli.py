@@ -140,6 +140,12 @@ def cmd_query(args: argparse.Namespace) -> int:
     return asyncio.run(run_query(args))
 
 
+def cmd_own(args: argparse.Namespace) -> int:
+    from .query import run_own_query
+
+    return asyncio.run(run_own_query(args))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
     from .logs import configure_logging
@@ -231,6 +237,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unit-name", default="Akutmottagningen, Exempelsjukhuset")
     p.add_argument("--json", action="store_true", help="print the answer as the API returns it")
     p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("own", help="ask for a person's own view, as a citizen portal")
+    p.add_argument("--workdir", help="a demo workdir: take broker, audience and the "
+                   "citizen-portal participant's key from its demo.json")
+    p.add_argument("--as", dest="issuer", help="the citizen portal's id (iss)")
+    p.add_argument("--broker", help="the broker's URL")
+    p.add_argument("--aud", help="the broker's id (aud)")
+    p.add_argument("--key", help="the portal's private JWK file")
+    p.add_argument("--subject", required=True, help="whose own view: personnummer")
+    p.add_argument("--actor", help="the signed-in person (default: the subject)")
+    p.add_argument("--acting-as", default="self", choices=("self", "guardian", "ombud"))
+    p.add_argument("--loa", default="loa3", choices=("loa3", "loa4"))
+    p.add_argument("--mandate-checked-at",
+                   help="guardian: when custody was checked in folkbokföringen (default today)")
+    p.add_argument("--protected-identity", action="store_true",
+                   help="the person or the actor has protected personal data")
+    p.add_argument("--types", default="care_plans,bookings,fixed_contacts,self_care,"
+                   "medication,lab_results", help="comma-separated own-view types")
+    p.add_argument("--json", action="store_true", help="print the answer as the API returns it")
+    p.set_defaults(func=cmd_own)
 
     p = sub.add_parser("demo", help="run the whole federation in one process and ask once")
     p.add_argument("--json", action="store_true", help="print the answer as the API returns it")

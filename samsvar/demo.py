@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import shutil
 import signal
@@ -35,6 +36,16 @@ from schemas.records import UnitRef
 from schemas.registry import load_registry
 from schemas.transport import MqttSettings
 
+from .demo_own import (
+    CHILD_GUARDIANS,
+    CHILD_TAGS,
+    OWN_PERSONS,
+    OWN_VIEW_TYPES_BY_PRODUCER,
+    RELEASE_DELAYS,
+    SWEDEN,
+    own_records,
+)
+
 __all__ = ["PARTICIPANTS", "PRODUCERS", "build_workdir", "run_demo"]
 
 BROKER_ID: Final = "SE0000000000-SAMSVAR"
@@ -45,13 +56,13 @@ PARTICIPANTS: Final[list[dict[str, Any]]] = [
     {"id": "SE2120009999-EK01", "name": "Exempel kommun", "kind": "omsorgsgivare",
      "roles": ["consumer", "producer"]},
     {"id": "SE5560000000-INV1", "name": "Exempel invånartjänst (e-tjänst för invånare)",
-     "kind": "annan", "roles": ["log-extract"]},
+     "kind": "annan", "roles": ["citizen-portal", "log-extract"]},
 ]
 
 PRODUCERS: Final[list[dict[str, Any]]] = [
     {"id": "SE2321000999-P001", "name": "Region Exempel", "organisation": "SE2321000999-RE01",
      "types": ["medication", "diagnoses", "alerts", "lab_results", "care_documentation",
-               "care_contacts"],
+               "care_contacts", "care_plans", "bookings", "fixed_contacts", "self_care"],
      "units": [["SE2321000999-U100", "Akutmottagningen, Exempelsjukhuset"],
                ["SE2321000999-U200", "Vårdcentralen Exempelby"],
                ["SE2321000999-U300", "Medicinkliniken, Exempelsjukhuset"],
@@ -61,7 +72,8 @@ PRODUCERS: Final[list[dict[str, Any]]] = [
     {"id": "SE2120009999-VO01", "name": "Exempel kommun vård och omsorg",
      "organisation": "SE2120009999-EK01",
      "types": ["medication", "care_documentation", "functional_status",
-               "social_care_interventions", "care_plans"],
+               "social_care_interventions", "care_plans", "bookings", "fixed_contacts",
+               "self_care"],
      "units": [["SE2120009999-U110", "Hemsjukvården Exempel"],
                ["SE2120009999-U120", "Hemtjänsten Norra"],
                ["SE2120009999-U130", "Biståndsenheten äldreomsorg"],
@@ -160,6 +172,7 @@ def build_workdir(root: Path, *, port: int, mqtt: MqttSettings) -> Workdir:
                   f"shared_subscriptions = {'true' if mqtt.shared_subscriptions else 'false'}"]
     adapter_configs = []
     data_root = _data_root()
+    own = own_records(dt.datetime.now(SWEDEN).date())
     for prod in PRODUCERS:
         key = _key(keys_dir, prod["id"])
         units = ", ".join(f"{{ id = {_toml_str(u)}, name = {_toml_str(n)} }}"
@@ -167,7 +180,9 @@ def build_workdir(root: Path, *, port: int, mqtt: MqttSettings) -> Workdir:
         lines += ["[[producers]]", f"id = {_toml_str(prod['id'])}",
                   f"name = {_toml_str(prod['name'])}",
                   f"organisation = {_toml_str(prod['organisation'])}",
-                  f"types = {_toml_list(prod['types'])}", f"units = [{units}]",
+                  f"types = {_toml_list(prod['types'])}",
+                  f"own_view_types = {_toml_list(OWN_VIEW_TYPES_BY_PRODUCER[prod['id']])}",
+                  f"units = [{units}]",
                   f"keys = {_toml_keys(key.to_jwk())}", ""]
         pdir = root / "producers" / prod["id"]
         data_dir = pdir / "data"
@@ -179,6 +194,11 @@ def build_workdir(root: Path, *, port: int, mqtt: MqttSettings) -> Workdir:
             for item in source.iterdir():
                 if item.name.endswith(".json"):
                     (data_dir / item.name).write_bytes(item.read_bytes())
+        for person, records in own[prod["id"]].items():
+            file = data_dir / f"{person}.json"
+            held = json.loads(file.read_text(encoding="utf-8")) if file.exists() else []
+            file.write_text(json.dumps(held + records, indent=2, ensure_ascii=False) + "\n",
+                            encoding="utf-8")
         _write_blocks(pdir, prod, data_root)
         config = pdir / "adapter.toml"
         config.write_text("\n".join([
@@ -191,6 +211,10 @@ def build_workdir(root: Path, *, port: int, mqtt: MqttSettings) -> Workdir:
             "[blocks]", 'kind = "sqlite"', 'path = "blocks.db"', "",
             "[disclosure_log]", 'path = "disclosures.db"', "",
             "[witness]", 'path = "witness.json"', "",
+            "[own_view]", 'guardian_blocks = "guardian_blocks.db"',
+            "release_delay_days = {"
+            + ", ".join(f"{t} = {n}" for t, n in RELEASE_DELAYS.get(prod["id"], {}).items())
+            + "}", "",
         ]), encoding="utf-8")
         adapter_configs.append(config)
     (root / "registry.toml").write_text("\n".join(lines), encoding="utf-8")
@@ -202,6 +226,11 @@ def build_workdir(root: Path, *, port: int, mqtt: MqttSettings) -> Workdir:
     ]), encoding="utf-8")
 
     persons = json.loads((data_root / "persons.json").read_text(encoding="utf-8"))
+    for person in persons:
+        person["tags"] = person["tags"] + CHILD_TAGS.get(person["id"], [])
+        if person["id"] in CHILD_GUARDIANS:
+            person["guardians"] = CHILD_GUARDIANS[person["id"]]
+    persons += OWN_PERSONS
     demo = {
         "aud": BROKER_ID,
         "broker_url": f"http://127.0.0.1:{port}",
@@ -210,9 +239,12 @@ def build_workdir(root: Path, *, port: int, mqtt: MqttSettings) -> Workdir:
              "kid": participant_keys[p["id"]].kid, "key_file": f"keys/{p['id']}.jwk"}
             for p in PARTICIPANTS
         ],
-        "producers": [{"id": p["id"], "organisation": p["organisation"], "types": p["types"]}
+        "producers": [{"id": p["id"], "organisation": p["organisation"], "types": p["types"],
+                       "own_view_types": OWN_VIEW_TYPES_BY_PRODUCER[p["id"]]}
                       for p in PRODUCERS],
-        "persons": [{"id": p["id"], "name": p["name"], "tags": p["tags"]} for p in persons],
+        "persons": [{"id": p["id"], "name": p["name"], "tags": p["tags"],
+                     **({"guardians": p["guardians"]} if "guardians" in p else {})}
+                    for p in persons],
     }
     (root / "demo.json").write_text(json.dumps(demo, indent=2, ensure_ascii=False) + "\n",
                                     encoding="utf-8")
@@ -227,6 +259,8 @@ def _readme(demo: dict[str, Any], persons: list[dict[str, Any]], mqtt: MqttSetti
         "=======================",
         "",
         f"Broker:   {demo['broker_url']}   (POST /v1/queries, GET /v1/producers, /healthz)",
+        ("          POST /v1/own/queries: the person's own view, for the citizen-portal "
+         "participant (docs/own-view.md)"),
         f"aud:      {demo['aud']}   (the broker's id: put it in every query's aud claim)",
         f"MQTT:     {mqtt.url} ({'embedded amqtt, demo only' if mqtt.protocol == '3.1.1' else 'external'})",
         "",
@@ -238,9 +272,14 @@ def _readme(demo: dict[str, Any], persons: list[dict[str, Any]], mqtt: MqttSetti
     for p in PRODUCERS:
         extra = f"  excluded units: {', '.join(p['excluded_units'])}" if p["excluded_units"] else ""
         out.append(f"  {p['id']}  {p['name']}: {', '.join(p['types'])}{extra}")
+        out.append(f"      own view: {', '.join(OWN_VIEW_TYPES_BY_PRODUCER[p['id']])}"
+                   + "".join(f"; {t} shown {n} days after its time"
+                             for t, n in RELEASE_DELAYS.get(p["id"], {}).items()))
     out += ["", "Demo persons (Skatteverket test personnummer; never real people):"]
     for p in persons:
         out.append(f"  {p['id']}  {p['name']:<24} [{', '.join(p['tags'])}]")
+        if p.get("guardians"):
+            out.append(f"      guardians (vårdnadshavare): {', '.join(p['guardians'])}")
         if p.get("note"):
             out.append(f"      {p['note']}")
     out += [

@@ -229,8 +229,10 @@ def _print_table(subject: str, period: Period | None, entries: list[AccessEntry]
     if period is not None:
         span = f", {period.from_ or '…'} – {period.to or '…'}"
     table = Table(title=f"Accesses to {subject}{span}: {len(entries)}", show_lines=True)
-    for column in ("When", "Organisation", "Unit", "User (role)", "Basis", "Types",
-                   "Disclosed", "Outcome"):
+    from consumer_client.render import describe_access
+
+    for column in ("When", "Who read what (in words)", "Organisation", "Unit", "User (role)",
+                   "Basis", "Types", "Disclosed", "Outcome"):
         table.add_column(column, overflow="fold")
     for e in entries:
         basis = ", ".join([*([e.basis] if e.basis else []), *e.flags,
@@ -239,11 +241,17 @@ def _print_table(subject: str, period: Period | None, entries: list[AccessEntry]
                    # only a broken stream's "opened" entry is left after collapse_streams
                    else "streamed, not completed" if e.outcome == "opened"
                    else f"refused ({e.rule})" if e.rule else "refused")
+        if e.action == "own_view":
+            basis = ", ".join(p for p in (f"own view as {e.acting_as}", e.loa and
+                                          e.loa.rsplit("/", 1)[-1],
+                                          e.mandate and f"mandate {e.mandate.source}") if p)
         table.add_row(
             e.time.astimezone().strftime("%Y-%m-%d %H:%M"),
+            describe_access(e)[0],
             e.consumer.name if e.consumer else "—",
             e.unit.name if e.unit else "—",
-            f"{e.user.name} ({e.user.role})" if e.user else "—",
+            f"{e.user.name} ({e.user.role})" if e.user else (
+                f"{e.actor} ({e.acting_as})" if e.actor else "—"),
             basis or "—",
             ", ".join(e.types) or "—",
             _disclosed(e),

@@ -12,8 +12,9 @@ import argparse
 import datetime as dt
 import json
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from rich.console import Console
@@ -22,10 +23,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from consumer_client import Client, ClientError, QueryRefused, assemble_answer
 from consumer_client.render import render_answer
 from schemas.identity import hsa_organisation
-from schemas.messages import Answer, Period, SourceLine, SummaryLine, Unblock, User
+from schemas.messages import (
+    LOA3,
+    LOA4,
+    Actor,
+    Answer,
+    Mandate,
+    Period,
+    SourceLine,
+    SummaryLine,
+    Unblock,
+    User,
+)
 from schemas.records import UnitRef
 
-__all__ = ["run_query"]
+__all__ = ["run_own_query", "run_query"]
 
 
 def _fail(message: str) -> int:
@@ -116,4 +128,59 @@ async def run_query(args: argparse.Namespace) -> int:
         sys.stdout.write(msgspec.json.encode(answer).decode("utf-8") + "\n")
     else:
         render_answer(answer, Console())
+    return 0
+
+
+LOA: Final = {"loa3": LOA3, "loa4": LOA4}
+
+
+async def run_own_query(args: argparse.Namespace) -> int:
+    """``samsvar own``: ask for a person's own view as a citizen portal (SPEC section 9)."""
+    try:
+        if args.workdir:
+            path = Path(args.workdir) / "demo.json"
+            try:
+                demo = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"cannot read {path}: {exc}") from exc
+            portal = next((p for p in demo["participants"]
+                           if (args.issuer and p["id"] == args.issuer)
+                           or (not args.issuer and "citizen-portal" in p["roles"])), None)
+            if portal is None:
+                raise ValueError(f"no citizen-portal participant in {path}")
+            opts = {"broker": args.broker or demo["broker_url"], "aud": args.aud or demo["aud"],
+                    "key": args.key or str(Path(args.workdir) / portal["key_file"]),
+                    "issuer": portal["id"]}
+        else:
+            opts = {"broker": args.broker, "aud": args.aud, "key": args.key,
+                    "issuer": args.issuer}
+        missing = [flag for flag, k in (("--broker", "broker"), ("--aud", "aud"),
+                                        ("--key", "key"), ("--as", "issuer")) if not opts[k]]
+        if missing:
+            return _fail(f"missing {', '.join(missing)} (or give --workdir of a demo)")
+        mandate = None
+        if args.acting_as == "guardian":
+            mandate = Mandate(source="folkbokforing",
+                              checked_at=args.mandate_checked_at or dt.date.today().isoformat())
+        actor = Actor(id=args.actor or args.subject, loa=LOA[args.loa],
+                      auth_time=int(time.time()))
+        nobody = User(id="-", name="-", role="-", unit=UnitRef(id="-", name="-"))
+        client = Client.from_files(opts["broker"], opts["key"], opts["issuer"], opts["aud"],
+                                   nobody)
+        types = [t.strip() for t in args.types.split(",") if t.strip()]
+        async with client:
+            answer = await client.own_query(
+                subject=args.subject, types=types, actor=actor, acting_as=args.acting_as,
+                mandate=mandate, protected_identity=args.protected_identity)
+    except QueryRefused as exc:
+        return _fail(f"refused: {exc}")
+    except (ClientError, ValueError) as exc:
+        return _fail(str(exc))
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(answer).decode("utf-8") + "\n")
+    else:
+        out = Console()
+        out.print(f"Egen vy / own view of {args.subject}, read as {args.acting_as} "
+                  f"by {actor.id}", markup=False)
+        render_answer(answer, out)
     return 0

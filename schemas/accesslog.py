@@ -13,7 +13,16 @@ from typing import Final, Literal
 
 import msgspec
 
-from .messages import Basis, ParticipantKind, Period, SourceStatus, TokenClaims, Unblock
+from .messages import (
+    ActingAs,
+    Basis,
+    Mandate,
+    ParticipantKind,
+    Period,
+    SourceStatus,
+    TokenClaims,
+    Unblock,
+)
 from .records import OrgRef, UnitRef
 
 __all__ = [
@@ -87,9 +96,17 @@ class AccessEntry(_Log, frozen=True, kw_only=True):
     period: Period | None = None
     sources: list[LoggedSource] = []
     blocked_information_exists: bool = False
-    action: Literal["query", "extract"] = "query"
-    """``extract``: a call to ``POST /v1/access-log/extract`` about ``subject``, by
-    ``consumer`` (the person's own portal, say); it shows in the person's next extract."""
+    action: Literal["query", "own_view", "extract"] = "query"
+    """``own_view``: the person's own view through a citizen portal (SPEC section 9), with
+    ``actor``, ``acting_as``, ``loa`` and ``mandate``; ``extract``: a call to
+    ``POST /v1/access-log/extract`` about ``subject``, by ``consumer`` (the person's own
+    portal, say); both show in the person's next extract."""
+    actor: str | None = None
+    """Own view: the signed-in person's 12-digit identity number."""
+    acting_as: ActingAs | None = None
+    loa: str | None = None
+    """Own view: the assurance level of the actor's sign-in."""
+    mandate: Mandate | None = None
 
 
 class StoredEntry(_Log, frozen=True, kw_only=True):

@@ -14,20 +14,30 @@ import msgspec
 from .records import InfoType, OrgRef, Record, UnitRef
 
 __all__ = [
+    "ACTING_AS",
     "ANSWER_MEDIA_TYPE",
     "FHIR_MEDIA_TYPE",
+    "LOA3",
+    "LOA4",
     "NDJSON_MEDIA_TYPE",
+    "OWN_QUERY_TYP",
     "PROBLEM_MEDIA_TYPE",
     "QUERY_MEDIA_TYPE",
     "QUERY_TYP",
     "QUESTION_TYP",
     "REPLY_TYP",
+    "STAFF_ONLY_CLAIMS",
+    "ActingAs",
+    "Actor",
     "Answer",
     "Basis",
     "Consumer",
     "ErrorLine",
     "Health",
     "ListedProducer",
+    "Mandate",
+    "OwnQueryClaims",
+    "OwnView",
     "ParticipantKind",
     "Period",
     "Presence",
@@ -48,6 +58,8 @@ __all__ = [
 ]
 
 QUERY_TYP: Final = "samsvar-query+jwt"
+OWN_QUERY_TYP: Final = "samsvar-own-query+jwt"
+"""A citizen portal's query for the person's own view (SPEC section 9)."""
 QUESTION_TYP: Final = "samsvar-question+jws"
 REPLY_TYP: Final = "samsvar-reply+jws"
 QUERY_MEDIA_TYPE: Final = "application/jwt"
@@ -60,6 +72,19 @@ FHIR_MEDIA_TYPE: Final = "application/fhir+json"
 
 Basis = Literal["consent", "emergency", "lacks_capacity", "child"]
 """Legal basis for the access (SPEC section 6)."""
+
+ActingAs = Literal["self", "guardian", "ombud"]
+"""Whom the signed-in person acts as in the own view: themself, a child's guardian
+(vårdnadshavare), or an ombud with a power of attorney."""
+ACTING_AS: Final[tuple[str, ...]] = ("self", "guardian", "ombud")
+
+LOA3: Final = "http://id.elegnamnden.se/loa/1.0/loa3"
+LOA4: Final = "http://id.elegnamnden.se/loa/1.0/loa4"
+"""The assurance levels (tillitsnivåer) of Sweden's e-identification framework that the
+own view accepts; anything else (loa2, unknown) is below loa3."""
+
+STAFF_ONLY_CLAIMS: Final[tuple[str, ...]] = ("user", "relation", "basis", "unblock")
+"""Claims of a staff query that an own-view token must not carry."""
 
 ParticipantKind = Literal["vårdgivare", "omsorgsgivare", "annan"]
 """Care giver, social care giver, or another participant (e.g. a citizen portal)."""
@@ -127,6 +152,51 @@ class QueryClaims(TokenClaims, _Msg, frozen=True, kw_only=True):
     deadline_ms: int | None = None
 
 
+class Actor(_Msg, frozen=True, kw_only=True):
+    """The signed-in person of an own-view query, as the portal's e-identification said."""
+
+    id: str
+    """Personnummer or samordningsnummer (any accepted spelling; normalised by the broker)."""
+    loa: str
+    """Assurance level URI, e.g. :data:`LOA3`."""
+    auth_time: int
+    """When the person signed in, epoch seconds."""
+
+
+class Mandate(_Msg, frozen=True, kw_only=True):
+    """Why the actor may act for the subject: for a guardian the population register
+    (``source`` ``folkbokforing``, ``checked_at``); for an ombud a power of attorney
+    (``source``, ``id``, ``valid_to``). Dates are ISO 8601 dates or date-times."""
+
+    source: str
+    checked_at: str | None = None
+    id: str | None = None
+    valid_to: str | None = None
+
+
+class OwnQueryClaims(TokenClaims, _Msg, frozen=True, kw_only=True):
+    """The claims of a citizen portal's own-view JWT (SPEC section 9): ``typ``
+    :data:`OWN_QUERY_TYP`. No ``user``, ``relation``, ``basis`` or ``unblock``."""
+
+    actor: Actor
+    acting_as: ActingAs
+    types: Annotated[list[InfoType], msgspec.Meta(min_length=1)]
+    mandate: Mandate | None = None
+    protected_identity: bool = False
+    period: Period | None = None
+    deadline_ms: int | None = None
+
+
+class OwnView(_Msg, frozen=True, kw_only=True):
+    """In a :class:`Question`: this question is the person's own view, so the producer
+    applies the own-view rules (approved for the patient, release delay, a unit's block of
+    a guardian) on top of its staff rules. ``actor`` is the 12-digit identity number."""
+
+    actor: str
+    acting_as: ActingAs
+    loa: str
+
+
 class Consumer(_Msg, frozen=True, kw_only=True):
     """Who asks, as the broker verified it (kind comes from the registry)."""
 
@@ -153,8 +223,12 @@ class Question(_Msg, frozen=True, kw_only=True, omit_defaults=False):
     subject: str
     types: list[InfoType]
     period: Period | None = None
-    basis: Basis
+    basis: Basis | None
+    """``None`` exactly when ``own_view`` is set: the person's own access needs no basis.
+    A producer that predates the own view cannot decode such a question, and so never
+    answers it by the staff rules."""
     unblock: Unblock | None = None
+    own_view: OwnView | None = None
 
 
 class Reply(_Msg, frozen=True, kw_only=True, omit_defaults=False):
@@ -208,6 +282,8 @@ class Answer(_Msg, frozen=True, kw_only=True):
     records: list[Record]
     blocked_at: list[str] | None = None
     """Present only after an unblock ``locate`` (or ``read``) step."""
+    acting_as: ActingAs | None = None
+    """Present only in an own-view answer (SPEC section 9)."""
 
 
 class Problem(_Msg, frozen=True, kw_only=True):
@@ -236,6 +312,8 @@ class ListedProducer(_Msg, frozen=True, kw_only=True, omit_defaults=False):
     name: str
     organisation: OrgRef
     types: list[InfoType]
+    own_view_types: list[InfoType] = []
+    """The types this producer offers in the person's own view."""
     online: bool
     changed_at: float | None = None
     """Epoch seconds when the broker learnt of the last presence change; null if never seen."""
@@ -282,6 +360,7 @@ class SummaryLine(_Line, frozen=True, kw_only=True, tag="summary"):
     blocked_information_exists: bool
     sources: list[SourceResult]
     blocked_at: list[str] | None = None
+    acting_as: ActingAs | None = None
 
 
 class ErrorLine(_Line, frozen=True, kw_only=True, tag="error"):

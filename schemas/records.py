@@ -1,4 +1,4 @@
-"""The nine information types of SPEC section 5, as one tagged union.
+"""The twelve information types of SPEC section 5, as one tagged union.
 
 Every record shares the fields of :class:`_RecordBase`; the ``type`` tag picks the
 concrete struct. Fields follow the national RIV-TA contracts where one exists
@@ -19,23 +19,33 @@ import msgspec
 __all__ = [
     "DISCLOSABLE_SCOPES",
     "INFORMATION_TYPES",
+    "NOT_FOR_PERSON_TYPES",
+    "OWN_VIEW_TYPES",
     "SBAR",
     "Activity",
+    "ActivityStatus",
     "Alert",
     "Author",
+    "Booking",
     "CareContact",
     "CareDocumentation",
     "CarePlan",
     "Code",
+    "ContactPoint",
     "Diagnosis",
+    "FixedContact",
+    "FixedContactRole",
     "FunctionalStatus",
     "InfoType",
     "LabResult",
     "Medication",
     "OrgRef",
+    "PersonRef",
+    "PlanStatus",
     "Record",
     "RecordSource",
     "Scope",
+    "SelfCare",
     "SocialCareIntervention",
     "UnitRef",
     "Verification",
@@ -52,8 +62,21 @@ InfoType = Literal[
     "care_plans",
     "social_care_interventions",
     "functional_status",
+    "bookings",
+    "fixed_contacts",
+    "self_care",
 ]
 INFORMATION_TYPES: Final[tuple[str, ...]] = get_args(InfoType)
+
+OWN_VIEW_TYPES: Final[frozenset[str]] = frozenset({
+    "care_plans", "bookings", "fixed_contacts", "self_care", "medication", "lab_results",
+    "care_contacts", "diagnoses", "social_care_interventions",
+})
+"""The types a person may read in their own view (SPEC section 9), from producers that
+offer them there (the registry's ``own_view_types``)."""
+
+NOT_FOR_PERSON_TYPES: Final[frozenset[str]] = frozenset(INFORMATION_TYPES) - OWN_VIEW_TYPES
+"""``care_documentation``, ``alerts``, ``functional_status``: never in the own view."""
 
 Scope = Literal["hsl", "sol_elderly", "sol_disability", "lss", "sol_other"]
 """The marking (uppmärkning) of a record: the law the documentation was made under."""
@@ -114,6 +137,9 @@ class _RecordBase(
     security: list[Code] = []
     """The source's security labels (e.g. confidentiality ``R``), kept on a record the
     producer's configuration lets pass with its labels."""
+    approved_for_patient: bool = True
+    """RIV-TA's ``approvedForPatient``: ``False`` keeps the record out of the person's own
+    view for good (SPEC section 9); staff answers carry it as the producer has it."""
 
 
 class SBAR(_Frozen, frozen=True, kw_only=True):
@@ -194,21 +220,77 @@ class CareContact(_RecordBase, frozen=True, kw_only=True, tag="care_contacts"):
     end: dt.datetime | None = None
 
 
+class PersonRef(_Frozen, frozen=True, kw_only=True):
+    """A named person in a plan, booking or contact: a professional (HSA-id when known) or
+    someone close to the person (``role`` e.g. "närstående")."""
+
+    name: str = ""
+    hsa_id: str = ""
+    role: str = ""
+    organisation: OrgRef | None = None
+    unit: UnitRef | None = None
+
+
+class ContactPoint(_Frozen, frozen=True, kw_only=True):
+    """How to reach a contact (GetCareManagers' ContactType: telecom, address, hours)."""
+
+    system: Literal["phone", "email", "1177", "address", "other"]
+    value: str
+    hours: str = ""
+    """When it is answered, in words, e.g. "vardagar 8–10"."""
+
+
+ActivityStatus = Literal["planned", "in_progress", "done", "cancelled"]
+PlanStatus = Literal["draft", "active", "completed", "cancelled"]
+
+
 class Activity(_Frozen, frozen=True, kw_only=True):
-    description: str
-    responsible: str
+    """One activity of a plan: what is done, which organisation answers for it, when.
+
+    ``description`` is this field's name before SPEC section 9 (read into ``what`` when
+    ``what`` is empty), kept so older producers' replies still decode.
+    """
+
+    what: str = ""
+    responsible_org: OrgRef | None = None
+    """The organisation (region, municipality, provider) that answers for the activity."""
+    responsible: str = ""
+    """Who carries it out, in words: a role and unit, or a relative."""
     when: str = ""
+    status: ActivityStatus = "planned"
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.what and self.description:
+            msgspec.structs.force_setattr(self, "what", self.description)
 
 
 class CarePlan(_RecordBase, frozen=True, kw_only=True, tag="care_plans"):
-    """SIP (samordnad individuell plan) and other plans."""
+    """SIP (samordnad individuell plan) and other plans, as structure: the needs, who does
+    what and when, who coordinates, when it is followed up.
+
+    ``plan_type`` takes GetCarePlans' TypeOfCarePlan codes (``SIP``, ``SPLPTLRV``, ``SPU``,
+    ``VP``, ``HP``, ``RP``, ``GP``, ``SVP``). ``follow_up`` is ``follow_up_date``'s name
+    before SPEC section 9, read into it when it is absent.
+    """
 
     title: str
     plan_type: str = ""
+    status: PlanStatus = "active"
+    needs: list[str] = []
     goals: list[str] = []
     activities: list[Activity] = []
-    follow_up: dt.date | None = None
+    overall_responsible_org: OrgRef | None = None
+    """The organisation with the overall responsibility (SIP: huvudansvar)."""
+    coordinator: PersonRef | None = None
     participants: list[str] = []
+    """Who took part in drawing up the plan, in words (the person, relatives, units)."""
+    follow_up_date: dt.date | None = None
+    follow_up: dt.date | None = None
+
+    def __post_init__(self) -> None:
+        if self.follow_up_date is None and self.follow_up is not None:
+            msgspec.structs.force_setattr(self, "follow_up_date", self.follow_up)
 
 
 class SocialCareIntervention(
@@ -234,6 +316,69 @@ class FunctionalStatus(_RecordBase, frozen=True, kw_only=True, tag="functional_s
     description: str = ""
 
 
+class Booking(_RecordBase, frozen=True, kw_only=True, tag="bookings"):
+    """Bokad tid (GetSubjectOfCareSchedule's Timeslot): ``time`` is when it was booked or
+    last changed, ``start`` when the person is expected."""
+
+    start: Annotated[dt.datetime, msgspec.Meta(tz=True)]
+    end: Annotated[dt.datetime, msgspec.Meta(tz=True)] | None = None
+    unit: UnitRef
+    """Where (healthcare_facility and its name)."""
+    performer: PersonRef | None = None
+    purpose: str = ""
+    reason: str = ""
+    status: Literal["booked", "cancelled", "fulfilled", "noshow"] = "booked"
+    invitation: bool = False
+    """``isInvitation``: the unit invited the person (a kallelse), not booked by them."""
+    time_type: str = ""
+    """E.g. "Besök", "Telefontid", "Videobesök" (timeTypeName)."""
+    care_type: str = ""
+    """E.g. "Sjuksköterska", "Läkare" (careTypeName)."""
+    address: str = ""
+
+
+FixedContactRole = Literal[
+    "fast_vardkontakt", "fast_omsorgskontakt", "fast_lakarkontakt", "kontaktsjukskoterska",
+    "other",
+]
+
+
+class FixedContact(_RecordBase, frozen=True, kw_only=True, tag="fixed_contacts"):
+    """Fast vård- eller omsorgskontakt (GetCareManagers' PractitionerRole): who, in what
+    role, at which unit, for which period, and how to reach them.
+
+    ``internal_note`` (RIV-TA ``internalNotes``) is for staff: it never leaves in the own
+    view. ``note`` (``externalNotes``) is meant for the person.
+    """
+
+    role: FixedContactRole
+    role_display: str = ""
+    """The role in the producer's words when ``role`` is ``other`` or more precise."""
+    person: PersonRef
+    care_team: str = ""
+    unit: UnitRef | None = None
+    start: dt.date | None = None
+    end: dt.date | None = None
+    contact: list[ContactPoint] = []
+    note: str = ""
+    internal_note: str = ""
+
+
+class SelfCare(_RecordBase, frozen=True, kw_only=True, tag="self_care"):
+    """Egenvård: a health care measure the person (or someone for them) performs, as
+    assessed by a professional (SOSFS 2009:6 / HSLF-FS 2022:...)."""
+
+    activity: str
+    instructions: str = ""
+    performed_by: str = ""
+    """Who performs it, in words: the person, a relative, a personal assistant."""
+    assessed_by: PersonRef | None = None
+    start: dt.date | None = None
+    end: dt.date | None = None
+    follow_up_date: dt.date | None = None
+    status: Literal["active", "ended"] = "active"
+
+
 Record = Union[
     CareDocumentation,
     Diagnosis,
@@ -244,6 +389,9 @@ Record = Union[
     CarePlan,
     SocialCareIntervention,
     FunctionalStatus,
+    Booking,
+    FixedContact,
+    SelfCare,
 ]
 
 

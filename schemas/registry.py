@@ -14,7 +14,7 @@ The operator edits it as TOML (see docs/configuration.md)::
     id = "SE2321000999-RE01"
     name = "Region Exempel"
     kind = "vårdgivare"                      # or "omsorgsgivare", or "annan"
-    roles = ["consumer", "producer"]         # and/or "log-extract"
+    roles = ["consumer", "producer"]         # and/or "log-extract", "citizen-portal"
     keys = [{ kid = "...", kty = "EC", crv = "P-256", x = "...", y = "..." }]
 
     [[producers]]
@@ -22,6 +22,8 @@ The operator edits it as TOML (see docs/configuration.md)::
     name = "Region Exempel, journal"
     organisation = "SE2321000999-RE01"       # a participant with the producer role
     types = ["medication", "diagnoses"]
+    own_view_types = ["medication"]          # offered in the person's own view (SPEC 9)
+    ombud_types = []                         # of those, what an ombud may read (opt-in)
     units = [{ id = "SE2321000999-U100", name = "Akutmottagningen" }]
     keys = [{ kid = "..." , kty = "OKP", crv = "Ed25519", x = "..." }]
 
@@ -41,7 +43,7 @@ from typing import Any, Final, get_args
 from .errors import RegistryError, UnknownKey
 from .jose import Header, PublicKey, public_key_from_jwk
 from .messages import ParticipantKind
-from .records import INFORMATION_TYPES, OrgRef, UnitRef
+from .records import INFORMATION_TYPES, OWN_VIEW_TYPES, OrgRef, UnitRef
 
 __all__ = [
     "ROLES",
@@ -54,7 +56,8 @@ __all__ = [
     "parse_registry",
 ]
 
-ROLES: Final[frozenset[str]] = frozenset({"consumer", "producer", "log-extract"})
+ROLES: Final[frozenset[str]] = frozenset(
+    {"consumer", "producer", "log-extract", "citizen-portal"})
 _KINDS: Final[frozenset[str]] = frozenset(get_args(ParticipantKind))
 _ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -97,6 +100,10 @@ class Producer:
     types: frozenset[str]
     units: tuple[UnitRef, ...]
     keys: Mapping[str, PublicKey]
+    own_view_types: frozenset[str] = frozenset()
+    """The types this producer offers in the person's own view (a subset of ``types``)."""
+    ombud_types: frozenset[str] = frozenset()
+    """Of those, the types it lets an ombud read (opt-in; a subset of ``own_view_types``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,6 +129,14 @@ class Registry:
             serving = self._serving[wanted] = tuple(
                 p for p in self.producers.values() if p.types & wanted)
         return serving
+
+    def producers_for_own_view(self, types: Iterable[str], *,
+                               ombud: bool = False) -> tuple[Producer, ...]:
+        """Every producer offering at least one of ``types`` in the own view (to an ombud:
+        only those that opted in for the type)."""
+        wanted = frozenset(types)
+        return tuple(p for p in self.producers.values()
+                     if (p.ombud_types if ombud else p.own_view_types) & wanted)
 
     def participant_key(self, participant_id: str, header: Header) -> PublicKey:
         p = self.participants.get(participant_id)
@@ -324,6 +339,23 @@ def parse_registry(text: str, *, path: str = "") -> Registry:
                     f"({', '.join(INFORMATION_TYPES)})",
                     line=loc.value(f'"{t}"', at), path=path,
                 )
+        own = raw.get("own_view_types", [])
+        if not isinstance(own, list) or not all(isinstance(t, str) for t in own):
+            raise RegistryError(f"{where}: own_view_types must be a list of types",
+                                line=loc.value("own_view_types", at), path=path)
+        for t in own:
+            if t not in OWN_VIEW_TYPES or t not in types:
+                raise RegistryError(
+                    f"{where}: own_view_types: {t!r} is not "
+                    + ("one of the producer's types" if t in OWN_VIEW_TYPES else
+                       f"a type of the own view ({', '.join(sorted(OWN_VIEW_TYPES))})"),
+                    line=loc.value("own_view_types", at), path=path,
+                )
+        ombud = raw.get("ombud_types", [])
+        if (not isinstance(ombud, list) or not all(isinstance(t, str) for t in ombud)
+                or not set(ombud) <= set(own)):
+            raise RegistryError(f"{where}: ombud_types must be a list of the producer's "
+                                "own_view_types", line=loc.value("ombud_types", at), path=path)
         units: list[UnitRef] = []
         seen_units: set[str] = set()
         for u in raw.get("units", []):
@@ -338,7 +370,7 @@ def parse_registry(text: str, *, path: str = "") -> Registry:
                                                      at=at, path=path)))
         producers[pid] = Producer(
             id=pid, name=str(raw.get("name", pid)), organisation=org, types=frozenset(types),
-            units=tuple(units),
+            units=tuple(units), own_view_types=frozenset(own), ombud_types=frozenset(ombud),
             keys=_keys(raw.get("keys"), where=where, at=at, loc=loc, path=path,
                        inherit=org.keys),
         )

@@ -42,6 +42,7 @@ from schemas.records import (
     UnitRef,
     record_type,
 )
+from samsvar.demo_own import own_records
 from schemas.registry import Participant, Producer
 
 DEMO_DATA = Path(__file__).parents[2] / "samsvar" / "demo_data"
@@ -54,6 +55,9 @@ EXPECTED = {
     "care_plans": "CarePlan",
     "social_care_interventions": "ServiceRequest",
     "functional_status": "Observation",
+    "bookings": "Appointment",
+    "fixed_contacts": "CareTeam",
+    "self_care": "CarePlan",
 }
 _records: msgspec.json.Decoder[list[Record]] = msgspec.json.Decoder(list[Record])
 
@@ -70,6 +74,11 @@ def demo_records() -> dict[str, dict[str, list[Record]]]:
     found: dict[str, dict[str, list[Record]]] = defaultdict(dict)
     for path in sorted(DEMO_DATA.glob("*/*.json")):
         found[path.stem][path.parent.name] = _records.decode(path.read_bytes())
+    # and the own view's records, dated relative to today as the demo writes them
+    for pid, persons in own_records(dt.date.today()).items():
+        for person, raw in persons.items():
+            found[person][pid] = [*found[person].get(pid, []),
+                                  *msgspec.convert(raw, list[Record])]
     return dict(found)
 
 
@@ -137,7 +146,8 @@ def test_every_demo_bundle_is_valid_fhir_r4(person: str) -> None:
         assert parts["organisation"]["valueReference"]["identifier"]["value"] == \
             record.source.organisation.id
         assert "security" not in resource["meta"]
-        subject = resource.get("subject") or resource.get("patient")
+        subject = (resource.get("subject") or resource.get("patient")
+                   or resource["participant"][0]["actor"])  # an Appointment's
         assert subject["identifier"] == patient_identifier(person)
     statuses = {}
     for entry in outcomes[1:]:

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
 import broker
-from broker import errors, policy
+from broker import errors, own_view, policy
 from broker.config import BrokerConfig
 from broker.http_api import create_app
 from broker.http_server import FALLBACK_ROUTE
@@ -36,7 +36,7 @@ SCHEMA_REF = "#/components/schemas/{name}"
 EVERY_ENDPOINT = {
     ("post", "/v1/queries"), ("post", "/v1/access-log/extract"), ("get", "/healthz"),
     ("get", "/readyz"), ("get", "/metrics"), ("get", "/v1/producers"), ("get", "/"),
-    ("get", "/v1/dashboard"), ("get", "/openapi.json"),
+    ("get", "/v1/dashboard"), ("get", "/openapi.json"), ("post", "/v1/own/queries"),
 }
 
 
@@ -148,15 +148,17 @@ def test_query_answers_in_three_representations() -> None:
 @pytest.mark.parametrize(("path", "statuses"), [
     ("/v1/queries", {"400", "401", "403", "408", "413", "415", "429", "503"}),
     ("/v1/access-log/extract", {"400", "401", "408", "413", "415", "503"}),
+    ("/v1/own/queries", {"400", "401", "403", "408", "413", "415", "429", "503"}),
 ])
 def test_problems_are_documented_with_their_slugs(path: str, statuses: set[str]) -> None:
     responses = build_openapi()["paths"][path]["post"]["responses"]
     assert set(responses) - {"200"} == statuses
-    endpoint = "query" if path == "/v1/queries" else "extract"
+    endpoint = {"/v1/queries": "query", "/v1/access-log/extract": "extract",
+                "/v1/own/queries": "own"}[path]
     for slug, problem in errors.PROBLEM_TYPES.items():
         description = responses.get(str(problem.status), {}).get("description", "")
         listed = f"`{errors.PROBLEM_BASE}{slug}`" in description
-        assert listed is (problem.endpoints in (endpoint, "both")), (path, slug)
+        assert listed is problem.raised_by(endpoint), (path, slug)
     for status in statuses:
         assert responses[status]["content"]["application/problem+json"]["schema"] == {
             "$ref": SCHEMA_REF.format(name="Problem")}
@@ -231,14 +233,19 @@ def test_computed_slugs_are_the_policy_rules() -> None:
     role is no slug of its own: it is the same 401 ``unknown-key`` as an unknown issuer."""
     _, dynamic, _ = _raised_in_code()
     assert dynamic == {"service.py: decision.rule"}
-    rules = {value for name, value in vars(policy).items() if name.startswith("RULE_")}
+    rules = _rules()
     assert rules
     for rule in rules:
         assert errors.PROBLEM_TYPES[rule].status == 403, rule
 
 
+def _rules() -> set[str]:
+    """The rules of the law for staff (broker.policy) and for the own view."""
+    return {value for module in (policy, own_view) for name, value in vars(module).items()
+            if name.startswith("RULE_")}
+
+
 def test_problem_types_lists_nothing_the_code_never_raises() -> None:
     literal, _, _ = _raised_in_code()
-    rules = {value for name, value in vars(policy).items() if name.startswith("RULE_")}
-    raised = set(literal) | rules
+    raised = set(literal) | _rules()
     assert set(errors.PROBLEM_TYPES) - raised == set()

@@ -67,6 +67,11 @@ class Query:
     query_id: str = "q-1"
     subject: str = PERSON
     claims: Any = None
+    own: Any = None
+
+    @property
+    def unblock(self) -> Unblock | None:
+        return self.claims.unblock if self.claims is not None else None
 
 
 @dataclass
@@ -92,6 +97,9 @@ class StubService:
 
     def __post_init__(self) -> None:
         self.registry = Registry([o.producer for o in self.settled + self.late])
+
+    def producers_for(self, query: Any) -> list[Producer]:
+        return self.registry.producers
 
     async def log_opened(self, query: Any) -> None:
         await asyncio.sleep(0)

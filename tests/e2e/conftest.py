@@ -77,6 +77,13 @@ class ProducerSpec:
                                                       "alerts"])
     records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     excluded_units: list[str] = field(default_factory=list)
+    own_view_types: list[str] = field(default_factory=list)
+    """What the producer offers in the person's own view (SPEC section 9)."""
+    ombud_types: list[str] = field(default_factory=list)
+    units: list[str] = field(default_factory=lambda: ["U1"])
+    release_delay_days: dict[str, int] = field(default_factory=dict)
+    blocks: list[dict[str, str]] = field(default_factory=list)
+    """Blocks (spärrar) as a ``json_file`` block source holds them."""
 
 
 @dataclass
@@ -121,6 +128,10 @@ class Federation:
             excluded_units=frozenset(spec.excluded_units), base=self.tmp,
             replica=replica or f"r-{uuid.uuid4().hex[:6]}",
             witness=Path("producers") / producer_id / "witness.json",
+            release_delay_days=spec.release_delay_days,
+            guardian_blocks=Path(f"guardian-blocks-{producer_id}.db"),
+            blocks=({"kind": "json_file", "path": f"blocks-{producer_id}.json"}
+                    if spec.blocks else None),
         )
 
     async def start_adapter(self, producer_id: str, *, replica: str | None = None,
@@ -161,10 +172,11 @@ class Federation:
         return sign_query(claims, self.keys[issuer])
 
     async def post(self, token: str | bytes, *, content_type: str = "application/jwt",
-                   accept: str = "application/json") -> tuple[int, dict[str, str], Any]:
+                   accept: str = "application/json",
+                   path: str = "/v1/queries") -> tuple[int, dict[str, str], Any]:
         assert self.http is not None
         data = token.encode() if isinstance(token, str) else token
-        async with self.http.post(f"{self.url}/v1/queries", data=data,
+        async with self.http.post(f"{self.url}{path}", data=data,
                                   headers={"Content-Type": content_type,
                                            "Accept": accept}) as resp:
             body = await resp.read()
@@ -197,13 +209,21 @@ def build_federation(tmp: Path, server: MqttServer, prefix: str,
              'kind = "omsorgsgivare"', 'roles = ["consumer"]',
              f"keys = {jwk(SOCIAL_CARE_GIVER)}", "",
              "[[participants]]", f'id = "{CITIZEN_PORTAL}"', 'name = "Invånartjänst"',
-             'kind = "annan"', 'roles = ["log-extract"]', f"keys = {jwk(CITIZEN_PORTAL)}", "",
+             'kind = "annan"', 'roles = ["log-extract", "citizen-portal"]',
+             f"keys = {jwk(CITIZEN_PORTAL)}", "",
              "[[participants]]", 'id = "PRODORG"', 'name = "Producentorganisation"',
              'kind = "vårdgivare"', 'roles = ["producer"]', f"keys = {jwk('PRODORG')}", ""]
     for spec in producers:
         lines += ["[[producers]]", f'id = "{spec.id}"', f'name = "Producent {spec.id}"',
                   'organisation = "PRODORG"', f"types = {json.dumps(spec.types)}",
-                  'units = [{ id = "U1", name = "Enhet U1" }]', f"keys = {jwk(spec.id)}", ""]
+                  f"own_view_types = {json.dumps(spec.own_view_types)}",
+                  f"ombud_types = {json.dumps(spec.ombud_types)}",
+                  "units = [" + ", ".join(f'{{ id = "{u}", name = "Enhet {u}" }}'
+                                          for u in spec.units) + "]",
+                  f"keys = {jwk(spec.id)}", ""]
+        if spec.blocks:
+            (tmp / f"blocks-{spec.id}.json").write_text(json.dumps(spec.blocks),
+                                                         encoding="utf-8")
         data = tmp / "data" / spec.id
         data.mkdir(parents=True)
         for person, records in spec.records.items():

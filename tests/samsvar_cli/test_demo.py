@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -11,10 +14,15 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from consumer_client import Client
+from schemas.identity import age_on
 from schemas.jose import load_private_key
+from schemas.messages import LOA3, Actor, Mandate, User
+from schemas.records import CarePlan, UnitRef
 from tests.conftest import MqttServer, free_port
 
 SAMSVAR = [sys.executable, "-m", "samsvar"]
@@ -92,7 +100,8 @@ def test_serve_writes_the_contracted_files(served: tuple[Path, int]) -> None:
         assert load_private_key(workdir / p["key_file"]).kid == p["kid"]
         assert p["key_file"] == f"keys/{p['id']}.jwk"
     for p in demo["producers"]:
-        assert set(p) == {"id", "organisation", "types"}
+        assert set(p) == {"id", "organisation", "types", "own_view_types"}
+        assert p["own_view_types"] and set(p["own_view_types"]) <= set(p["types"])
     tags = {t for person in demo["persons"] for t in person["tags"]}
     assert {"child", "over_85", "blocked", "several_producers", "social_care",
             "sol_other"} <= tags
@@ -212,3 +221,109 @@ def _entries(db: Path) -> int:
 
     with closing(sqlite3.connect(db)) as conn:
         return int(conn.execute("SELECT count(*) FROM access_log_entries").fetchone()[0])
+
+
+# -- the own view's demo (SPEC sections 8 and 9) ------------------------------------------
+
+OWN_TAGS = {"sip", "bookings", "child_under_13", "teen_13_15", "protected_identity",
+            "delayed", "not_for_patient"}
+ADULT_TAGS = {"sip", "bookings", "delayed", "not_for_patient", "blocked", "protected_identity"}
+
+
+def _portal(workdir: Path, demo: dict[str, Any]) -> Client:
+    [portal] = [p for p in demo["participants"] if "citizen-portal" in p["roles"]]
+    assert "log-extract" in portal["roles"]
+    return Client.from_files(demo["broker_url"], workdir / portal["key_file"], portal["id"],
+                             demo["aud"], User(id="-", name="-", role="-",
+                                               unit=UnitRef(id="-", name="-")))
+
+
+def _staff(workdir: Path, demo: dict[str, Any]) -> Client:
+    asker = demo["participants"][0]
+    return Client.from_files(demo["broker_url"], workdir / asker["key_file"], asker["id"],
+                             demo["aud"], User(id="SE2321000999-ANLI", name="Anna Lind",
+                                               role="Läkare", unit=UnitRef(
+                                                   id="SE2321000999-U100", name="Akuten")))
+
+
+async def test_the_own_view_demo_holds_what_spec_8_promises(
+        served: tuple[Path, int]) -> None:
+    workdir, _ = served
+    demo = json.loads((workdir / "demo.json").read_text(encoding="utf-8"))
+    today = dt.date.today()
+    persons = {p["id"]: p for p in demo["persons"]}
+    by_tag = {t: [p for p in demo["persons"] if t in p["tags"]] for t in OWN_TAGS}
+    assert all(by_tag.values()), by_tag
+    for tag in ADULT_TAGS:
+        for p in (q for q in demo["persons"] if tag in q["tags"]):
+            assert age_on(p["id"], today) >= 18, (tag, p)
+    for child in by_tag["child_under_13"]:
+        assert age_on(child["id"], today) < 13
+        assert child["guardians"] and all(age_on(g, today) >= 18 for g in child["guardians"])
+        assert all(g in persons for g in child["guardians"])
+    assert all(13 <= age_on(p["id"], today) <= 15 for p in by_tag["teen_13_15"])
+    own_types = {p["id"]: p["own_view_types"] for p in demo["producers"]}
+    now = int(time.time())
+
+    async with _portal(workdir, demo) as portal, _staff(workdir, demo) as staff:
+        # the SIP: activities by the region and the municipality, own-view records at both
+        [sip] = by_tag["sip"]
+        me = Actor(id=sip["id"], loa=LOA3, auth_time=now)
+        answer = await portal.own_query(subject=sip["id"], types=["care_plans", "bookings",
+                                                                  "fixed_contacts"],
+                                        actor=me, acting_as="self")
+        ok = {s.producer for s in answer.sources if s.status == "ok"}
+        assert {"SE2321000999-P001", "SE2120009999-VO01"} <= ok
+        plans = [r for r in answer.records if isinstance(r, CarePlan) and r.plan_type == "SIP"]
+        orgs = {a.responsible_org.id for p in plans for a in p.activities if a.responsible_org}
+        assert {"SE2321000999-RE01", "SE2120009999-EK01"} <= orgs
+        assert all(getattr(r, "internal_note", "") == "" for r in answer.records)
+        # the delayed and not-for-patient records: staff see them, the person does not,
+        # and every other record of theirs of a type offered in the own view is shown
+        for tag in ("delayed", "not_for_patient"):
+            [person] = by_tag[tag]
+            types = sorted({t for ts in own_types.values() for t in ts})
+            staff_answer = await staff.query(subject=person["id"], types=types,
+                                             basis="consent")
+            own = await portal.own_query(subject=person["id"], types=types,
+                                         actor=Actor(id=person["id"], loa=LOA3, auth_time=now),
+                                         acting_as="self")
+            offered = {(r.source.producer, r.id) for r in staff_answer.records
+                       if type(r).__struct_config__.tag in own_types[r.source.producer]}
+            shown = {(r.source.producer, r.id) for r in own.records}
+            hidden = offered - shown
+            assert len(hidden) == 1 and shown <= offered, (tag, hidden)
+            [(_, hidden_id)] = hidden
+            held = next(r for r in staff_answer.records if r.id == hidden_id)
+            assert type(held).__struct_config__.tag != "social_care_interventions"
+            assert held.approved_for_patient is (tag != "not_for_patient")
+        # a guardian reads the child; the child alone may not
+        [child] = by_tag["child_under_13"]
+        guardian = Actor(id=child["guardians"][0], loa=LOA3, auth_time=now)
+        read = await portal.own_query(
+            subject=child["id"], types=["bookings", "medication"], actor=guardian,
+            acting_as="guardian",
+            mandate=Mandate(source="folkbokforing", checked_at=today.isoformat()))
+        assert read.acting_as == "guardian" and read.records
+
+
+def test_the_readme_s_own_view_commands_work_on_the_served_demo(
+        served: tuple[Path, int]) -> None:
+    workdir, _ = served
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## The person's own view", 1)[1].split("\n## ", 1)[0]
+    [block] = re.findall(r"```sh\n(.+?)\n```", section, flags=re.DOTALL)
+    commands = [c for c in block.replace("\\\n", " ").splitlines()
+                if c.strip() and not c.startswith("#")]
+    assert len(commands) == 4
+    outputs = []
+    for command in commands:
+        argv = shlex.split(command.replace("demo-work", str(workdir)))
+        assert argv[0] == ".venv/bin/samsvar"
+        done = run(*argv[1:])
+        assert done.returncode == 0, (command, done.stderr)
+        outputs.append(done.stdout)
+    sip, child, delayed_own, delayed_staff = outputs
+    assert "SIP" in sip and "Exempel kommun" in sip and "Region Exempel" in sip
+    assert "read as guardian" in child and "Astmakontroll" in child
+    assert "P-PSA" not in delayed_own and "P-PSA" in delayed_staff

@@ -28,17 +28,22 @@ from schemas.records import (
     Activity,
     Alert,
     Author,
+    Booking,
     CareContact,
     CareDocumentation,
     CarePlan,
     Code,
+    ContactPoint,
     Diagnosis,
+    FixedContact,
     FunctionalStatus,
     LabResult,
     Medication,
     OrgRef,
+    PersonRef,
     Record,
     RecordSource,
+    SelfCare,
     SocialCareIntervention,
     UnitRef,
 )
@@ -81,9 +86,56 @@ RECORDS: list[Record] = [
                                                                       "scope": "sol_elderly"}),
     FunctionalStatus(id="f1", domain="Förflyttning", assessment="Behöver hjälp",
                      description="Rullator", **BASE),
+    CarePlan(id="p2", title="SIP hemgång", plan_type="SIP", status="active",
+             needs=["Stöd i hemmet"],
+             activities=[Activity(what="Hemtjänst morgon och kväll",
+                                  responsible_org=OrgRef(id="SE2120009999-0001",
+                                                         name="Exempla kommun"),
+                                  responsible="Hemtjänsten Norra", when="dagligen",
+                                  status="in_progress")],
+             overall_responsible_org=ORG,
+             coordinator=PersonRef(name="Sara SIP", role="SIP-samordnare", organisation=ORG),
+             participants=["Personen", "Dottern"], follow_up_date=dt.date(2027, 1, 10),
+             approved_for_patient=False, **BASE),
+    Booking(id="b1", start=dt.datetime(2026, 12, 1, 9, 0, tzinfo=UTC),
+            end=dt.datetime(2026, 12, 1, 9, 30, tzinfo=UTC),
+            unit=UnitRef(id="SE2321000016-U200", name="Vårdcentralen"),
+            performer=PersonRef(name="Per Doktor", hsa_id="SE2321000016-1XYZ", role="Läkare"),
+            purpose="Återbesök", status="booked", invitation=True, time_type="Besök",
+            care_type="Läkare", **BASE),
+    FixedContact(id="fc1", role="fast_vardkontakt", person=PersonRef(name="Siv Sjuksköterska"),
+                 care_team="Team Norr", unit=UnitRef(id="SE2321000016-U200", name="VC"),
+                 start=dt.date(2026, 1, 1),
+                 contact=[ContactPoint(system="phone", value="010-123 45 67",
+                                       hours="vardagar 8-10")],
+                 note="Ring vid frågor", internal_note="Personal: se journal", **BASE),
+    SelfCare(id="sc1", activity="Blodsockermätning", instructions="Före frukost",
+             performed_by="Personen själv", assessed_by=PersonRef(name="Siv"),
+             follow_up_date=dt.date(2027, 3, 1), **BASE),
 ]
 
 record_decoder = msgspec.json.Decoder(Record)
+
+
+def test_care_plan_reads_the_names_before_spec_9() -> None:
+    """An older producer's plan (activity ``description``, ``follow_up``) still decodes, and
+    its values are read under the new names."""
+    old = {"type": "care_plans", "id": "p", "time": "2026-01-01T00:00:00Z", "scope": "hsl",
+           "source": {"producer": "P", "organisation": {"id": "O", "name": "O"},
+                      "unit": {"id": "U", "name": "U"}},
+           "title": "SIP", "follow_up": "2026-12-15",
+           "activities": [{"description": "Genomgång", "responsible": "Region"}]}
+    plan = record_decoder.decode(json.dumps(old))
+    assert isinstance(plan, CarePlan)
+    assert plan.follow_up_date == dt.date(2026, 12, 15)
+    assert plan.activities[0].what == "Genomgång"
+
+
+def test_approved_for_patient_is_sent_only_when_false() -> None:
+    shown = msgspec.json.decode(msgspec.json.encode(RECORDS[0]))
+    hidden = msgspec.json.decode(msgspec.json.encode(RECORDS[9]))
+    assert "approved_for_patient" not in shown
+    assert hidden["approved_for_patient"] is False
 
 
 def user() -> User:
@@ -313,3 +365,19 @@ def test_presence_and_problem() -> None:
     assert json.loads(msgspec.json.encode(prob)) == {
         "type": "https://samsvar.se/problems/policy", "title": "Forbidden", "status": 403,
         "rule": "relation_required"}
+
+
+def test_own_query_claims() -> None:
+    from schemas.messages import OwnQueryClaims
+
+    raw = {"iss": "SE5560000000-0003", "aud": "B", "iat": 1, "exp": 61, "jti": "j",
+           "sub": "201503012385", "types": ["bookings"], "acting_as": "guardian",
+           "actor": {"id": "198203012391", "loa": "http://id.elegnamnden.se/loa/1.0/loa3",
+                     "auth_time": 1},
+           "mandate": {"source": "folkbokforing", "checked_at": "2026-12-08"}}
+    claims = msgspec.json.decode(json.dumps(raw), type=OwnQueryClaims)
+    assert claims.actor.id == "198203012391"
+    assert claims.mandate is not None and claims.mandate.source == "folkbokforing"
+    assert claims.protected_identity is False
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(json.dumps({**raw, "acting_as": "neighbour"}), type=OwnQueryClaims)

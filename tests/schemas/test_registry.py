@@ -408,3 +408,37 @@ def test_wrong_shapes_are_registry_errors(keys: Keys) -> None:
     text = 'participants = ["SE2321000016-0001"]\n' + text
     with pytest.raises(RegistryError):
         parse_registry(text)
+
+
+# -- the own view (SPEC section 9) ------------------------------------------------------
+
+
+def with_own_view(text: str, line: str) -> str:
+    """Give the municipality's producer the ``own_view_types`` line ``line``."""
+    return text.replace('types = ["social_care_interventions", "care_plans", "medication"]\n',
+                        'types = ["social_care_interventions", "care_plans", "medication"]\n'
+                        + line + "\n")
+
+
+def test_own_view_types_choose_the_producers_asked(keys: Keys) -> None:
+    text = with_own_view(good_text(keys), 'own_view_types = ["care_plans"]').replace(
+        'roles = ["log-extract"]', 'roles = ["log-extract", "citizen-portal"]')
+    reg = parse_registry(text)
+    assert reg.producers["SE2120000000-P002"].own_view_types == {"care_plans"}
+    assert reg.producers["SE2321000016-P001"].own_view_types == frozenset()
+    assert [p.id for p in reg.producers_for_own_view(["care_plans", "medication"])] == [
+        "SE2120000000-P002"]
+    assert reg.producers_for_own_view(["medication"]) == ()
+    assert "citizen-portal" in reg.participants["SE5560000000-0003"].roles
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('own_view_types = ["alerts"]', "not a type of the own view"),
+    ('own_view_types = ["bookings"]', "not one of the producer's types"),
+    ('own_view_types = "care_plans"', "must be a list"),
+    ('ombud_types = ["medication"]', "ombud_types must be a list of the producer's"),
+])
+def test_own_view_types_are_checked(keys: Keys, line: str, message: str) -> None:
+    text = with_own_view(good_text(keys), line)
+    text = text.replace(line, f"{MARK}\n{line}")
+    expect_error(text, message)

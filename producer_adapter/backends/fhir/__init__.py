@@ -45,6 +45,9 @@ Type → resources (the record's time: ``mapping._TIME_ELEMENTS``):
   ``vital-signs`` or ``social-history``
 * ``care_contacts`` → Encounter; ``care_plans`` → CarePlan; ``care_documentation`` →
   DocumentReference; ``social_care_interventions`` → ServiceRequest
+* ``bookings`` → Appointment (the person among its participants); ``fixed_contacts`` →
+  CareTeam (its first participant, a PractitionerRole); ``self_care`` → CarePlan with a
+  self-care category (``config.SELF_CARE_CODES``; never also a ``care_plans`` record)
 
 **Scope.** The first that applies: the resource's (or its ``meta``'s) extension
 ``[backend.scope] extension`` whose ``valueCode`` is a scope (any other value leaves the

@@ -23,7 +23,7 @@ from schemas.records import INFORMATION_TYPES, Record, UnitRef
 
 from ...errors import AdapterConfigError, BackendError
 from ..base import BackendResult, RecordBackend, Unreadable, in_period
-from .config import _SEARCHES, FhirConfig, _Search
+from .config import _SEARCHES, SELF_CARE_CODES, FhirConfig, _Search
 from .mapping import (
     _UNIT_ELEMENTS,
     Json,
@@ -306,6 +306,10 @@ class FhirBackend:
         return params
 
     def _is_type(self, resource: Json, info_type: str) -> bool:
+        if resource.get("resourceType") == "CarePlan":
+            categories = {code.split("|")[-1].lower() for c in _list(resource.get("category"))
+                          for code in _coded(c)}
+            return bool(categories & SELF_CARE_CODES) == (info_type == "self_care")
         if resource.get("resourceType") != "Observation":
             return True
         categories = {code.split("|")[-1] for c in _list(resource.get("category"))
@@ -342,9 +346,13 @@ class FhirBackend:
                       patients: set[str], period: Period | None, state: _Fetch
                       ) -> Record | None:
         kind = str(resource.get("resourceType"))
-        subject = str(_dict(resource.get(search.subject)).get("reference", ""))
-        match = _PATIENT_REF.search(subject)
-        if match is None or match.group(1) not in patients:
+        if kind == "Appointment":  # the person is one of its participants
+            refs = [str(_dict(_dict(p).get("actor")).get("reference", ""))
+                    for p in _list(resource.get("participant"))]
+        else:
+            refs = [str(_dict(resource.get(search.subject)).get("reference", ""))]
+        matches = [m.group(1) for m in map(_PATIENT_REF.search, refs) if m is not None]
+        if not matches or not set(matches) <= patients:
             state.left_out[f"{kind}:other-patient"] += 1
             return None
         moment = record_time(resource, self.config.timezone)
@@ -440,8 +448,14 @@ class FhirBackend:
             if unit is not None:
                 return unit
         kind = str(resource.get("resourceType"))
-        for element in _UNIT_ELEMENTS.get(kind, ()):
-            for ref in _list(resource.get(element)):
+        refs = [ref for element in _UNIT_ELEMENTS.get(kind, ()) for ref in
+                _list(resource.get(element))]
+        if kind == "Appointment":  # a Location or Organization among the participants
+            refs += [_dict(p).get("actor") for p in _list(resource.get("participant"))]
+        if kind == "CareTeam":
+            refs += [_dict(p).get("onBehalfOf") for p in _list(resource.get("participant"))]
+        for ref in refs:
+            if ref:
                 unit = await self._unit_of_ref(resource, ref, state)
                 if unit is not None:
                     return unit

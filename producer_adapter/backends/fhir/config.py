@@ -71,7 +71,14 @@ _SEARCHES: Final[Mapping[str, tuple[_Search, ...]]] = {
                                    subject="subject"),),
     "social_care_interventions": (_Search(resource="ServiceRequest", date="authored",
                                           subject="subject"),),
+    # the person is one of an Appointment's participants (checked in the client)
+    "bookings": (_Search(resource="Appointment", date="date", subject="participant"),),
+    "fixed_contacts": (_Search(resource="CareTeam", date="date", subject="subject"),),
+    "self_care": (_Search(resource="CarePlan", date="date", subject="subject"),),
 }
+SELF_CARE_CODES: Final = frozenset({"self-care", "self_care", "egenvard", "egenvård"})
+"""CarePlan category codes that make a plan a self-care agreement (egenvård): such a plan
+is a ``self_care`` record, never also a ``care_plans`` one."""
 LABEL_ACTIONS: Final = ("withhold", "pass")
 CONFIDENTIALITY: Final = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 _PLAIN_CONFIDENTIALITY: Final = frozenset({"U", "L", "M", "N"})

@@ -660,6 +660,89 @@ def _intervention(r: Json, ctx: _Context) -> Json:
     }
 
 
+_APPOINTMENT_STATUS: Final = {"booked": "booked", "pending": "booked", "proposed": "booked",
+                              "arrived": "fulfilled", "checked-in": "fulfilled",
+                              "fulfilled": "fulfilled", "cancelled": "cancelled",
+                              "noshow": "noshow", "waitlist": "booked"}
+_FIXED_ROLES: Final = frozenset({"fast_vardkontakt", "fast_omsorgskontakt",
+                                 "fast_lakarkontakt", "kontaktsjukskoterska"})
+
+
+def _booking(r: Json, ctx: _Context) -> Json:
+    _skip_status(r, "entered-in-error")
+    start = _datetime(r.get("start"), ctx.tz)
+    if start is None:
+        raise _Unmappable("no-start")
+    actors = [_dict(_dict(p).get("actor")) for p in _list(r.get("participant"))]
+    performer = next((a for a in actors if str(a.get("reference", "")).startswith(
+        ("Practitioner", "PractitionerRole")) or a.get("type") in (
+        "Practitioner", "PractitionerRole")), None)
+    services = [_text(c) for c in _list(r.get("serviceType"))]
+    return {
+        "start": start, "end": _datetime(r.get("end"), ctx.tz),
+        "status": _APPOINTMENT_STATUS.get(str(r.get("status")), "booked"),
+        "purpose": str(r.get("description") or ""),
+        "reason": next((t for t in map(_text, _list(r.get("reasonCode"))) if t), ""),
+        "performer": {"name": _display(performer)} if performer and _display(performer)
+        else None,
+        "time_type": _text(r.get("appointmentType")),
+        "care_type": next((t for t in services if t), ""),
+        "address": str(r.get("comment") or ""),
+    }
+
+
+def _telecoms(values: Any) -> list[Json]:
+    out = []
+    for t in map(_dict, _list(values)):
+        system = {"phone": "phone", "email": "email"}.get(str(t.get("system")), "other")
+        if t.get("value"):
+            out.append({"system": system, "value": str(t["value"])})
+    return out
+
+
+def _fixed_contact(r: Json, ctx: _Context) -> Json:
+    _skip_status(r, "entered-in-error", "proposed")
+    participants = list(map(_dict, _list(r.get("participant"))))
+    if not participants:
+        raise _Unmappable("no-participant")
+    first = participants[0]
+    member = _dict(first.get("member"))
+    role_resource = _contained(r, member) or {}
+    roles = _list(first.get("role")) or _list(role_resource.get("code"))
+    codes = {code.split("|")[-1] for c in roles for code in _coded(c)}
+    role = next((c for c in codes if c in _FIXED_ROLES), "other")
+    name = _display(role_resource.get("practitioner")) or _display(member)
+    if not name:
+        raise _Unmappable("no-person")
+    period = _dict(first.get("period")) or _dict(r.get("period"))
+    return {
+        "role": role, "role_display": next((_text(c) for c in roles if _text(c)), ""),
+        "person": {"name": name}, "care_team": str(r.get("name") or ""),
+        "start": _date(period.get("start"), ctx.tz), "end": _date(period.get("end"), ctx.tz),
+        "contact": _telecoms(role_resource.get("telecom")) or _telecoms(r.get("telecom")),
+        "note": _note(r),
+    }
+
+
+def _self_care(r: Json, ctx: _Context) -> Json:
+    _skip_status(r, "entered-in-error", "draft")
+    detail = next((_dict(_dict(a).get("detail")) for a in _list(r.get("activity"))), {})
+    activity = str(r.get("title") or _text(detail.get("code"))
+                   or detail.get("description") or "")
+    if not activity:
+        raise _Unmappable("no-title")
+    period = _dict(r.get("period"))
+    return {
+        "activity": activity, "instructions": str(r.get("description") or ""),
+        "performed_by": next((d for d in map(_display, _list(detail.get("performer"))) if d),
+                             ""),
+        "assessed_by": {"name": _display(r.get("author"))} if _display(r.get("author"))
+        else None,
+        "start": _date(period.get("start"), ctx.tz), "end": _date(period.get("end"), ctx.tz),
+        "status": "ended" if r.get("status") in ("completed", "revoked") else "active",
+    }
+
+
 _MAPPERS: Final[Mapping[tuple[str, str], Callable[[Json, _Context], Json]]] = {
     ("medication", "MedicationRequest"): _medication,
     ("medication", "MedicationStatement"): _medication_statement,
@@ -672,6 +755,9 @@ _MAPPERS: Final[Mapping[tuple[str, str], Callable[[Json, _Context], Json]]] = {
     ("care_plans", "CarePlan"): _care_plan,
     ("care_documentation", "DocumentReference"): _care_documentation,
     ("social_care_interventions", "ServiceRequest"): _intervention,
+    ("bookings", "Appointment"): _booking,
+    ("fixed_contacts", "CareTeam"): _fixed_contact,
+    ("self_care", "CarePlan"): _self_care,
 }
 
 _TIME_ELEMENTS: Final[Mapping[str, tuple[str, ...]]] = {
@@ -686,6 +772,8 @@ _TIME_ELEMENTS: Final[Mapping[str, tuple[str, ...]]] = {
     "CarePlan": ("created", "period.start"),
     "DocumentReference": ("date", "context.period.start"),
     "ServiceRequest": ("authoredOn", "occurrencePeriod.start"),
+    "Appointment": ("created", "start"),
+    "CareTeam": ("period.start",),
 }
 
 
@@ -753,6 +841,7 @@ _UNIT_ELEMENTS: Final[Mapping[str, tuple[str, ...]]] = {
     "CarePlan": ("author", "contributor"),
     "DocumentReference": ("custodian", "author"),
     "ServiceRequest": ("performer", "requester"),
+    "CareTeam": ("managingOrganization",),
 }
 
 
@@ -832,6 +921,8 @@ def map_resource(
     if moment is None:
         raise unreadable("no-time")
     values = {k: v for k, v in fields.items() if v not in (None, "", [])}
+    if info_type == "bookings":
+        values.setdefault("unit", unit)  # where the person is expected: the resource's unit
     values.update(  # the time in the producer's zone: the period is in local dates
         id=f"{kind}/{resource.get('id')}", time=moment, scope=scope,
         source={"producer": producer_id, "organisation": config.organisation, "unit": unit,
