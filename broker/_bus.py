@@ -11,7 +11,7 @@ from typing import Final
 
 import structlog
 
-from schemas.topics import presence_topic, reply_topic
+from schemas.topics import checkpoint_topic, presence_topic, reply_topic
 from schemas.transport import MqttSettings
 
 from .errors import ConfigError
@@ -42,8 +42,11 @@ class BusBase:
         self._on_presence = on_presence
         self._on_disconnect = on_disconnect
         self.connected = asyncio.Event()
+        self.on_connect: Callable[[], None] = lambda: None
+        """Called each time the bus is connected and subscribed."""
         self._backoff = BACKOFF_MIN
         self.reply_topic = reply_topic(settings.prefix, instance)
+        self.checkpoint_topic = checkpoint_topic(settings.prefix, instance)
         self._presence_prefix = presence_topic(settings.prefix, "")
         self._v5 = settings.protocol == "5"
         try:
@@ -86,6 +89,7 @@ class BusBase:
         """Connected and subscribed: questions may go out, and a new outage starts over."""
         self._backoff = BACKOFF_MIN
         self.connected.set()
+        self.on_connect()
 
     def _down(self) -> None:
         """The connection is gone: every wait on it ends (``on_disconnect``)."""
@@ -94,6 +98,11 @@ class BusBase:
             self._on_disconnect()
 
     async def publish_question(self, producer_id: str, token: bytes, *, expiry_s: int) -> None:
+        raise NotImplementedError
+
+    async def publish_checkpoint(self, token: bytes) -> None:
+        """Publish a signed checkpoint retained on ``{prefix}/checkpoint/{instance}`` (QoS 1)
+        and return once the server has it; raises :class:`NotReady` when not connected."""
         raise NotImplementedError
 
     async def publish_questions(self, producer_ids: Sequence[str], token: bytes, *,

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
+from typing import Final
 
+import msgspec
 import structlog
 from aiohttp import web
 
+from schemas.accesslog import Checkpoint, CheckpointMessage, ConsistencyProof
 from schemas.jose import PrivateKey, load_private_key
 from schemas.registry import Registry, load_registry
 
 from .accesslog import AccessLogError, open_access_log
 from .config import BrokerConfig
-from .errors import ConfigError
+from .errors import ConfigError, NotReady
 from .http_api import METRICS, create_app
 from .http_server import ProblemAppRunner
 from .mqtt import MqttBus
@@ -25,6 +29,10 @@ __all__ = ["BrokerServer"]
 log = structlog.get_logger("samsvar.broker")
 
 _LINGERING_S = 2.0
+_PROOFS_FROM: Final = 8
+"""Each checkpoint published carries consistency proofs from this many published before."""
+_SHUTDOWN_PUBLISH_S: Final = 5.0
+"""How long a stopping broker waits for MQTT to take its last checkpoint."""
 
 
 class BrokerServer:
@@ -44,6 +52,14 @@ class BrokerServer:
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         self.config = config
+        self._checkpoint: tuple[Checkpoint, str] | None = None
+        """The latest signed checkpoint and its token, to publish (again on reconnect)."""
+        self._published_sizes: deque[int] = deque(maxlen=_PROOFS_FROM)
+        """The sizes of the last checkpoints published: what the witnesses likely hold."""
+        self._prepared: tuple[str, bytes] | None = None
+        self._checkpoint_signed = asyncio.Event()
+        self.published_checkpoint: bytes | None = None
+        """The last checkpoint the MQTT server acknowledged."""
         bus_class: type[MqttBus | GmqttBus] = (
             GmqttBus if config.mqtt.client == "gmqtt" else MqttBus)
         self.bus = bus_class(
@@ -53,11 +69,71 @@ class BrokerServer:
             on_disconnect=self.service.on_disconnect,
         )
         self.service.bus = self.bus
+        self.bus.on_connect = self._checkpoint_signed.set
         self.app = create_app(self.service)
         self.metrics = self.app[METRICS]
         """This broker's Prometheus metrics, in a registry of their own."""
         self.started = asyncio.Event()
         self.port = config.port
+
+    def _on_checkpoint(self, checkpoint: Checkpoint, token: str) -> None:
+        self._checkpoint = (checkpoint, token)
+        self._checkpoint_signed.set()
+
+    async def _prepare_last_message(self) -> None:
+        """While the log is still open at shutdown: the message of its last checkpoint."""
+        if self._checkpoint is not None:
+            token = self._checkpoint[1]
+            self._prepared = (token, await self._message(*self._checkpoint))
+
+    async def _message(self, checkpoint: Checkpoint, token: str) -> bytes:
+        """The checkpoint with consistency proofs from the sizes published last (what the
+        witnesses hold, also after a short outage of theirs) and from the last one stored
+        before it."""
+        if self._prepared is not None and self._prepared[0] == token:
+            return self._prepared[1]
+        proofs: dict[int, list[bytes]] = {}
+        access_log = self.service.access_log
+        if access_log is not None:
+            try:
+                proofs = await access_log.consistency_to(checkpoint.seq,
+                                                         list(self._published_sizes))
+            except AccessLogError as exc:
+                log.warning("checkpoint_proofs_failed", error=str(exc))
+        return msgspec.json.encode(CheckpointMessage(checkpoint=token, consistency=[
+            ConsistencyProof(from_size=m, path=[h.hex() for h in path])
+            for m, path in sorted(proofs.items())]))
+
+    async def _publish_checkpoint(self) -> None:
+        """Publish the latest checkpoint retained, waiting for MQTT while it is down and
+        trying again (with the latest one then) until the server has it."""
+        while True:
+            await self.bus.connected.wait()
+            latest = self._checkpoint
+            if latest is None:
+                return
+            try:
+                async with asyncio.timeout(10):
+                    await self.bus.publish_checkpoint(await self._message(*latest))
+            except (NotReady, TimeoutError) as exc:
+                log.warning("checkpoint_publish_failed", reason=str(exc) or type(exc).__name__)
+                await asyncio.sleep(0.5)
+                continue
+            self.published_checkpoint = latest[1].encode("ascii")
+            if latest[0].seq not in self._published_sizes:
+                self._published_sizes.append(latest[0].seq)
+            return
+
+    async def _publish_checkpoints(self) -> None:
+        """Publish each new checkpoint, and the latest again after each reconnect (a server
+        restarted without persistence has lost its retained messages)."""
+        while True:
+            await self._checkpoint_signed.wait()
+            self._checkpoint_signed.clear()
+            try:
+                await self._publish_checkpoint()
+            except Exception:  # a client library's surprise: the next one retries
+                log.exception("checkpoint_publish_failed")
 
     async def run(self, *, shutdown: asyncio.Event | None = None) -> None:
         """Serve until ``shutdown`` is set (or the task is cancelled)."""
@@ -69,6 +145,8 @@ class BrokerServer:
                                 "in production; use Mosquitto or an MQTT cluster.")
         access_log = open_access_log(self.config.access_log, key=self.key,
                                      instance=self.config.instance)
+        access_log.on_checkpoint = self._on_checkpoint
+        access_log.before_close = self._prepare_last_message
         try:
             await access_log.open()
         except AccessLogError as exc:
@@ -113,11 +191,25 @@ class BrokerServer:
             bus_stop = asyncio.Event()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.bus.run(bus_stop), name="broker-mqtt")
+                publisher = tg.create_task(self._publish_checkpoints(),
+                                           name="broker-checkpoints")
                 try:
                     await shutdown.wait()
                     log.info("broker_draining", in_flight=self.service.in_flight)
                     await runner.cleanup()
+                    publisher.cancel()
+                    # The checkpoint signed at shutdown goes out before MQTT does.
+                    await access_log.close()
+                    if (self._checkpoint is not None
+                            and self._checkpoint[1].encode("ascii") != self.published_checkpoint):
+                        try:
+                            async with asyncio.timeout(_SHUTDOWN_PUBLISH_S):
+                                await self._publish_checkpoint()
+                        except TimeoutError:
+                            log.warning("checkpoint_not_published",
+                                        reason="MQTT did not take the shutdown checkpoint")
                 finally:
+                    publisher.cancel()
                     bus_stop.set()
         finally:
             await runner.cleanup()

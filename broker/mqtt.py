@@ -91,3 +91,12 @@ class MqttBus(BusBase):
         properties = self._expiry(max(1, expiry_s)) if self._v5 else None
         await client.publish(question_topic(self._settings.prefix, producer_id), token,
                              qos=self._settings.qos, properties=properties)
+
+    async def publish_checkpoint(self, token: bytes) -> None:
+        client = self._client
+        if client is None or not self.connected.is_set():
+            raise NotReady("mqtt-disconnected", "the broker is not connected to MQTT")
+        try:
+            await client.publish(self.checkpoint_topic, token, qos=1, retain=True)
+        except aiomqtt.MqttError as exc:
+            raise NotReady("mqtt-disconnected", f"publish failed: {exc}") from exc

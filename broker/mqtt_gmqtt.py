@@ -129,6 +129,16 @@ class GmqttBus(BusBase):
         except ConnectionGone:
             raise NotReady("mqtt-disconnected", "the broker is not connected to MQTT") from None
 
+    async def publish_checkpoint(self, token: bytes) -> None:
+        client, window = self._client, self._window
+        if client is None or not self.connected.is_set():
+            raise NotReady("mqtt-disconnected", "the broker is not connected to MQTT")
+        try:
+            await publish(client, window, self.checkpoint_topic, token, qos=1, retain=True)
+            await window.acked(window.last_mid)
+        except ConnectionGone:
+            raise NotReady("mqtt-disconnected", "the broker is not connected to MQTT") from None
+
     async def publish_questions(self, producer_ids: Sequence[str], token: bytes, *,
                                 expiry_s: int, timeout_s: float) -> dict[str, Exception]:
         """One after the other, in one task: a publish here returns as soon as it is written,

@@ -668,7 +668,7 @@ class QueryService:
         if self.access_log is None:
             raise NotReady("access-log-unavailable", "the access log is not open")
         try:
-            accesses = await self.access_log.extract(subject, claims.period)
+            proven = await self.access_log.extract_proven(subject, claims.period)
         except AccessLogError as exc:
             raise NotReady("access-log-unavailable", "the access log cannot be read") from exc
         # Who read the person's log is itself in the log before the extract leaves; the
@@ -679,7 +679,8 @@ class QueryService:
             consumer=participant.ref, consumer_kind=participant.kind, subject=subject,
             period=claims.period))
         return ExtractResponse(subject=subject, period=claims.period,
-                               accesses=collapse_streams(accesses))
+                               accesses=collapse_streams(proven.entries),
+                               checkpoint=proven.token, proofs=proven.proofs)
 
 
 def _logged_user(claims: QueryClaims) -> LoggedUser:

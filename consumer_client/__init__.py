@@ -4,7 +4,15 @@ Imports only ``schemas`` from this project, so a care giver's system can use it 
 """
 
 from .client import Client, make_claims, make_own_claims, sign_own_query, sign_query
-from .errors import BadResponse, ClientError, QueryRefused, QueryTimeout, TransportError
+from .errors import (
+    BadResponse,
+    ClientError,
+    ExtractNotProven,
+    QueryRefused,
+    QueryTimeout,
+    TransportError,
+)
+from .extract import verify_extract
 from .own import OwnClient
 from .render import render_answer
 from .streaming import assemble_answer
@@ -13,6 +21,7 @@ __all__ = [
     "BadResponse",
     "Client",
     "ClientError",
+    "ExtractNotProven",
     "OwnClient",
     "QueryRefused",
     "QueryTimeout",
@@ -23,4 +32,5 @@ __all__ = [
     "render_answer",
     "sign_own_query",
     "sign_query",
+    "verify_extract",
 ]

@@ -19,7 +19,7 @@ import email.utils
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -29,8 +29,9 @@ import aiohttp
 import msgspec
 
 from schemas import jose
+from schemas.accesslog import EXTRACT_TYP, ExtractClaims, ExtractResponse
 from schemas.identity import normalise
-from schemas.jose import PrivateKey
+from schemas.jose import PrivateKey, PublicKey
 from schemas.messages import (
     ANSWER_MEDIA_TYPE,
     NDJSON_MEDIA_TYPE,
@@ -55,8 +56,10 @@ from schemas.messages import (
     User,
 )
 from schemas.records import INFORMATION_TYPES, InfoType
+from schemas.registry import RetiredKey
 
 from .errors import BadResponse, QueryRefused, QueryTimeout, TransportError
+from .extract import verify_extract
 from .streaming import split_lines
 
 __all__ = [
@@ -472,6 +475,41 @@ class Client:
                     case SourceLine():
                         yield line
         raise TransportError(f"the answer stream from {self._url} ended before its summary line")
+
+    async def extract(self, *, subject: str, period: Period | None = None,
+                      broker_keys: Mapping[str, PublicKey],
+                      retired_keys: Mapping[str, RetiredKey] | None = None) -> ExtractResponse:
+        """The person's access-log extract (``POST /v1/access-log/extract``; the issuer needs
+        the ``log-extract`` role), every access proven to be in the broker's signed log
+        (:func:`~consumer_client.verify_extract` with ``broker_keys``, the registry's).
+
+        Raises like :meth:`query`, and :class:`ExtractNotProven` when the proofs do not hold.
+        """
+        now = int(time.time())
+        claims = ExtractClaims(iss=self.issuer, aud=self.audience, iat=now,
+                               exp=now + self.lifetime, jti=str(uuid.uuid4()),
+                               sub=normalise(subject), period=period)
+        token = jose.sign(msgspec.json.encode(claims), self.key, typ=EXTRACT_TYP)
+        async with self._post(
+            token, ANSWER_MEDIA_TYPE, None, path="/v1/access-log/extract",
+            on_timeout="no extract from {url} within {total:g} s",
+            on_error="cannot reach {url}: {exc}",
+        ) as resp:
+            body = await resp.read()
+            status, reason = resp.status, resp.reason or ""
+            content_type = resp.content_type
+            retry_after = resp.headers.get("Retry-After")
+        if content_type == PROBLEM_MEDIA_TYPE:
+            raise _refused(body, status, reason, retry_after)
+        if status != 200 or content_type != ANSWER_MEDIA_TYPE:
+            raise _unexpected(status, reason, content_type)
+        try:
+            response = msgspec.json.decode(body, type=ExtractResponse)
+        except msgspec.DecodeError as exc:
+            raise BadResponse(f"the extract does not match the schema: {exc}",
+                              status=status, content_type=content_type) from exc
+        verify_extract(response, broker_keys=broker_keys, retired_keys=retired_keys)
+        return response
 
     @asynccontextmanager
     async def _post(

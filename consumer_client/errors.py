@@ -3,6 +3,7 @@
     ClientError(Exception)
     ├── QueryRefused(ClientError)                  the broker answered with problem details
     ├── BadResponse(ClientError, ValueError)       neither an answer nor problem details
+    │   └── ExtractNotProven(BadResponse)          an extract not proven by the signed log
     └── TransportError(ClientError, ConnectionError)   the broker could not be reached
         └── QueryTimeout(TransportError, TimeoutError) no response within the client timeout
 
@@ -14,7 +15,8 @@ from __future__ import annotations
 
 from schemas.messages import Problem
 
-__all__ = ["BadResponse", "ClientError", "QueryRefused", "QueryTimeout", "TransportError"]
+__all__ = ["BadResponse", "ClientError", "ExtractNotProven", "QueryRefused", "QueryTimeout",
+           "TransportError"]
 
 
 class ClientError(Exception):
@@ -84,3 +86,11 @@ class TransportError(ClientError, ConnectionError):
 
 class QueryTimeout(TransportError, TimeoutError):
     """No complete response within the client's timeout."""
+
+
+class ExtractNotProven(BadResponse):
+    """A log extract whose entries are not all proven (RFC 9162 inclusion proofs) to be in
+    the log under a checkpoint the broker signed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=200, content_type="application/json")

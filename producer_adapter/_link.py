@@ -21,12 +21,13 @@ import structlog
 
 from schemas.errors import HOSTILE_DECODE_ERRORS
 from schemas.messages import Presence
-from schemas.topics import presence_topic, question_topic, shared
+from schemas.topics import checkpoint_topic, presence_topic, question_topic, shared
 from schemas.transport import MqttSettings
 
 from .errors import AdapterConfigError
 
-__all__ = ["BACKOFF_MAX", "BACKOFF_MIN", "OFFLINE_GRACE", "LinkBase", "QuestionHandler"]
+__all__ = ["BACKOFF_MAX", "BACKOFF_MIN", "OFFLINE_GRACE", "CheckpointHandler", "LinkBase",
+           "QuestionHandler"]
 
 BACKOFF_MIN: Final = 0.1
 BACKOFF_MAX: Final = 5.0
@@ -35,6 +36,8 @@ OFFLINE_GRACE: Final = 2.0
 
 QuestionHandler = Callable[[bytes], Awaitable[None]]
 """Called with each question's payload; may wait (back-pressure on the reader)."""
+CheckpointHandler = Callable[[str, bytes], object]
+"""Called with a broker instance and the checkpoint it published; quick, never raises."""
 
 _presence_decoder: Final = msgspec.json.Decoder(Presence)
 
@@ -54,6 +57,7 @@ class LinkBase:
         replica: str,
         on_question: QuestionHandler,
         connected: asyncio.Event | None = None,
+        on_checkpoint: CheckpointHandler | None = None,
     ) -> None:
         self.settings = settings
         self.producer_id = producer_id
@@ -71,6 +75,10 @@ class LinkBase:
         except (OSError, ssl.SSLError) as exc:
             raise AdapterConfigError(f"[mqtt] TLS files cannot be used: {exc}") from exc
         self._on_question = on_question
+        self._on_checkpoint = on_checkpoint
+        self.checkpoint_filter = checkpoint_topic(settings.prefix, "+")
+        """The broker's checkpoints, to witness (subscribed when ``on_checkpoint`` is set)."""
+        self._checkpoint_prefix = checkpoint_topic(settings.prefix, "")
         self._closing = asyncio.Event()
         self.not_ready: list[str] = []
         """Announced with ``online: true`` (the adapter's readiness reasons)."""
@@ -99,6 +107,15 @@ class LinkBase:
     async def _unsubscribe(self) -> None:
         """Unsubscribe from :attr:`subscription` and wait for the server's answer."""
         raise NotImplementedError
+
+    def _checkpoint(self, topic: str, payload: bytes) -> bool:
+        """Hand a message on a checkpoint topic to the witness; whether it was one."""
+        if self._on_checkpoint is None or not topic.startswith(self._checkpoint_prefix):
+            return False
+        instance = topic[len(self._checkpoint_prefix):]
+        if instance and "/" not in instance:
+            self._on_checkpoint(instance, payload)
+        return True
 
     def close(self) -> None:
         """Ask ``run`` to say ``online: false``, disconnect and return."""

@@ -24,6 +24,9 @@
     [disclosure_log]                        # optional; see producer_adapter.disclosure_log
     path = "disclosures.db"                 # the default: the log is always kept
 
+    [witness]                               # optional; see producer_adapter.witness
+    path = "witness.json"                   # the default: the broker's checkpoints it saw
+
     [own_view]                              # optional; the person's own view (SPEC 9)
     release_delay_days = { lab_results = 14 }   # per type: shown this long after its time
     guardian_blocks = "guardian_blocks.db"  # units' blocks of a guardian's access to a child
@@ -69,7 +72,7 @@ __all__ = [
 _ADAPTER_KEYS: Final = frozenset(
     {"producer", "registry", "key", "excluded_units", "replica", "max_concurrent"}
 )
-_TABLES: Final = frozenset({"adapter", "mqtt", "backend", "blocks", "disclosure_log",
+_TABLES: Final = frozenset({"adapter", "mqtt", "backend", "blocks", "disclosure_log", "witness",
                             "own_view"})
 _OWN_VIEW_KEYS: Final = frozenset({"release_delay_days", "guardian_blocks"})
 
@@ -93,6 +96,9 @@ class AdapterConfig:
     disclosure_log: Path | None = None
     """The disclosure log's file (relative to ``base``), or ``None``: no log (code only;
     a config file always has one)."""
+    witness: Path | None = None
+    """The file keeping the broker's latest checkpoints (relative to ``base``), or ``None``:
+    no witness (code only; a config file always has one, ``witness.json`` by default)."""
     excluded_units: frozenset[str] = frozenset()
     release_delay_days: Mapping[str, int] = field(default_factory=dict)
     """Own view: information type → days after a record's time before it is shown."""
@@ -291,6 +297,14 @@ def load_adapter_config(path: str | Path) -> AdapterConfig:
         raise AdapterConfigError(f"{where}: missing [backend] table")
     check_backend_table(backend, where=where)
 
+    witness = _table(doc, "witness", where) or {}
+    if set(witness) - {"path"}:
+        raise AdapterConfigError(
+            f"{where}: [witness] has unknown keys: {', '.join(sorted(set(witness) - {'path'}))}")
+    witness_path = witness.get("path", "witness.json")
+    if not isinstance(witness_path, str) or not witness_path:
+        raise AdapterConfigError(f"{where}: [witness] path must be a non-empty string")
+
     key_path = base / _string(adapter, "key", where)
     try:
         try:
@@ -303,6 +317,7 @@ def load_adapter_config(path: str | Path) -> AdapterConfig:
     config = AdapterConfig(
         producer=producer, key=key, mqtt=mqtt, backend=dict(backend),
         blocks=stores.blocks, disclosure_log=stores.disclosure_log,
+        witness=Path(witness_path),
         excluded_units=frozenset(excluded), max_concurrent=max_concurrent,
         release_delay_days=stores.release_delay_days, guardian_blocks=stores.guardian_blocks,
         replica=replica if replica is not None else default_replica(),

@@ -72,6 +72,7 @@ from .policy import (
     make_available,
     record_type,
 )
+from .witness import Witness
 
 __all__ = ["MAX_QUESTION_LIFETIME_MS", "Adapter", "SignedReply", "link_class", "open_adapter"]
 
@@ -139,6 +140,10 @@ class Adapter:
         self._disclosures: DisclosureLog | None = disclosure_log
         if disclosure_log is None and config.disclosure_log is not None:
             self._disclosures = SqliteDisclosureLog(config.base / config.disclosure_log)
+        self.witness: Witness | None = (
+            Witness(config.base / config.witness, registry, producer=config.producer)
+            if config.witness is not None else None)
+        """The broker's checkpoints this adapter has seen (SPEC section 7)."""
         self._guardians = (GuardianBlockRegister(config.base / config.guardian_blocks)
                            if config.guardian_blocks is not None else None)
         self._slots = asyncio.Semaphore(config.max_concurrent)
@@ -175,7 +180,9 @@ class Adapter:
         await self._check_backend()
         await self._prepare_stores()
         link = link_class(cfg.mqtt)(cfg.mqtt, producer_id=cfg.producer, replica=cfg.replica,
-                                    on_question=self._on_question, connected=self.ready)
+                                    on_question=self._on_question, connected=self.ready,
+                                    on_checkpoint=(self.witness.offer if self.witness is not None
+                                                   else None))
         link.not_ready = list(self.not_ready)
         self._link = link
         try:

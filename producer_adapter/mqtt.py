@@ -85,6 +85,8 @@ class MqttLink(LinkBase):
             await client.publish(self.presence_topic, self._presence(online=True),
                                  qos=qos, retain=True)
             await client.subscribe(self.presence_topic, qos=qos)
+            if self._on_checkpoint is not None:
+                await client.subscribe(self.checkpoint_filter, qos=1)
             self.connected.set()
             self._log.info("mqtt connected", server=self.settings.url,
                            subscription=self.subscription)
@@ -133,6 +135,8 @@ class MqttLink(LinkBase):
                 await self._on_question(message.payload)
             elif topic == self.presence_topic:
                 await self._on_presence(client, message.payload)
+            elif isinstance(message.payload, bytes | bytearray):
+                self._checkpoint(topic, bytes(message.payload))
             # Anything else is not ours: amqtt sends retained messages to every client.
 
     async def _on_presence(self, client: aiomqtt.Client, payload: bytes) -> None:

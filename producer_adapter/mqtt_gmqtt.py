@@ -133,6 +133,8 @@ class GmqttLink(LinkBase):
             await unless_lost(self._send(client, window, self.presence_topic,
                                          self._presence(online=True), retain=True), lost)
             await client.subscribed(self.presence_topic, qos)
+            if self._on_checkpoint is not None:
+                await client.subscribed(self.checkpoint_filter, 1)
             self.connected.set()
             self._log.info("mqtt connected", server=self.settings.url,
                            subscription=self.subscription)
@@ -174,6 +176,8 @@ class GmqttLink(LinkBase):
         # Anything else is not ours: amqtt sends retained messages to every client.
         if topic in (self.question_topic, self.presence_topic):
             self._inbox.put_nowait((topic, bytes(payload), bool(properties.get("retain"))))
+        else:
+            self._checkpoint(topic, bytes(payload))
         return 0
 
     async def _read(self) -> None:

@@ -211,6 +211,7 @@ def build_workdir(root: Path, *, port: int, mqtt: MqttSettings) -> Workdir:
             "[backend]", 'kind = "json_dir"', 'path = "data"', "",
             "[blocks]", 'kind = "sqlite"', 'path = "blocks.db"', "",
             "[disclosure_log]", 'path = "disclosures.db"', "",
+            "[witness]", 'path = "witness.json"', "",
             "[own_view]", 'guardian_blocks = "guardian_blocks.db"',
             "release_delay_days = {"
             + ", ".join(f"{t} = {n}" for t, n in RELEASE_DELAYS.get(prod["id"], {}).items())
@@ -288,9 +289,13 @@ def _readme(demo: dict[str, Any], persons: list[dict[str, Any]], mqtt: MqttSetti
         f"  samsvar query --workdir {'<this directory>'} --as SE2321000999-RE01 \\",
         f"      --subject {SAMPLE_SUBJECT} --types medication,alerts",
         "",
-        "Files: registry.toml (the federation registry), broker.toml, keys/, ",
-        "producers/<id>/adapter.toml and producers/<id>/data/<personnummer>.json,",
-        "demo.json (the same facts as this file, for programs).",
+        "Check the broker's access log against every producer's witnessed checkpoints:",
+        f"  samsvar log verify --workdir {'<this directory>'}",
+        "",
+        "Files: registry.toml (the federation registry), broker.toml, keys/, access-log.db",
+        "(the broker's access log), producers/<id>/adapter.toml, producers/<id>/data/",
+        "<personnummer>.json and producers/<id>/witness.json (the broker's checkpoints that",
+        "producer has witnessed), demo.json (the same facts as this file, for programs).",
         "",
     ]
     return "\n".join(out)
@@ -353,6 +358,12 @@ async def run_demo(args: argparse.Namespace) -> int:
         adapters = [Adapter(load_adapter_config(path), registry)
                     for path in workdir.adapter_configs]
         shutdown = asyncio.Event()
+        adapters_stop = asyncio.Event()
+        if args.serve:  # from the start: an interrupt while starting up stops it cleanly too
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError):
+                    loop.add_signal_handler(sig, shutdown.set)
         async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as tg:
             if args.serve:  # up before the broker's /healthz answers
                 try:
@@ -363,17 +374,23 @@ async def run_demo(args: argparse.Namespace) -> int:
                           f"{exc.strerror or exc}; choose another --portal-port",
                           file=sys.stderr)
                     return 1
-            tg.create_task(broker.run(shutdown=shutdown), name="demo-broker")
+            broker_task = tg.create_task(broker.run(shutdown=shutdown), name="demo-broker")
             for adapter in adapters:
-                tg.create_task(adapter.run(shutdown=shutdown), name="demo-adapter")
+                tg.create_task(adapter.run(shutdown=adapters_stop), name="demo-adapter")
             try:
-                await _wait_online(broker, [p["id"] for p in PRODUCERS])
+                await _wait_online(broker, [p["id"] for p in PRODUCERS], shutdown)
                 if args.serve:
                     await _serve(workdir, err, shutdown, portal_port=portal_port)
                 else:
                     await _ask_once(workdir, args.json)
             finally:
                 shutdown.set()
+                # The broker signs and publishes its last checkpoint as it stops; the
+                # producers witness it before they stop (SPEC section 8).
+                with contextlib.suppress(Exception):
+                    await asyncio.wait([broker_task], timeout=_WITNESS_WAIT_S)
+                await _witnessed(broker, adapters)
+                adapters_stop.set()
         return 0
     finally:
         if mqtt_server is not None:
@@ -382,10 +399,30 @@ async def run_demo(args: argparse.Namespace) -> int:
             tmp.cleanup()
 
 
-async def _wait_online(broker: BrokerServer, producers: list[str], timeout: float = 20) -> None:
+_WITNESS_WAIT_S: Final = 10.0
+"""How long the demo waits, when stopping, for its producers to witness the last checkpoint."""
+
+
+async def _witnessed(broker: BrokerServer, adapters: list[Adapter]) -> None:
+    """Until every adapter holds the broker's last checkpoint (at most a few seconds)."""
+    last = broker.service.access_log.last_checkpoint if broker.service.access_log else None
+    if last is None or broker.published_checkpoint is None:
+        return
+    instance, size = broker.config.instance, last[0].seq
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_WITNESS_WAIT_S):
+            while not all(a.witness is not None and (held := a.witness.latest.get(instance))
+                          is not None and held.seq >= size for a in adapters):
+                await asyncio.sleep(0.02)
+
+
+async def _wait_online(broker: BrokerServer, producers: list[str], shutdown: asyncio.Event,
+                       timeout: float = 20) -> None:
     async with asyncio.timeout(timeout):
-        await broker.started.wait()
-        while not all(broker.service.presence.is_online(p) for p in producers):
+        while not broker.started.is_set() and not shutdown.is_set():
+            await asyncio.sleep(0.02)
+        while not shutdown.is_set() and not all(broker.service.presence.is_online(p)
+                                                for p in producers):
             await asyncio.sleep(0.02)
 
 
@@ -418,10 +455,6 @@ def portal_config(workdir: Workdir) -> PortalConfig:
 
 async def _serve(workdir: Workdir, err: Console, shutdown: asyncio.Event, *,
                  portal_port: int) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, shutdown.set)
     err.print(f"samsvar demo serving on {workdir.demo['broker_url']} — files in {workdir.root} "
               "(README.txt, demo.json). Ctrl-C stops it.")
     err.print(f"Min översikt (the demo citizen portal): http://127.0.0.1:{portal_port}/")

@@ -1,12 +1,16 @@
 """``samsvar log``: verify, extract and prune the broker's access log.
 
-    samsvar log verify  --config BROKER_TOML
+    samsvar log verify  (--config BROKER_TOML [--witness FILE ...] | --workdir DIR)
     samsvar log extract --config BROKER_TOML --subject PNR [--from DATE] [--to DATE] [--json]
     samsvar log prune   --config BROKER_TOML (--before DATE | --older-than-days N)
 
 Each reads the broker's config for where the log is (``[access_log]``), its registry (the
-broker's public keys, for verify) and its key (prune signs a checkpoint). Exit codes:
-0 success, 1 a failure or a broken log (one line says why), 2 bad usage.
+broker's public keys, for verify) and its key (prune signs a checkpoint). ``verify`` checks
+the log against the checkpoints its witnesses kept (each producer adapter's
+``witness.json``, named with ``--witness``; with ``--workdir`` the demo's broker and every
+demo producer's file under ``DIR/producers/<id>/``): that is what catches a log cut short
+or an older copy put back. Exit codes: 0 success, 1 a failure or a broken log (one line
+says why), 2 bad usage.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import argparse
 import asyncio
 import datetime as dt
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 __all__ = ["add_log_commands", "cmd_log_extract", "cmd_log_prune", "cmd_log_verify"]
@@ -52,7 +57,13 @@ def add_log_commands(subparsers: Any) -> None:
     sub = log.add_subparsers(dest="log_cmd", required=True, metavar="ACTION")
 
     p = sub.add_parser("verify", help="prove the log intact, or name the first broken entry")
-    p.add_argument("--config", required=True, help="the broker's TOML config")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", help="the broker's TOML config")
+    where.add_argument("--workdir", metavar="DIR",
+                       help="a `samsvar demo` work folder: its broker, every demo producer "
+                            "as witness")
+    p.add_argument("--witness", action="append", default=[], metavar="FILE",
+                   help="a producer adapter's witness file (witness.json); repeat for each")
     p.set_defaults(func=cmd_log_verify)
 
     p = sub.add_parser("extract", help="every access to one person (the person's extract)")
@@ -98,22 +109,69 @@ def _run(action: Any) -> int:
 
 def cmd_log_verify(args: argparse.Namespace) -> int:
     """Exit 0 and say how much is proven, or exit 1 naming the first broken entry."""
-    return _run(_verify(args.config))
+    if args.workdir and args.witness:
+        print("samsvar: --workdir takes every demo producer as witness; leave out --witness",
+              file=sys.stderr)
+        return 2
+    return _run(_verify(args))
 
 
-async def _verify(config_path: str) -> int:
-    from broker.accesslog import verify_log
+def _workdir_witnesses(root: Path) -> tuple[Path, list[tuple[str, Path]]]:
+    """The demo's broker config and each demo producer's witness file."""
+    import json
+
+    config = root / "broker.toml"
+    try:
+        demo = json.loads((root / "demo.json").read_text(encoding="utf-8"))
+        producers = [str(p["id"]) for p in demo["producers"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise _Failed(f"{root}: not a samsvar demo work folder (demo.json: {exc})") from exc
+    if not config.is_file():
+        raise _Failed(f"{root}: not a samsvar demo work folder (no broker.toml)")
+    return config, [(f"producer {pid}", root / "producers" / pid / "witness.json")
+                    for pid in producers]
+
+
+async def _verify(args: argparse.Namespace) -> int:
+    from broker.accesslog import Witnessed, verify_log
+    from producer_adapter.witness import WitnessError, read_witnessed
     from schemas.registry import load_registry
 
-    config = _load(config_path)
+    if args.workdir:
+        config_path, files = _workdir_witnesses(Path(args.workdir))
+    else:
+        config_path, files = Path(args.config), [(str(f), Path(f)) for f in args.witness]
+    config = _load(str(config_path))
     registry = load_registry(config.registry_path)
-    report = await verify_log(config.access_log, broker_keys=registry.broker.keys,
-                              retired_keys=registry.broker.retired_keys)
+    witnessed: list[Witnessed] = []
+    silent: list[str] = []
+    for name, path in files:
+        if not args.workdir and not path.is_file():
+            raise _Failed(f"--witness {path}: no such file")
+        try:
+            tokens = read_witnessed(path)
+        except WitnessError as exc:
+            raise _Failed(str(exc)) from exc
+        if not tokens:
+            silent.append(name)
+        witnessed += [Witnessed(witness=name, token=t) for t in tokens]
+    log = config.access_log
+    report = await verify_log(log, broker_keys=registry.broker.keys,
+                              retired_keys=registry.broker.retired_keys, witnessed=witnessed,
+                              instance=config.instance if log.kind == "sqlite" else None)
     if not report.intact:
         print(f"BROKEN at entry {report.bad_seq}: {report.problem}")
         return 1
     print(f"intact: {report.entries} entries, {report.checkpoints} checkpoints "
           f"({report.unsigned_tail} after the last checkpoint, not yet signed)")
+    if files:
+        print(f"  consistent with {report.witnessed} witnessed checkpoints from "
+              f"{report.witnesses} of {len(files)} witnesses, up to entry {report.witnessed_to}")
+        for name in silent:
+            print(f"  {name} has witnessed no checkpoint yet")
+    else:
+        print("  no witness given: a log cut short or an older copy put back cannot be told "
+              "from the database alone (use --witness FILE, or --workdir DIR for the demo)")
     for kid, seq in sorted(report.signed_to.items(), key=lambda item: item[1]):
         state = " (retired)" if kid in registry.broker.retired_keys else ""
         print(f"  key {kid}{state}: checkpoints up to entry {seq}")

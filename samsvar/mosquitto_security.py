@@ -13,12 +13,15 @@ client             certificate CN            may
 producer adapter   the producer id           read ``{prefix}/q/{id}`` (also as
                    (``SE2321000999-P001``);  ``$share/{id}/{prefix}/q/{id}``); write
                    every replica shares it   ``{prefix}/r/+``; read and write
-                                             ``{prefix}/presence/{id}``
-broker instance    ``broker:{instance}``     write ``{prefix}/q/+``; read
-                   (``broker:broker-1``)     ``{prefix}/r/{instance}`` and
+                                             ``{prefix}/presence/{id}``; read
+                                             ``{prefix}/checkpoint/+`` (it witnesses)
+broker instance    ``broker:{instance}``     write ``{prefix}/q/+`` and
+                   (``broker:broker-1``)     ``{prefix}/checkpoint/{instance}``; read
+                                             ``{prefix}/r/{instance}`` and
                                              ``{prefix}/presence/+``
 broker pool        ``broker:{pool}``         as a broker instance, but read every
-                   (``broker:samsvar-        instance's replies ``{prefix}/r/+``: for
+                   (``broker:samsvar-        instance's replies ``{prefix}/r/+`` (and
+                                             write ``{prefix}/checkpoint/+``): for
                    broker``)                 instances named at start (Kubernetes pods)
 =================  ========================  =============================================
 
@@ -80,7 +83,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from schemas.registry import Registry
-from schemas.topics import DEFAULT_PREFIX, presence_topic, question_topic, reply_topic, shared
+from schemas.topics import (
+    DEFAULT_PREFIX,
+    checkpoint_topic,
+    presence_topic,
+    question_topic,
+    reply_topic,
+    shared,
+)
 
 from .secret_files import write_secret
 
@@ -180,6 +190,7 @@ def acl_text(registry: Registry, *, prefix: str = DEFAULT_PREFIX,
             f"topic write {question_topic(prefix, '+')}",
             f"topic read {replies}",
             f"topic read {presence_topic(prefix, '+')}",
+            f"topic write {checkpoint_topic(prefix, '+' if pool else name)}",
             "",
         ]
     for producer in registry.producers.values():
@@ -191,6 +202,7 @@ def acl_text(registry: Registry, *, prefix: str = DEFAULT_PREFIX,
             f"topic read {shared(producer.id, q)}",
             f"topic write {reply_topic(prefix, '+')}",
             f"topic readwrite {presence_topic(prefix, producer.id)}",
+            f"topic read {checkpoint_topic(prefix, '+')}",
             "",
         ]
     return "\n".join(lines)
@@ -217,6 +229,7 @@ def dynsec_config(registry: Registry, *, prefix: str = DEFAULT_PREFIX,
             _acl("subscribePattern" if pool else "subscribeLiteral", replies),
             _acl("publishClientReceive", replies),
             _acl("subscribeLiteral", presence), _acl("publishClientReceive", presence),
+            _acl("publishClientSend", checkpoint_topic(prefix, "+" if pool else name)),
         ]})
         clients.append({"username": broker_cn(name),
                         "textname": f"broker pool {name}" if pool else f"broker {name}",
@@ -230,6 +243,8 @@ def dynsec_config(registry: Registry, *, prefix: str = DEFAULT_PREFIX,
             _acl("publishClientSend", reply_topic(prefix, "+")),
             _acl("subscribeLiteral", presence), _acl("publishClientReceive", presence),
             _acl("publishClientSend", presence),
+            _acl("subscribeLiteral", checkpoint_topic(prefix, "+")),
+            _acl("publishClientReceive", checkpoint_topic(prefix, "+")),
         ]})
         clients.append({"username": producer.id, "textname": producer.name,
                         "roles": [{"rolename": role}]})

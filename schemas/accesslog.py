@@ -2,7 +2,8 @@
 
 An entry says who asked what about whom, on which basis, and how many records of each
 type each producer disclosed. It never holds content: no record, no text, no name of
-the person. Entries are hash-chained in the order the log store commits them.
+the person. Entries are hash-chained in the order the log store commits them, and the
+log is an RFC 9162 Merkle tree over them (see :mod:`schemas.merkle`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ __all__ = [
     "EXTRACT_TYP",
     "AccessEntry",
     "Checkpoint",
+    "CheckpointMessage",
+    "ConsistencyProof",
+    "EntryProof",
     "ExtractClaims",
     "ExtractResponse",
     "LoggedSource",
@@ -115,16 +119,59 @@ class StoredEntry(_Log, frozen=True, kw_only=True):
 
 
 class Checkpoint(_Log, frozen=True, kw_only=True):
-    """Signed by the broker: the chain had ``count`` entries ending in ``head_hash``."""
+    """A signed tree head: the log had ``seq`` entries, the last with chain hash
+    ``head_hash``, and the RFC 9162 Merkle tree over them has root ``root``.
+
+    Signed (compact JWS, ``typ`` :data:`CHECKPOINT_TYP`) by the broker instance that made
+    it, published retained on ``{prefix}/checkpoint/{instance}`` and kept by every producer
+    adapter that sees it (a witness).
+    """
 
     seq: int
-    """The last entry covered (0 for an empty log)."""
+    """The tree size: the last entry covered (0 for an empty log)."""
     head_hash: str
     time: dt.datetime
     instance: str
-    reason: Literal["interval", "shutdown", "prune", "start"] = "interval"
+    reason: Literal["interval", "shutdown", "prune", "start", "extract"] = "interval"
     first_seq: int = 1
     """The first entry still kept; after ``samsvar log prune`` it is above 1."""
+    root: str | None = None
+    """The Merkle tree head over entries 1..``seq`` (hex); ``None`` only in checkpoints
+    signed before the log was a Merkle tree."""
+    kid: str | None = None
+    """The key that signed it (also in the JWS header)."""
+
+
+class ConsistencyProof(_Log, frozen=True, kw_only=True):
+    """RFC 9162 consistency proof from the tree of ``from_size`` entries to a checkpoint's."""
+
+    from_size: int
+    path: list[str]
+    """Hex."""
+
+
+class CheckpointMessage(_Log, frozen=True, kw_only=True):
+    """What a broker instance publishes, retained, on ``{prefix}/checkpoint/{instance}``:
+    a signed checkpoint, with consistency proofs to it from the sizes the witnesses likely
+    hold (the checkpoint this instance published before, and the last one stored before
+    it). A witness replaces the head it holds only by one proven to extend it."""
+
+    checkpoint: str
+    """The compact JWS of a :class:`Checkpoint`."""
+    consistency: list[ConsistencyProof] = []
+
+
+class EntryProof(_Log, frozen=True, kw_only=True):
+    """An entry of the person's extract, as stored, with its RFC 9162 inclusion proof
+    against the extract's ``checkpoint``."""
+
+    seq: int
+    """Its place in the log (leaf index ``seq - 1``)."""
+    entry: str
+    """The entry's stored bytes (UTF-8 JSON of an :class:`AccessEntry`): the leaf is
+    ``SHA-256(0x00 || entry)``."""
+    path: list[str]
+    """The audit path, hex, leaf to root."""
 
 
 class ExtractClaims(TokenClaims, _Log, frozen=True, kw_only=True):
@@ -139,3 +186,7 @@ class ExtractResponse(_Log, frozen=True, kw_only=True):
     period: Period | None = None
     accesses: list[AccessEntry]
     """Every access to the person in the period, oldest first."""
+    checkpoint: str | None = None
+    """The signed tree head (compact JWS of a :class:`Checkpoint`) the proofs lead to."""
+    proofs: list[EntryProof] = []
+    """Every stored entry the accesses come from, each with its inclusion proof."""

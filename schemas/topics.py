@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["DEFAULT_PREFIX", "presence_topic", "question_topic", "reply_topic", "shared"]
+__all__ = ["DEFAULT_PREFIX", "checkpoint_topic", "presence_topic", "question_topic", "reply_topic", "shared"]
 
 DEFAULT_PREFIX: Final = "samsvar/v1"
 
@@ -19,6 +19,11 @@ def reply_topic(prefix: str, broker_instance: str) -> str:
 
 def presence_topic(prefix: str, producer_id: str) -> str:
     return f"{prefix}/presence/{producer_id}"
+
+
+def checkpoint_topic(prefix: str, broker_instance: str) -> str:
+    """Where a broker instance publishes its access log's signed checkpoints, retained."""
+    return f"{prefix}/checkpoint/{broker_instance}"
 
 
 def shared(group: str, topic: str) -> str:

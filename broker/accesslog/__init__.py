@@ -24,10 +24,10 @@ from .config import AccessLogConfig, access_log_config_from_table
 from .errors import AccessLogClosed, AccessLogError
 from .extract import collapse_streams, extract_log
 from .log import ChainedAccessLog
-from .ports import AccessLog, LogStore
+from .ports import AccessLog, LogStore, ProvenExtract
 from .prune import prune
 from .stores import store_for
-from .verify import VerifyReport, verify_log
+from .verify import VerifyReport, Witnessed, verify_log
 
 __all__ = [
     "GENESIS",
@@ -38,7 +38,9 @@ __all__ = [
     "ChainedAccessLog",
     "CheckpointReason",
     "LogStore",
+    "ProvenExtract",
     "VerifyReport",
+    "Witnessed",
     "access_log_config_from_table",
     "collapse_streams",
     "extract_log",

@@ -6,13 +6,17 @@ of the :class:`AccessEntry`, fields in struct order, kept verbatim) and::
     hash = sha256(bytes.fromhex(prev_hash) + B).hexdigest()
 
 where ``prev_hash`` is the hash of entry ``seq - 1``, or :data:`GENESIS` (64 zeros) for
-entry 1. A checkpoint is a compact JWS (``typ`` :data:`CHECKPOINT_TYP`) by the broker's
-key over a :class:`Checkpoint`: the chain's head (``seq``, ``head_hash``) and the first
-entry still kept (``first_seq``, above 1 after a prune).
+entry 1. The entries are also the leaves of an RFC 9162 Merkle tree (:mod:`schemas.merkle`):
+leaf ``seq`` is ``SHA-256(0x00 || B)``, kept in a table of their own so that a prune (which
+deletes entries) leaves the tree whole. A checkpoint is a compact JWS (``typ``
+:data:`CHECKPOINT_TYP`) by the broker's key over a :class:`Checkpoint`, a signed tree head:
+the tree's size (``seq``) and ``root``, the chain's head hash, and the first entry still
+kept (``first_seq``, above 1 after a prune).
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
@@ -23,6 +27,9 @@ import msgspec
 
 from schemas.accesslog import CHECKPOINT_TYP, AccessEntry, Checkpoint
 from schemas.jose import PrivateKey, sign
+from schemas.merkle import Frontier, leaf_hash
+
+from .errors import AccessLogError
 
 __all__ = [
     "GENESIS",
@@ -31,6 +38,9 @@ __all__ = [
     "Head",
     "NewRow",
     "canonical",
+    "checkpoint_of",
+    "frontier_from_text",
+    "frontier_text",
     "link",
     "link_batch",
     "seal",
@@ -40,7 +50,7 @@ __all__ = [
 
 GENESIS: Final = "0" * 64
 
-CheckpointReason = Literal["interval", "shutdown", "prune", "start"]
+CheckpointReason = Literal["interval", "shutdown", "prune", "start", "extract"]
 
 
 def utc(t: dt.datetime) -> dt.datetime:
@@ -81,6 +91,8 @@ class Head:
     seq: int
     hash: str
     first_seq: int
+    root: str | None = None
+    """The Merkle tree head over entries 1..``seq`` (hex), when the store computed it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +109,8 @@ class NewRow:
     hash: str
     body: str
     entry: AccessEntry
+    leaf: str
+    """The Merkle leaf hash (hex) of ``body``."""
 
 
 def link_batch(head_seq: int, head_hash: str, batch: Sequence[Encoded]) -> list[NewRow]:
@@ -109,10 +123,36 @@ def link_batch(head_seq: int, head_hash: str, batch: Sequence[Encoded]) -> list[
         rows.append(NewRow(
             seq=seq, time=utc(item.entry.time), day=item.entry.time.date(),
             subject=item.entry.subject, prev_hash=prev, hash=digest,
-            body=item.body.decode("utf-8"), entry=item.entry,
+            body=item.body.decode("utf-8"), entry=item.entry, leaf=leaf_hash(item.body).hex(),
         ))
         prev = digest
     return rows
+
+
+def frontier_text(frontier: Frontier) -> str:
+    """A frontier as stored beside its checkpoint: its hashes, hex, space-separated."""
+    return " ".join(h.hex() for h in frontier.hashes)
+
+
+def frontier_from_text(size: int, text: str) -> Frontier:
+    """The frontier of ``size`` leaves :func:`frontier_text` wrote."""
+    try:
+        return Frontier(size, [bytes.fromhex(h) for h in text.split()])
+    except ValueError as exc:
+        raise AccessLogError(f"the stored Merkle frontier at entry {size} is damaged: "
+                             f"{exc}") from exc
+
+
+_checkpoint_decoder: Final = msgspec.json.Decoder(Checkpoint)
+
+
+def checkpoint_of(token: str) -> Checkpoint:
+    """The checkpoint a token the store wrote itself holds (its signature is not checked)."""
+    try:
+        payload = token.split(".")[1]
+        return _checkpoint_decoder.decode(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError, msgspec.DecodeError) as exc:
+        raise AccessLogError(f"a stored checkpoint cannot be read: {exc}") from exc
 
 
 def seal(head: Head, *, key: PrivateKey, instance: str, reason: CheckpointReason,
@@ -121,6 +161,6 @@ def seal(head: Head, *, key: PrivateKey, instance: str, reason: CheckpointReason
     checkpoint = Checkpoint(
         seq=head.seq, head_hash=head.hash, time=now or dt.datetime.now(dt.UTC),
         instance=instance, reason=reason,
-        first_seq=head.first_seq,
+        first_seq=head.first_seq, root=head.root, kid=key.kid,
     )
     return checkpoint, sign(msgspec.json.encode(checkpoint), key, typ=CHECKPOINT_TYP)

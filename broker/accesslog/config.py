@@ -7,7 +7,7 @@
     path = "access-log.db"           # sqlite: the file, relative to the config file
     dsn = "postgresql://samsvar@db.example/samsvar"   # postgresql
     schema = "public"                # postgresql: the schema holding the log's tables
-    checkpoint_interval_s = 60       # sign a checkpoint this often when entries were added
+    checkpoint_interval_s = 1        # sign a checkpoint this often (seconds) when the log grew
     max_batch = 512                  # at most this many entries in one commit
 
 One SQLite file serves one broker instance; several instances share a PostgreSQL log.
@@ -40,7 +40,7 @@ class AccessLogConfig:
     path: Path | None = None
     dsn: str | None = field(default=None, repr=False)  # may hold a password
     schema: str = "public"
-    checkpoint_interval_s: float = 60
+    checkpoint_interval_s: float = 1
     max_batch: int = 512
 
     def __post_init__(self) -> None:

@@ -4,26 +4,29 @@
 commits up to ``max_batch`` entries in one transaction, then resolves every waiter; if
 the commit fails, every waiter of that batch gets :class:`AccessLogError` (the broker
 answers 503: no answer leaves without its entry). A second task signs an ``interval``
-checkpoint every ``checkpoint_interval_s`` when entries were committed since the last.
+checkpoint (a signed tree head) every ``checkpoint_interval_s`` when entries were committed
+since the last. Every checkpoint it signs goes to ``on_checkpoint`` (the broker publishes
+it for the producer adapters to witness).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import structlog
 
-from schemas.accesslog import AccessEntry, Checkpoint, StoredEntry
+from schemas.accesslog import AccessEntry, Checkpoint, EntryProof, StoredEntry
 from schemas.jose import PrivateKey
+from schemas.merkle import inclusion_proof
 from schemas.messages import Period
 
-from .chain import CheckpointReason, Encoded, canonical, seal
+from .chain import CheckpointReason, Encoded, Head, canonical, seal
 from .errors import AccessLogClosed, AccessLogError
 from .extract import decode_entries, period_bounds
-from .ports import LogStore
+from .ports import LogStore, ProvenExtract
 
 __all__ = ["ChainedAccessLog"]
 
@@ -40,6 +43,14 @@ _STOP: Final = object()
 """Queued by ``close``: the writer commits what is ahead of it, then returns."""
 
 
+async def _nothing() -> None:
+    return None
+
+
+class _EmptyLog(Exception):
+    """Nothing to sign at start: the log is empty."""
+
+
 def _copy(exc: AccessLogError) -> AccessLogError:
     """A fresh exception per waiter (one raised object in many tasks tangles tracebacks)."""
     err = type(exc)(str(exc))
@@ -51,7 +62,7 @@ class ChainedAccessLog:
     """:class:`AccessLog` over any :class:`LogStore`; ``commits`` counts its transactions."""
 
     def __init__(self, store: LogStore, *, key: PrivateKey, instance: str,
-                 checkpoint_interval_s: float = 60, max_batch: int = 512) -> None:
+                 checkpoint_interval_s: float = 1, max_batch: int = 512) -> None:
         self._store = store
         self._key = key
         self._instance = instance
@@ -62,6 +73,12 @@ class ChainedAccessLog:
         self._writer_done = asyncio.Event()
         self._closing = False
         self._dirty = False
+        self.on_checkpoint: Callable[[Checkpoint, str], None] = lambda _cp, _token: None
+        """Called with each checkpoint this log signs and its token; must not raise."""
+        self.last_checkpoint: tuple[Checkpoint, str] | None = None
+        """The last checkpoint this log signed, and its token."""
+        self.before_close: Callable[[], Awaitable[None]] = _nothing
+        """Awaited in ``close`` after the shutdown checkpoint, while the store is still open."""
 
     @property
     def commits(self) -> int:
@@ -72,6 +89,21 @@ class ChainedAccessLog:
             raise AccessLogError("the access log is already open")
         await self._store.open(create=True)
         self._runner = asyncio.create_task(self._run(), name="accesslog")
+        # The head as it is now, signed unless it already was (a crash leaves entries
+        # after the last checkpoint): what this instance publishes first.
+        try:
+            cp, token, _ = await self._store.current_checkpoint(self._start_sealer)
+        except _EmptyLog:
+            return
+        except AccessLogError as exc:
+            _log.warning("access_log_checkpoint_failed", reason="start", error=str(exc))
+            return
+        self._signed(cp, token)
+
+    def _start_sealer(self, head: Head) -> tuple[Checkpoint, str]:
+        if head.seq == 0:
+            raise _EmptyLog
+        return seal(head, key=self._key, instance=self._instance, reason="start")
 
     async def _run(self) -> None:
         try:
@@ -166,14 +198,46 @@ class ChainedAccessLog:
 
     async def checkpoint(self, reason: CheckpointReason) -> Checkpoint:
         dirty, self._dirty = self._dirty, False
+        signed: list[str] = []
+
+        def sealer(head: Head) -> tuple[Checkpoint, str]:
+            cp, token = seal(head, key=self._key, instance=self._instance, reason=reason)
+            signed.append(token)
+            return cp, token
+
         try:
-            checkpoint = await self._store.write_checkpoint(
-                lambda head: seal(head, key=self._key, instance=self._instance, reason=reason))
+            checkpoint = await self._store.write_checkpoint(sealer)
         except BaseException:
             self._dirty = self._dirty or dirty
             raise
         _log.info("access_log_checkpoint", seq=checkpoint.seq, reason=reason)
+        self._signed(checkpoint, signed[-1])
         return checkpoint
+
+    def _signed(self, checkpoint: Checkpoint, token: str) -> None:
+        self.last_checkpoint = (checkpoint, token)
+        try:
+            self.on_checkpoint(checkpoint, token)
+        except Exception:  # noqa: BLE001 - publishing is best effort; the next one retries
+            _log.exception("access_log_checkpoint_publish_failed")
+
+    async def consistency_to(self, size: int, sizes: Sequence[int]) -> dict[int, list[bytes]]:
+        return await self._store.consistency_to(size, sizes)
+
+    async def extract_proven(self, subject: str, period: Period | None) -> ProvenExtract:
+        cp, token, new = await self._store.current_checkpoint(
+            lambda head: seal(head, key=self._key, instance=self._instance, reason="extract"))
+        if new:
+            self._signed(cp, token)
+        rows = await self._store.extract_rows(subject, *period_bounds(period), cp.seq)
+        if not rows:
+            return ProvenExtract(checkpoint=cp, token=token, proofs=[], entries=[])
+        leaves = await self._store.leaves(cp.seq)
+        proofs = [EntryProof(seq=seq, entry=body.decode("utf-8"),
+                             path=[h.hex() for h in inclusion_proof(leaves, seq - 1)])
+                  for seq, body in rows]
+        return ProvenExtract(checkpoint=cp, token=token, proofs=proofs,
+                             entries=decode_entries([body for _, body in rows]))
 
     async def extract(self, subject: str, period: Period | None) -> list[AccessEntry]:
         return decode_entries(await self._store.extract(subject, *period_bounds(period)))
@@ -199,5 +263,7 @@ class ChainedAccessLog:
                 await self.checkpoint("shutdown")
             except AccessLogError as exc:
                 _log.warning("access_log_checkpoint_failed", reason="shutdown", error=str(exc))
+            else:
+                await self.before_close()
         finally:
             await self._store.close()

@@ -4,21 +4,43 @@ underneath it (:class:`LogStore`), with its SQLite and PostgreSQL adapters."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-from schemas.accesslog import AccessEntry, Checkpoint, StoredEntry
+from schemas.accesslog import AccessEntry, Checkpoint, EntryProof, StoredEntry
+from schemas.merkle import Leaves
 from schemas.messages import Period
 
 from .chain import CheckpointReason, Encoded, Head, NewRow
 
-__all__ = ["AccessLog", "CheckpointRow", "EntryRow", "LogSnapshot", "LogStore", "Sealer"]
+__all__ = ["AccessLog", "CheckpointRow", "EntryRow", "LogSnapshot", "LogStore", "ProvenExtract",
+           "Sealer"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProvenExtract:
+    """A person's entries with their inclusion proofs against one signed tree head."""
+
+    checkpoint: Checkpoint
+    token: str
+    """The checkpoint's compact JWS."""
+    proofs: list[EntryProof]
+    """Oldest first, as :meth:`AccessLog.extract` orders them."""
+    entries: list[AccessEntry]
+    """The same entries, decoded."""
 
 
 class AccessLog(Protocol):
     """The broker's access log: tamper-evident, durable before the answer leaves."""
+
+    on_checkpoint: Callable[[Checkpoint, str], None]
+    """Called with every checkpoint this log signs and its token (to publish it)."""
+    last_checkpoint: tuple[Checkpoint, str] | None
+    """The last checkpoint this log signed, and its token."""
+    before_close: Callable[[], Awaitable[None]]
+    """Awaited in ``close`` after the shutdown checkpoint, while the store is still open."""
 
     @property
     def commits(self) -> int:
@@ -37,8 +59,16 @@ class AccessLog(Protocol):
         """Every entry about ``subject`` whose date is in ``period``, oldest first."""
         ...
 
+    async def consistency_to(self, size: int, sizes: Sequence[int]) -> dict[int, list[bytes]]:
+        """Consistency proofs to the tree of ``size`` entries (see :class:`LogStore`)."""
+        ...
+
+    async def extract_proven(self, subject: str, period: Period | None) -> ProvenExtract:
+        """As :meth:`extract`, up to a signed tree head, each entry with its inclusion proof."""
+        ...
+
     async def checkpoint(self, reason: CheckpointReason) -> Checkpoint:
-        """Sign and store the chain's current head."""
+        """Sign and store the log's current tree head."""
         ...
 
     async def close(self) -> None:
@@ -88,6 +118,10 @@ class LogSnapshot(Protocol):
         """Up to ``limit`` entries with ``seq > after_seq``, in seq order."""
         ...
 
+    async def leaves(self, after: int, upto: int) -> Leaves:
+        """The stored Merkle leaves ``after + 1 .. upto``; :class:`AccessLogError` on a gap."""
+        ...
+
 
 class LogStore(Protocol):
     """Storage for the chain. Each write is one transaction that reads the head inside it,
@@ -109,6 +143,25 @@ class LogStore(Protocol):
 
     async def write_checkpoint(self, sealer: Sealer) -> Checkpoint:
         """Sign the current head with ``sealer`` and store it, in one transaction."""
+        ...
+
+    async def current_checkpoint(self, sealer: Sealer) -> tuple[Checkpoint, str, bool]:
+        """The stored checkpoint of the current head, or a new one signed with ``sealer``
+        (then the flag is true): its checkpoint and token."""
+        ...
+
+    async def extract_rows(self, subject: str, since: dt.date | None, until: dt.date | None,
+                           upto: int) -> list[tuple[int, bytes]]:
+        """``(seq, body)`` of ``subject``'s entries dated in [since, until] with ``seq <= upto``."""
+        ...
+
+    async def leaves(self, upto: int) -> Leaves:
+        """The Merkle leaves of entries 1..``upto``."""
+        ...
+
+    async def consistency_to(self, size: int, sizes: Sequence[int]) -> dict[int, list[bytes]]:
+        """Consistency proofs to the tree of ``size`` entries from each of ``sizes`` and from
+        the largest checkpoint stored below ``size``, where a frontier is stored for it."""
         ...
 
     async def prune(self, before: dt.datetime, sealer: Sealer) -> int:

@@ -19,13 +19,26 @@ import datetime as dt
 import hashlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any, Final
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 
 from schemas.accesslog import Checkpoint
+from schemas.merkle import Frontier, Leaves, consistency_proof_extending
 
-from .chain import GENESIS, Encoded, Head, NewRow, link_batch, time_text, utc
+from .chain import (
+    GENESIS,
+    Encoded,
+    Head,
+    NewRow,
+    checkpoint_of,
+    frontier_from_text,
+    frontier_text,
+    link_batch,
+    time_text,
+    utc,
+)
 from .errors import AccessLogClosed, AccessLogError
 from .ports import CheckpointRow, EntryRow, LogSnapshot, Sealer
 
@@ -64,6 +77,18 @@ def _migrations(s: str) -> tuple[tuple[str, ...], ...]:
                 token text NOT NULL)""",
             f"CREATE INDEX access_log_checkpoints_seq ON {s}.access_log_checkpoints (seq)",
         ),
+        (   # 2: the Merkle tree: its leaves (kept through a prune), and each checkpoint's
+            # root and frontier; entries pruned before this get the leaf of an empty entry
+            f"CREATE TABLE {s}.access_log_leaves (seq bigint PRIMARY KEY, leaf text NOT NULL)",
+            f"ALTER TABLE {s}.access_log_checkpoints ADD COLUMN root text, ADD COLUMN frontier text",
+            f"""INSERT INTO {s}.access_log_leaves (seq, leaf)
+                SELECT g, encode(sha256('\\x00'::bytea), 'hex') FROM generate_series(1,
+                    coalesce((SELECT min(seq) FROM {s}.access_log_entries),
+                             (SELECT max(seq) FROM {s}.access_log_checkpoints) + 1, 1) - 1) g""",
+            f"""INSERT INTO {s}.access_log_leaves (seq, leaf)
+                SELECT seq, encode(sha256('\\x00'::bytea || convert_to(body, 'UTF8')), 'hex')
+                FROM {s}.access_log_entries""",
+        ),
     )
 
 
@@ -95,6 +120,7 @@ class PostgresStore:
         self._s = s
         self._entries = f"{s}.access_log_entries"
         self._checkpoints = f"{s}.access_log_checkpoints"
+        self._leaves = f"{s}.access_log_leaves"
         self._lock = lock_key(schema)
         self._pool: Any = None
         self.commits = 0
@@ -202,21 +228,61 @@ class PostgresStore:
                 [r.subject for r in rows], [r.prev_hash for r in rows], [r.hash for r in rows],
                 [r.body for r in rows],
             )
+            await conn.execute(
+                f"INSERT INTO {self._leaves} (seq, leaf) SELECT * FROM unnest($1::bigint[], "
+                "$2::text[])", [r.seq for r in rows], [r.leaf for r in rows])
         self.commits += 1
         return rows
 
-    async def _insert_checkpoint(self, conn: Any, cp: Checkpoint, token: str) -> None:
+    async def _tree(self, conn: Any, size: int) -> Frontier:
+        """The Merkle tree of the first ``size`` leaves as a compact range: the last stored
+        frontier at or below ``size``, extended with the leaves after it."""
+        row = await conn.fetchrow(
+            f"SELECT seq, frontier FROM {self._checkpoints} WHERE frontier IS NOT NULL AND "
+            "seq <= $1 ORDER BY seq DESC, id DESC LIMIT 1", size)
+        frontier = (frontier_from_text(row["seq"], row["frontier"]) if row is not None
+                    else Frontier())
+        for r in await conn.fetch(f"SELECT seq, leaf FROM {self._leaves} WHERE seq > $1 AND "
+                                  "seq <= $2 ORDER BY seq", frontier.size, size):
+            if r["seq"] != frontier.size + 1:
+                break
+            frontier.append(bytes.fromhex(r["leaf"]))
+        if frontier.size != size:
+            raise AccessLogError(f"the Merkle leaf of entry {frontier.size + 1} is missing")
+        return frontier
+
+    async def _tree_head(self, conn: Any, head: Head) -> tuple[Head, Frontier]:
+        frontier = await self._tree(conn, head.seq)
+        return replace(head, root=frontier.root().hex()), frontier
+
+    async def _insert_checkpoint(self, conn: Any, cp: Checkpoint, token: str,
+                                 frontier: Frontier | None) -> None:
         await conn.execute(
             f"INSERT INTO {self._checkpoints} (seq, head_hash, time, instance, reason, first_seq, "
-            "token) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "token, root, frontier) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             cp.seq, cp.head_hash, utc(cp.time), cp.instance, cp.reason, cp.first_seq, token,
+            cp.root, frontier_text(frontier) if frontier is not None else None,
         )
 
     async def write_checkpoint(self, sealer: Sealer) -> Checkpoint:
         async with self._transaction() as conn:
-            cp, token = sealer(await self._head(conn))
-            await self._insert_checkpoint(conn, cp, token)
+            head, frontier = await self._tree_head(conn, await self._head(conn))
+            cp, token = sealer(head)
+            await self._insert_checkpoint(conn, cp, token, frontier)
         return cp
+
+    async def current_checkpoint(self, sealer: Sealer) -> tuple[Checkpoint, str, bool]:
+        async with self._transaction() as conn:
+            head = await self._head(conn)
+            token = await conn.fetchval(
+                f"SELECT token FROM {self._checkpoints} WHERE seq = $1 AND root IS NOT NULL "
+                "ORDER BY id DESC LIMIT 1", head.seq)
+            if token is not None:
+                return checkpoint_of(token), token, False
+            head, frontier = await self._tree_head(conn, head)
+            cp, token = sealer(head)
+            await self._insert_checkpoint(conn, cp, token, frontier)
+        return cp, token, True
 
     async def prune(self, before: dt.datetime, sealer: Sealer) -> int:
         async with self._transaction() as conn:
@@ -229,8 +295,10 @@ class PostgresStore:
                 return 0
             status = await conn.execute(f"DELETE FROM {self._entries} WHERE seq < $1", keep)
             await conn.execute(f"DELETE FROM {self._checkpoints} WHERE seq < $1", keep - 1)
-            cp, token = sealer(Head(seq=keep - 1, hash=boundary, first_seq=keep))
-            await self._insert_checkpoint(conn, cp, token)
+            start, frontier = await self._tree_head(
+                conn, Head(seq=keep - 1, hash=boundary, first_seq=keep))
+            cp, token = sealer(start)
+            await self._insert_checkpoint(conn, cp, token, frontier)
         return int(status.split()[-1])
 
     # -- reads -------------------------------------------------------------------------
@@ -243,6 +311,49 @@ class PostgresStore:
                 "AND ($2::date IS NULL OR day >= $2) AND ($3::date IS NULL OR day <= $3) "
                 "ORDER BY time, seq", subject, since, until)
         return [str(r["body"]).encode("utf-8") for r in rows]
+
+    async def extract_rows(self, subject: str, since: dt.date | None, until: dt.date | None,
+                           upto: int) -> list[tuple[int, bytes]]:
+        async with self._transaction(lock=False, readonly=True) as conn:
+            rows = await conn.fetch(
+                f"SELECT seq, body FROM {self._entries} WHERE subject = $1 AND seq <= $4 "
+                "AND ($2::date IS NULL OR day >= $2) AND ($3::date IS NULL OR day <= $3) "
+                "ORDER BY time, seq", subject, since, until, upto)
+        return [(int(r["seq"]), str(r["body"]).encode("utf-8")) for r in rows]
+
+    async def leaves(self, upto: int) -> Leaves:
+        async with self._transaction(lock=False, readonly=True) as conn:
+            return await self._read_leaves(conn, 0, upto)
+
+    async def consistency_to(self, size: int, sizes: Sequence[int]) -> dict[int, list[bytes]]:
+        out: dict[int, list[bytes]] = {}
+        async with self._transaction(lock=False, readonly=True,
+                                     isolation="repeatable_read") as conn:
+            below = await conn.fetchval(
+                f"SELECT max(seq) FROM {self._checkpoints} WHERE frontier IS NOT NULL AND "
+                "seq < $1 AND seq > 0", size)
+            for m in {*sizes, *([below] if below is not None else [])}:
+                if not 0 < m < size:
+                    continue
+                text = await conn.fetchval(
+                    f"SELECT frontier FROM {self._checkpoints} WHERE seq = $1 AND frontier IS "
+                    "NOT NULL LIMIT 1", m)
+                if text is None:
+                    continue
+                out[m] = consistency_proof_extending(frontier_from_text(m, text),
+                                                     await self._read_leaves(conn, m, size))
+        return out
+
+    async def _read_leaves(self, conn: Any, after: int, upto: int) -> Leaves:
+        leaves = Leaves()
+        for r in await conn.fetch(f"SELECT seq, leaf FROM {self._leaves} WHERE seq > $1 AND "
+                                  "seq <= $2 ORDER BY seq", after, upto):
+            if r["seq"] != after + len(leaves) + 1:
+                break
+            leaves.append(bytes.fromhex(r["leaf"]))
+        if len(leaves) != upto - after:
+            raise AccessLogError(f"the Merkle leaf of entry {after + len(leaves) + 1} is missing")
+        return leaves
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[LogSnapshot]:
@@ -264,6 +375,9 @@ class _Snapshot:
     def __init__(self, store: PostgresStore, conn: Any) -> None:
         self._store = store
         self._conn = conn
+
+    async def leaves(self, after: int, upto: int) -> Leaves:
+        return await self._store._read_leaves(self._conn, after, upto)
 
     async def checkpoints(self) -> list[CheckpointRow]:
         rows = await self._conn.fetch(

@@ -19,12 +19,24 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager, suppress
+from dataclasses import replace
 from pathlib import Path
 from typing import Final, TypeVar
 
 from schemas.accesslog import Checkpoint
+from schemas.merkle import Frontier, Leaves, consistency_proof_extending, leaf_hash
 
-from .chain import GENESIS, Encoded, Head, NewRow, link_batch, time_text
+from .chain import (
+    GENESIS,
+    Encoded,
+    Head,
+    NewRow,
+    checkpoint_of,
+    frontier_from_text,
+    frontier_text,
+    link_batch,
+    time_text,
+)
 from .errors import AccessLogClosed, AccessLogError
 from .ports import CheckpointRow, EntryRow, LogSnapshot, Sealer
 
@@ -33,7 +45,22 @@ __all__ = ["SqliteStore"]
 _T = TypeVar("_T")
 _BUSY_TIMEOUT_S: Final = 10.0
 
-_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+def _backfill_leaves(conn: sqlite3.Connection) -> None:
+    """Migration 2: the Merkle leaves of the entries already there. Entries pruned before
+    the log was a Merkle tree are gone; each gets the leaf of an empty entry instead."""
+    first = conn.execute("SELECT min(seq) FROM access_log_entries").fetchone()[0]
+    if first is None:
+        row = conn.execute("SELECT max(seq) FROM access_log_checkpoints").fetchone()
+        first = (row[0] or 0) + 1
+    conn.executemany("INSERT INTO access_log_leaves (seq, leaf) VALUES (?, ?)",
+                     ((seq, leaf_hash(b"").hex()) for seq in range(1, first)))
+    conn.executemany(
+        "INSERT INTO access_log_leaves (seq, leaf) VALUES (?, ?)",
+        ((seq, leaf_hash(str(body).encode("utf-8")).hex()) for seq, body in
+         conn.execute("SELECT seq, body FROM access_log_entries ORDER BY seq").fetchall()))
+
+
+_MIGRATIONS: Final[tuple[tuple[str | Callable[[sqlite3.Connection], None], ...], ...]] = (
     (   # 1: entries and checkpoints
         """CREATE TABLE access_log_entries (
             seq INTEGER PRIMARY KEY,
@@ -54,6 +81,13 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             first_seq INTEGER NOT NULL,
             token TEXT NOT NULL)""",
         "CREATE INDEX access_log_checkpoints_seq ON access_log_checkpoints (seq)",
+    ),
+    (   # 2: the Merkle tree: its leaves (kept through a prune), and each checkpoint's root
+        # and frontier (the compact range the next checkpoint extends)
+        "CREATE TABLE access_log_leaves (seq INTEGER PRIMARY KEY, leaf TEXT NOT NULL)",
+        "ALTER TABLE access_log_checkpoints ADD COLUMN root TEXT",
+        "ALTER TABLE access_log_checkpoints ADD COLUMN frontier TEXT",
+        _backfill_leaves,
     ),
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
@@ -83,11 +117,35 @@ def _head(conn: sqlite3.Connection) -> Head:
     return Head(seq=seq, hash=digest, first_seq=first if first is not None else seq + 1)
 
 
-def _insert_checkpoint(conn: sqlite3.Connection, cp: Checkpoint, token: str) -> None:
+def _tree(conn: sqlite3.Connection, size: int) -> Frontier:
+    """The Merkle tree of the first ``size`` leaves, as a compact range: the last stored
+    frontier at or below ``size``, extended with the leaves after it."""
+    row = conn.execute("SELECT seq, frontier FROM access_log_checkpoints WHERE frontier IS NOT "
+                       "NULL AND seq <= ? ORDER BY seq DESC, id DESC LIMIT 1", (size,)).fetchone()
+    frontier = frontier_from_text(row[0], row[1]) if row is not None else Frontier()
+    leaves = conn.execute("SELECT seq, leaf FROM access_log_leaves WHERE seq > ? AND seq <= ? "
+                          "ORDER BY seq", (frontier.size, size)).fetchall()
+    for seq, leaf in leaves:
+        if seq != frontier.size + 1:
+            raise AccessLogError(f"the Merkle leaf of entry {frontier.size + 1} is missing")
+        frontier.append(bytes.fromhex(leaf))
+    if frontier.size != size:
+        raise AccessLogError(f"the Merkle leaf of entry {frontier.size + 1} is missing")
+    return frontier
+
+
+def _tree_head(conn: sqlite3.Connection, head: Head) -> tuple[Head, Frontier]:
+    frontier = _tree(conn, head.seq)
+    return replace(head, root=frontier.root().hex()), frontier
+
+
+def _insert_checkpoint(conn: sqlite3.Connection, cp: Checkpoint, token: str,
+                       frontier: Frontier | None) -> None:
     conn.execute(
         "INSERT INTO access_log_checkpoints (seq, head_hash, time, instance, reason, first_seq, "
-        "token) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (cp.seq, cp.head_hash, time_text(cp.time), cp.instance, cp.reason, cp.first_seq, token),
+        "token, root, frontier) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (cp.seq, cp.head_hash, time_text(cp.time), cp.instance, cp.reason, cp.first_seq, token,
+         cp.root, frontier_text(frontier) if frontier is not None else None),
     )
 
 
@@ -161,8 +219,11 @@ class SqliteStore:
                 raise AccessLogError(f"{self.path}: schema version {version} is newer than "
                                      f"this samsvar's ({SCHEMA_VERSION})")
             for steps in _MIGRATIONS[version:]:
-                for sql in steps:
-                    conn.execute(sql)
+                for step in steps:
+                    if isinstance(step, str):
+                        conn.execute(step)
+                    else:
+                        step(conn)
             conn.execute("UPDATE access_log_schema SET version = ?", (SCHEMA_VERSION,))
 
     def _check_version(self, conn: sqlite3.Connection) -> None:
@@ -207,6 +268,8 @@ class SqliteStore:
                 [(r.seq, time_text(r.time), r.day.isoformat(), r.subject, r.prev_hash, r.hash, r.body)
                  for r in rows],
             )
+            conn.executemany("INSERT INTO access_log_leaves (seq, leaf) VALUES (?, ?)",
+                             [(r.seq, r.leaf) for r in rows])
         return rows
 
     async def write_checkpoint(self, sealer: Sealer) -> Checkpoint:
@@ -215,9 +278,27 @@ class SqliteStore:
     def _write_checkpoint(self, sealer: Sealer) -> Checkpoint:
         conn = self._c
         with _transaction(conn):
-            cp, token = sealer(_head(conn))
-            _insert_checkpoint(conn, cp, token)
+            head, frontier = _tree_head(conn, _head(conn))
+            cp, token = sealer(head)
+            _insert_checkpoint(conn, cp, token, frontier)
         return cp
+
+    async def current_checkpoint(self, sealer: Sealer) -> tuple[Checkpoint, str, bool]:
+        return await self._call(self._current_checkpoint, sealer)
+
+    def _current_checkpoint(self, sealer: Sealer) -> tuple[Checkpoint, str, bool]:
+        conn = self._c
+        with _transaction(conn):
+            head = _head(conn)
+            row = conn.execute("SELECT token FROM access_log_checkpoints WHERE seq = ? AND "
+                               "root IS NOT NULL ORDER BY id DESC LIMIT 1", (head.seq,)).fetchone()
+            if row is not None:
+                token = str(row[0])
+                return checkpoint_of(token), token, False
+            head, frontier = _tree_head(conn, head)
+            cp, token = sealer(head)
+            _insert_checkpoint(conn, cp, token, frontier)
+        return cp, token, True
 
     async def prune(self, before: dt.datetime, sealer: Sealer) -> int:
         return await self._call(self._prune, before, sealer)
@@ -234,8 +315,9 @@ class SqliteStore:
             removed = conn.execute("DELETE FROM access_log_entries WHERE seq < ?",
                                    (keep,)).rowcount
             conn.execute("DELETE FROM access_log_checkpoints WHERE seq < ?", (keep - 1,))
-            cp, token = sealer(Head(seq=keep - 1, hash=boundary, first_seq=keep))
-            _insert_checkpoint(conn, cp, token)
+            start, frontier = _tree_head(conn, Head(seq=keep - 1, hash=boundary, first_seq=keep))
+            cp, token = sealer(start)
+            _insert_checkpoint(conn, cp, token, frontier)
         return int(removed)
 
     # -- reads -------------------------------------------------------------------------
@@ -255,6 +337,55 @@ class SqliteStore:
             args.append(until.isoformat())
         rows = self._c.execute(sql + " ORDER BY time, seq", args).fetchall()
         return [str(body).encode("utf-8") for (body,) in rows]
+
+    async def extract_rows(self, subject: str, since: dt.date | None, until: dt.date | None,
+                           upto: int) -> list[tuple[int, bytes]]:
+        return await self._call(self._extract_rows, subject, since, until, upto)
+
+    def _extract_rows(self, subject: str, since: dt.date | None, until: dt.date | None,
+                      upto: int) -> list[tuple[int, bytes]]:
+        sql = "SELECT seq, body FROM access_log_entries WHERE subject = ? AND seq <= ?"
+        args: list[object] = [subject, upto]
+        if since is not None:
+            sql += " AND day >= ?"
+            args.append(since.isoformat())
+        if until is not None:
+            sql += " AND day <= ?"
+            args.append(until.isoformat())
+        rows = self._c.execute(sql + " ORDER BY time, seq", args).fetchall()
+        return [(int(seq), str(body).encode("utf-8")) for seq, body in rows]
+
+    async def leaves(self, upto: int) -> Leaves:
+        return await self._call(self._leaves, 0, upto)
+
+    async def consistency_to(self, size: int, sizes: Sequence[int]) -> dict[int, list[bytes]]:
+        return await self._call(self._consistency_to, size, sizes)
+
+    def _consistency_to(self, size: int, sizes: Sequence[int]) -> dict[int, list[bytes]]:
+        conn = self._c
+        below = conn.execute("SELECT max(seq) FROM access_log_checkpoints WHERE frontier IS NOT "
+                             "NULL AND seq < ? AND seq > 0", (size,)).fetchone()[0]
+        out: dict[int, list[bytes]] = {}
+        for m in {*sizes, *([below] if below is not None else [])}:
+            if not 0 < m < size:
+                continue
+            row = conn.execute("SELECT frontier FROM access_log_checkpoints WHERE seq = ? AND "
+                               "frontier IS NOT NULL LIMIT 1", (m,)).fetchone()
+            if row is None:
+                continue
+            out[m] = consistency_proof_extending(frontier_from_text(m, row[0]),
+                                                 self._leaves(m, size))
+        return out
+
+    def _leaves(self, after: int, upto: int) -> Leaves:
+        leaves = Leaves()
+        for seq, leaf in self._c.execute(
+                "SELECT seq, leaf FROM access_log_leaves WHERE seq > ? AND seq <= ? ORDER BY seq",
+                (after, upto)):
+            if seq != after + len(leaves) + 1:
+                raise AccessLogError(f"the Merkle leaf of entry {after + len(leaves) + 1} is missing")
+            leaves.append(bytes.fromhex(leaf))
+        return leaves
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[LogSnapshot]:
@@ -294,6 +425,9 @@ class SqliteStore:
 class _Snapshot:
     def __init__(self, store: SqliteStore) -> None:
         self._store = store
+
+    async def leaves(self, after: int, upto: int) -> Leaves:
+        return await self._store._call(self._store._leaves, after, upto)
 
     async def checkpoints(self) -> list[CheckpointRow]:
         return await self._store._call(self._store._checkpoints)

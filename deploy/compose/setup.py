@@ -60,7 +60,7 @@ def write_broker_configs(root: Path, *, mqtt_url: str, pg_dsn: str, pg_schema: s
                          key=f"../mqtt/brokers/{instance}.key"),
             "[access_log]  # shared by every instance: one chain, serialised appends",
             'kind = "postgresql"', f"dsn = {_toml(pg_dsn)}", f"schema = {_toml(pg_schema)}",
-            "checkpoint_interval_s = 60", "",
+            "checkpoint_interval_s = 1  # signed tree heads the adapters witness", "",
         ]), encoding="utf-8")
         paths.append(path)
     return paths
@@ -82,6 +82,7 @@ def write_adapter_configs(root: Path, *, mqtt_url: str) -> list[Path]:
             "[backend]", 'kind = "json_dir"', 'path = "data"', "",
             "[blocks]", 'kind = "sqlite"', 'path = "blocks.db"', "",
             "[disclosure_log]", 'path = "disclosures.db"', "",
+            "[witness]", 'path = "witness.json"', "",
         ]), encoding="utf-8")
         paths.append(path)
     return paths

@@ -105,10 +105,10 @@ class Federation:
     # -- running parts ------------------------------------------------------------
 
     async def start_broker(self, **overrides: Any) -> BrokerServer:
+        overrides.setdefault("instance", f"b-{uuid.uuid4().hex[:6]}")
         config = BrokerConfig(
             registry_path=self.tmp / "registry.toml", key_path=self.tmp / "broker.jwk",
-            instance=f"b-{uuid.uuid4().hex[:6]}", port=0,
-            mqtt=self.server.settings(self.prefix),
+            port=0, mqtt=self.server.settings(self.prefix),
             access_log=AccessLogConfig(path=self.tmp / "access-log.db"), **overrides,
         )
         self.broker = BrokerServer(config, registry=self.registry, key=self.keys["broker"])
@@ -127,6 +127,7 @@ class Federation:
             backend={"kind": "json_dir", "path": str(self.tmp / "data" / producer_id)},
             excluded_units=frozenset(spec.excluded_units), base=self.tmp,
             replica=replica or f"r-{uuid.uuid4().hex[:6]}",
+            witness=Path("producers") / producer_id / "witness.json",
             release_delay_days=spec.release_delay_days,
             guardian_blocks=Path(f"guardian-blocks-{producer_id}.db"),
             blocks=({"kind": "json_file", "path": f"blocks-{producer_id}.json"}

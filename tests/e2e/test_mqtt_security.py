@@ -464,6 +464,7 @@ async def test_query_is_answered_over_tls_with_client_certificates(
     fed.broker = broker
     broker_task = asyncio.create_task(broker.run(shutdown=shutdown))
     adapters: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
+    witnesses: list[Adapter] = []
     try:
         await asyncio.wait_for(broker.started.wait(), 10)
         await asyncio.wait_for(broker.bus.connected.wait(), 10)
@@ -472,6 +473,7 @@ async def test_query_is_answered_over_tls_with_client_certificates(
             cfg = dataclasses.replace(fed.adapter_config(pid),
                                       mqtt=with_mqtt_client(secured.settings(pid)))
             adapter = Adapter(cfg, fed.registry)
+            witnesses.append(adapter)
             stop = asyncio.Event()
             adapters.append((stop, asyncio.create_task(adapter.run(shutdown=stop))))
             await asyncio.wait_for(adapter.ready.wait(), 10)
@@ -483,6 +485,11 @@ async def test_query_is_answered_over_tls_with_client_certificates(
         assert answer["complete"] is True
         assert {s["producer"]: s["status"] for s in answer["sources"]} == {P1: "ok", P2: "no_data"}
         assert [r["id"] for r in answer["records"]] == [f"{P1}-1"]
+        # The ACLs let the broker publish its checkpoint and every producer witness it.
+        async with asyncio.timeout(10):
+            while not all(a.witness is not None and instance in a.witness.latest
+                          for a in witnesses):
+                await asyncio.sleep(0.05)
     finally:
         for stop, task in adapters:
             stop.set()

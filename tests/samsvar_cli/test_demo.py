@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import re
 import shlex
 import signal
@@ -144,6 +145,84 @@ def test_query_refusal_is_one_line_and_non_zero(served: tuple[Path, int]) -> Non
 def test_serve_needs_a_workdir() -> None:
     done = run("demo", "--serve")
     assert done.returncode != 0 and "--workdir" in done.stderr
+
+
+def _serve_once(workdir: Path, *asks: str) -> None:
+    """Run ``demo --serve`` on ``workdir``, ask about each person, interrupt it (SIGINT)."""
+    port = free_port()
+    log = workdir.parent / "demo.log"
+    with log.open("ab") as sink:
+        proc = subprocess.Popen([*SAMSVAR, "demo", "--serve", "--port", str(port), "--workdir",
+                                 str(workdir)], stdout=sink, stderr=sink)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/producers") as resp:
+                    if all(p["online"] for p in json.load(resp)["producers"]):
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        for subject in asks:
+            done = run("query", "--workdir", str(workdir), "--as", "SE2321000999-RE01",
+                       "--subject", subject, "--types", "medication", "--json")
+            assert done.returncode == 0, done.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0, log.read_text()
+
+
+def _witnessed_sizes(workdir: Path) -> dict[str, int]:
+    demo = json.loads((workdir / "demo.json").read_text(encoding="utf-8"))
+    sizes = {}
+    for p in demo["producers"]:
+        doc = json.loads((workdir / "producers" / p["id"] / "witness.json").read_text())
+        sizes[p["id"]] = max(c["seq"] for c in doc["checkpoints"].values())
+    return sizes
+
+
+def test_log_verify_workdir_catches_a_rolled_back_demo_log(tmp_path: Path) -> None:
+    """SPEC 8: serve, ask, interrupt; the checkpoint signed at the interrupt is witnessed
+    by every demo producer before the demo exits; run again on the same folder (it keeps
+    the log and the witnessed checkpoints); put back the older log: verify names what is
+    missing."""
+    workdir = tmp_path / "work"
+    _serve_once(workdir, "193803039142")
+    older = tmp_path / "access-log-older.db"
+    shutil.copyfile(workdir / "access-log.db", older)
+    kept = _entries(older)
+    assert kept >= 1
+    assert set(_witnessed_sizes(workdir).values()) == {kept}  # witnessed before it exited
+    _serve_once(workdir, "193803039142", "196403013417")
+    now = _entries(workdir / "access-log.db")
+    assert now > kept  # the log continued
+    assert set(_witnessed_sizes(workdir).values()) == {now}
+    for witness in (workdir / "producers").glob("*/witness.json"):  # every step proven
+        assert "evidence" not in json.loads(witness.read_text())
+    done = run("log", "verify", "--workdir", str(workdir))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith(f"intact: {now} entries")
+    assert f"from 3 of 3 witnesses, up to entry {now}" in done.stdout
+
+    for suffix in ("-wal", "-shm"):
+        (workdir / f"access-log.db{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(older, workdir / "access-log.db")
+    done = run("log", "verify", "--workdir", str(workdir))
+    assert done.returncode == 1
+    assert done.stdout.startswith(f"BROKEN at entry {kept + 1}: entries {kept + 1}..{now} were "
+                                  "removed from the end or rolled back"), done.stdout
+    assert "producer SE2" in done.stdout
+
+
+def _entries(db: Path) -> int:
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(db)) as conn:
+        return int(conn.execute("SELECT count(*) FROM access_log_entries").fetchone()[0])
 
 
 # -- the own view's demo (SPEC sections 8 and 9) ------------------------------------------

@@ -84,6 +84,8 @@ def test_verify_an_intact_log(broker: Broker, capsys: pytest.CaptureFixture[str]
     assert run(["verify", "--config", broker.config]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "intact: 6 entries, 1 checkpoints (0 after the last checkpoint, not yet signed)",
+        ("  no witness given: a log cut short or an older copy put back cannot be told from "
+         "the database alone (use --witness FILE, or --workdir DIR for the demo)"),
         f"  key {broker.key.kid}: checkpoints up to entry 6"]
 
 
@@ -207,6 +209,8 @@ def test_a_rotated_broker_key_keeps_its_checkpoints_verifiable_when_retired(
     assert run(["verify", "--config", broker.config]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "intact: 8 entries, 2 checkpoints (0 after the last checkpoint, not yet signed)",
+        ("  no witness given: a log cut short or an older copy put back cannot be told from "
+         "the database alone (use --witness FILE, or --workdir DIR for the demo)"),
         f"  key {old.kid} (retired): checkpoints up to entry 6",
         f"  key {new.key.kid}: checkpoints up to entry 8",
     ]

@@ -21,7 +21,7 @@ def table(text: str) -> dict[str, Any]:
 def test_an_empty_table_is_a_sqlite_file_beside_the_config(tmp_path: Path) -> None:
     config = access_log_config_from_table({}, base=tmp_path)
     assert config == AccessLogConfig(kind="sqlite", path=tmp_path / "access-log.db")
-    assert (config.checkpoint_interval_s, config.max_batch, config.schema) == (60, 512, "public")
+    assert (config.checkpoint_interval_s, config.max_batch, config.schema) == (1, 512, "public")
 
 
 def test_sqlite_path_is_relative_to_the_config(tmp_path: Path) -> None:

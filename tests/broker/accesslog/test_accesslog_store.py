@@ -192,7 +192,7 @@ async def test_migrations_are_idempotent(
         log = await opened(log_config, key)
         await log.append(make_entry(n))
         await log.close()
-    assert await raw.fetch("SELECT version FROM {v}") == [(1,)]
+    assert await raw.fetch("SELECT version FROM {v}") == [(2,)]
     assert [r[0] for r in await raw.rows()] == [1, 2]
     # Two at once (two broker instances starting) also work on one PostgreSQL schema.
     if log_config.kind == "postgresql":
