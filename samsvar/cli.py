@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="the broker's port (with --serve)")
     p.add_argument("--portal-port", type=int, default=0,
                    help="the demo citizen portal \"Min översikt\" (with --serve; default: "
-                        "the broker's port + 1)")
+                        "the broker's port + 1, or a free port when that one is taken)")
     p.add_argument("--workdir", help="write registry, keys, data and configs here")
     p.add_argument("--mqtt", help="use this MQTT server (mqtt://host:port) instead of the "
                    "embedded one")

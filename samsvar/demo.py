@@ -370,10 +370,17 @@ async def run_demo(args: argparse.Namespace) -> int:
                     await stack.enter_async_context(running_portal(
                         portal_config(workdir), host="127.0.0.1", port=portal_port))
                 except OSError as exc:
-                    print(f"samsvar: cannot serve Min översikt on 127.0.0.1:{portal_port}: "
-                          f"{exc.strerror or exc}; choose another --portal-port",
-                          file=sys.stderr)
-                    return 1
+                    if getattr(args, "portal_port", None):  # the port asked for: stop
+                        print(f"samsvar: cannot serve Min översikt on 127.0.0.1:{portal_port}: "
+                              f"{exc.strerror or exc}; choose another --portal-port",
+                              file=sys.stderr)
+                        return 1
+                    # the default (port + 1) is some other program's: any free port will do
+                    taken, portal_port = portal_port, _free_port(avoid={port, mqtt.port})
+                    err.print(f"port {taken} (the broker's + 1) is taken: Min översikt uses "
+                              f"{portal_port} instead (--portal-port chooses)")
+                    await stack.enter_async_context(running_portal(
+                        portal_config(workdir), host="127.0.0.1", port=portal_port))
             broker_task = tg.create_task(broker.run(shutdown=shutdown), name="demo-broker")
             for adapter in adapters:
                 tg.create_task(adapter.run(shutdown=adapters_stop), name="demo-adapter")

@@ -424,3 +424,45 @@ def test_the_portal_port_defaults_to_the_broker_s_port_plus_one(tmp_path: Path) 
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0, log.read_text()
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as sink:
+        return subprocess.Popen([*SAMSVAR, "demo", "--serve", *args], stdout=sink, stderr=sink)
+
+
+def test_a_taken_default_portal_port_gives_way_to_a_free_one(tmp_path: Path) -> None:
+    port = _free_pair()
+    log = tmp_path / "demo.log"
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port + 1))
+        squatter.listen()
+        proc = _start(["--port", str(port), "--workdir", str(tmp_path / "work")], log)
+        try:
+            deadline = time.monotonic() + 40
+            while "Min översikt (the demo citizen portal): " not in log.read_text("utf-8"):
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+            text = log.read_text("utf-8")
+            assert f"port {port + 1} (the broker's + 1) is taken" in " ".join(text.split())
+            url = text.split("Min översikt (the demo citizen portal): ", 1)[1].split()[0]
+            assert url != f"http://127.0.0.1:{port + 1}/"
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                assert "Logga in i Min översikt" in resp.read().decode("utf-8")
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(30) == 0, log.read_text()
+
+
+def test_a_taken_portal_port_asked_for_is_one_line_and_non_zero(tmp_path: Path) -> None:
+    log = tmp_path / "demo.log"
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        proc = _start(["--port", str(free_port()), "--portal-port", str(taken), "--workdir",
+                       str(tmp_path / "work")], log)
+        assert proc.wait(40) == 1
+    lines = [ln for ln in log.read_text("utf-8").splitlines() if ln.startswith("samsvar:")]
+    assert len(lines) == 1 and f"127.0.0.1:{taken}" in lines[0] and "--portal-port" in lines[0]
