@@ -79,7 +79,7 @@ _OWN_VIEW_KEYS: Final = frozenset({"release_delay_days", "guardian_blocks"})
 
 def default_replica() -> str:
     """``<host>-<pid>-<random>``: unique even for two replicas in one process."""
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 @dataclass(frozen=True, kw_only=True)
