@@ -6,8 +6,9 @@ Chosen by the ``kind`` of the config's ``[backend]`` table::
     kind = "json_dir"                 # one JSON file per person (demo, tests, small producers)
     path = "data/SE2321000999-P001"   # relative to the config file
 
-Three kinds are built in: ``json_dir`` (:mod:`.json_dir`), ``sql`` (SQLite or PostgreSQL,
-:mod:`.sql`) and ``fhir`` (a FHIR R4 REST server, :mod:`.fhir`). Any other ``kind`` is looked
+Four kinds are built in: ``json_dir`` (:mod:`.json_dir`), ``sql`` (SQLite or PostgreSQL,
+:mod:`.sql`), ``fhir`` (a FHIR R4 REST server, :mod:`.fhir`) and ``rivta`` (a producer's
+RIV-TA service contracts, :mod:`.rivta`). Any other ``kind`` is looked
 up among the installed plugins: the entry point of that name in the group
 ``samsvar.backends`` (``[project.entry-points."samsvar.backends"]`` in the plugin's
 ``pyproject.toml``). It names a :class:`BackendFactory`: an object (usually a class) with
@@ -27,6 +28,7 @@ from ..errors import AdapterConfigError
 from .base import BackendFactory, BackendResult, RecordBackend, in_period
 from .fhir import FhirBackend
 from .json_dir import JsonDirBackend
+from .rivta import RivtaBackend
 from .sql import SqlBackend
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "FhirBackend",
     "JsonDirBackend",
     "RecordBackend",
+    "RivtaBackend",
     "SqlBackend",
     "check_backend_table",
     "in_period",
@@ -50,6 +53,7 @@ BACKEND_KINDS: Final[Mapping[str, BackendFactory]] = {
     "json_dir": JsonDirBackend,
     "sql": SqlBackend,
     "fhir": FhirBackend,
+    "rivta": RivtaBackend,
 }
 """The built-in kinds; plugins add theirs through the ``samsvar.backends`` entry points."""
 
