@@ -168,7 +168,9 @@ def contract_record(key: str, r: StubRecord, subject: str, source: str) -> dict[
     ``atc``, ``severity``, ``comment``; lab_results ``analyses``: [(npu, name, value, unit,
     range, abnormal)]; care_contacts ``code`` (1-5), ``reason``, ``start``, ``end``;
     care_plans ``plan_type``, ``title``, ``text``, ``participants``; functional_status
-    ``padl``: [(code, name, assessment)], ``comment``.
+    ``padl``: [(code, name, assessment)], ``comment``; bookings ``start``, ``end``,
+    ``purpose``, ``reason``, ``time_type``, ``care_type``, ``invitation``; fixed_contacts
+    ``role_display``, ``start``, ``end``, ``note``, ``internal_note``, ``phone``.
     """
     d = r.data
     match key:
@@ -284,6 +286,42 @@ def contract_record(key: str, r: StubRecord, subject: str, source: str) -> dict[
                         "assessmentCategory": "pad-pad", "comment": d.get("comment"),
                         "padl": [{"typeOfAssessment": _cv(c, "1.2.752.116.1.1.3", name),
                                   "assessment": a} for c, name, a in d["padl"]]}}
+        case "GetSubjectOfCareSchedule-1.1":
+            return {"startTimeInclusive": d.get("start", r.time), "endTimeExclusive": d.get("end"),
+                    "healthcare_facility": r.unit, "performer": f"{r.unit}-P1",
+                    "bookingId": r.id, "subject_of_care": subject,
+                    "purpose": d.get("purpose"), "reason": d.get("reason"),
+                    "healthcare_facility_name": r.unit_name, "performerName": r.author,
+                    "timeTypeName": d.get("time_type", "Besök"),
+                    "careTypeName": d.get("care_type", r.role),
+                    "cancel_booking_allowed": True, "rebooking_allowed": True,
+                    "message_allowed": False, "isInvitation": d.get("invitation", False)}
+        case "GetCareManagers-1.0":
+            def org(hsa: str, name: str) -> dict[str, Any]:
+                return {"hsaId": {"root": HSA_ROOT, "extension": hsa}, "name": name}
+            acl: dict[str, Any] = {
+                "accountableHealthcareProviderId": {"root": HSA_ROOT, "extension": r.care_giver},
+                "accountableCareUnitId": {"root": HSA_ROOT, "extension": r.unit},
+                "patientId": {"root": PERSON_ROOT, "extension": subject},
+                "blockComparisonTime": r.time}
+            if r.care_process:
+                acl["careProcessId"] = {"root": "1.2.752.129.2.1.2.1",
+                                        "extension": r.care_process}
+            return {"careManagerHeader": {"accessControlHeader": acl,
+                                          "sourceSystemId": {"root": HSA_ROOT,
+                                                             "extension": source}},
+                    "code": _cv(d.get("code", "1"), "1.2.752.129.2.2.2.70",
+                                d.get("role_display", "Fast vårdkontakt")),
+                    "practitioner": {"hsaId": {"root": HSA_ROOT, "extension": f"{r.unit}-P1"},
+                                     "name": r.author,
+                                     "qualification": _cv("SSK", "1.2.752.129.2.2.1.4", r.role)},
+                    "period": {"start": d.get("start", r.time[:8]), "end": d.get("end")},
+                    "externalNotes": d.get("note"), "internalNotes": d.get("internal_note"),
+                    "managingCareGiver": org(r.care_giver, d.get("care_giver_name", "")),
+                    "managingCareUnit": org(r.unit, r.unit_name),
+                    "contact": [{"telecom": [{"system": _cv("phone", "2.16.840.1.113883.4.642.4.72",
+                                                            "Telefon"),
+                                              "value": d["phone"]}]}] if d.get("phone") else []}
     raise KeyError(f"the stub has no writer for {key}")
 
 

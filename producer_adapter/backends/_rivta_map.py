@@ -451,6 +451,42 @@ _PLAN_TYPES: Final = {
 }
 
 
+_PLAN_LINE: Final = re.compile(
+    r"^\s*(behov|mål|aktivitet|insats|uppföljning)\s*:\s*(.+?)\s*$", re.IGNORECASE)
+
+
+def _plan_text(text: str, tz: ZoneInfo) -> Json:
+    """SIP structure from a text/plain plan: lines ``Behov:``, ``Mål:``, ``Aktivitet:`` (or
+    ``Insats:``, with ``… ; ansvarig ; när``) and ``Uppföljning: YYYY-MM-DD``; any other
+    text is kept as one goal so nothing the plan says is lost."""
+    needs: list[str] = []
+    goals: list[str] = []
+    activities: list[Json] = []
+    follow_up = None
+    rest: list[str] = []
+    for line in text.splitlines():
+        m = _PLAN_LINE.match(line)
+        if m is None:
+            if line.strip():
+                rest.append(line.strip())
+            continue
+        kind, value = m.group(1).lower(), m.group(2)
+        if kind == "behov":
+            needs.append(value)
+        elif kind == "mål":
+            goals.append(value)
+        elif kind == "uppföljning":
+            follow_up = _date(value.replace("-", ""), tz)
+        else:
+            parts = [p.strip() for p in value.split(";")]
+            activities.append({"what": parts[0], "responsible": parts[1] if len(parts) > 1
+                               else "", "when": parts[2] if len(parts) > 2 else ""})
+    if rest:
+        goals.append(" ".join(rest))
+    return {"needs": needs, "goals": goals, "activities": activities,
+            "follow_up_date": follow_up}
+
+
 def care_plan_20(rec: Json, tz: ZoneInfo) -> Iterator[Mapped]:
     header = _d(rec.get("carePlanHeader"))
     m = _header_2x(header, tz)
@@ -459,10 +495,10 @@ def care_plan_20(rec: Json, tz: ZoneInfo) -> Iterator[Mapped]:
     title = _s(header.get("documentTitle")) or _PLAN_TYPES.get(plan_type, plan_type)
     if not title:
         raise Skip("no-title")
-    text = "\n\n".join(t for t in map(_plain_text, _l(body.get("content"))) if t)
+    text = "\n".join(t for t in map(_plain_text, _l(body.get("content"))) if t)
     participants = [_ii(u) for u in _l(body.get("participatingCareUnitHSAId"))]
-    yield _done(m, {"title": title, "plan_type": plan_type, "_text": text,
-                    "participants": [p for p in participants if p]})
+    yield _done(m, {"title": title, "plan_type": plan_type, **_plan_text(text, tz),
+                    "_participant_units": [p for p in participants if p]})
 
 
 _ASSESSMENT: Final = {"pad-pad": "PADL", "fun-fun": "Funktionstillstånd"}
@@ -490,6 +526,87 @@ def functional_status_20(rec: Json, tz: ZoneInfo) -> Iterator[Mapped]:
                     "description": description})
 
 
+def booking_11(rec: Json, tz: ZoneInfo) -> Iterator[Mapped]:
+    """GetSubjectOfCareSchedule's timeslot: no header; the facility is the unit."""
+    unit = _s(rec.get("healthcare_facility"))
+    start = timestamp(rec.get("startTimeInclusive"), tz)
+    if start is None:
+        raise Skip("no-time")
+    booking = _s(rec.get("bookingId"))
+    if not booking:
+        raise Skip("no-id")
+    unit_name = _s(rec.get("healthcare_facility_name"))
+    performer = ({"name": _s(rec.get("performerName")), "hsa_id": _s(rec.get("performer"))}
+                 if rec.get("performerName") or rec.get("performer") else None)
+    yield Mapped(id=booking, time=start, unit_id=unit, unit_name=unit_name, fields={
+        "start": start, "end": timestamp(rec.get("endTimeExclusive"), tz),
+        "unit": {"id": unit, "name": unit_name or unit}, "performer": performer,
+        "purpose": _s(rec.get("purpose")), "reason": _s(rec.get("reason")),
+        "invitation": rec.get("isInvitation") is True,
+        "time_type": _s(rec.get("timeTypeName")), "care_type": _s(rec.get("careTypeName"))})
+
+
+_ROLES: Final = (("kontaktsjuksköterska", "kontaktsjukskoterska"),
+                 ("läkar", "fast_lakarkontakt"), ("omsorg", "fast_omsorgskontakt"),
+                 ("vårdkontakt", "fast_vardkontakt"))
+
+
+def _contact_points(contacts: Any) -> list[Json]:
+    points = []
+    for contact in map(_d, _l(contacts)):
+        for tel in map(_d, _l(contact.get("telecom"))):
+            kind = _text_of(tel.get("system")).lower()
+            system = ("email" if "mail" in kind else "1177" if "1177" in kind
+                      else "phone" if "tel" in kind or "phone" in kind else "other")
+            if _s(tel.get("value")):
+                points.append({"system": system, "value": _s(tel["value"])})
+        address = _d(contact.get("address"))
+        lines = [*map(_s, _l(address.get("line"))), " ".join(
+            x for x in (_s(address.get("postalCode")), _s(address.get("city"))) if x)]
+        if any(lines):
+            points.append({"system": "address", "value": ", ".join(x for x in lines if x)})
+    return points
+
+
+def care_manager_10(rec: Json, tz: ZoneInfo) -> Iterator[Mapped]:
+    """GetCareManagers' PractitionerRole: a fixed care or social-care contact."""
+    header = _d(rec.get("careManagerHeader"))
+    acl = _d(header.get("accessControlHeader"))
+    practitioner = _d(rec.get("practitioner"))
+    name = _s(practitioner.get("name"))
+    hsa = _ii(practitioner.get("hsaId"))
+    if not name and not hsa:
+        raise Skip("no-person")
+    period = _d(rec.get("period"))
+    start = _date(period.get("start"), tz)
+    time = timestamp(acl.get("blockComparisonTime"), tz) or (
+        dt.datetime.combine(start, dt.time(), tz) if start else None)
+    if time is None:
+        raise Skip("no-time")
+    managing = _d(rec.get("managingCareUnit")) or _d(rec.get("careProvidingCareUnit"))
+    unit_id = _ii(acl.get("accountableCareUnitId")) or _ii(managing.get("hsaId"))
+    unit_name = _s(managing.get("name")) if _ii(managing.get("hsaId")) == unit_id else ""
+    display = _text_of(rec.get("code"))
+    role = next((r for key, r in _ROLES if key in display.lower()), "other")
+    code = code_of(rec.get("code"))
+    giver = _d(rec.get("managingCareGiver"))
+    yield Mapped(
+        id=f"{_ii(header.get('sourceSystemId'))}/{hsa or name}/{_s(period.get('start'))}",
+        time=time, unit_id=unit_id, unit_name=unit_name,
+        care_giver=_ii(acl.get("accountableHealthcareProviderId")) or _ii(giver.get("hsaId")),
+        codes=[code] if code else [], care_process=_ii(acl.get("careProcessId")) or None,
+        fields={"role": role, "role_display": display,
+                "person": {"name": name, "hsa_id": hsa,
+                           "role": _text_of(practitioner.get("qualification"))},
+                "care_team": _s(_g(rec, "careTeam", "name")),
+                "unit": {"id": unit_id, "name": unit_name or unit_id} if unit_id else None,
+                "start": start, "end": _date(period.get("end"), tz),
+                "contact": _contact_points(rec.get("contact")) + _contact_points(
+                    _g(rec, "careTeam", "contact")),
+                "note": _s(rec.get("externalNotes")),
+                "internal_note": _s(rec.get("internalNotes"))})
+
+
 Mapper = Callable[[Json, ZoneInfo], Iterator[Mapped]]
 
 MAPPERS: Final[Mapping[str, Mapper]] = {
@@ -504,5 +621,7 @@ MAPPERS: Final[Mapping[str, Mapper]] = {
     "GetCareContacts-3.0": care_contact,
     "GetCarePlans-2.0": care_plan_20,
     "GetFunctionalStatus-2.0": functional_status_20,
+    "GetSubjectOfCareSchedule-1.1": booking_11,
+    "GetCareManagers-1.0": care_manager_10,
 }
-"""The mapper of each contract version (bookings and fixed contacts: see the backend)."""
+"""The mapper of each contract version."""

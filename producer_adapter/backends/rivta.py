@@ -181,10 +181,14 @@ def person_id(contract: Contract, subject: str) -> dict[str, Any]:
 
 
 def request_body(contract: Contract, subject: str, period: Period | None,
-                 reference: str | None = None) -> dict[str, Any]:
-    """The request element's content (as :func:`build` takes it)."""
+                 reference: str | None = None, *, facility: str = "") -> dict[str, Any]:
+    """The request element's content (as :func:`build` takes it).
+
+    GetSubjectOfCareSchedule names a ``healthcare_facility``: the logical address, as in
+    the national examples.
+    """
     if contract.id_style == "subject_of_care":
-        return {"healthcare_facility": "", "subject_of_care": subject}
+        return {"healthcare_facility": facility, "subject_of_care": subject}
     body: dict[str, Any] = {"patientId": person_id(contract, subject)}
     if period is not None and contract.key in ("GetCareDocumentation-3.0",
                                                "GetLaboratoryOrderOutcome-4.0",
@@ -324,7 +328,8 @@ class RivtaBackend:
         reference: str | None = None
         raw: list[Any] = []
         for _ in range(self.config.max_pages):
-            body = request_body(contract, subject, period, reference)
+            body = request_body(contract, subject, period, reference,
+                                facility=self.config.logical_address)
             payload = await asyncio.to_thread(self._request, schema, contract, body)
             data = await self._post(rc, payload, correlation)
             try:
@@ -412,6 +417,8 @@ class RivtaBackend:
     @staticmethod
     def _about(item: dict[str, Any], subject: str) -> bool:
         """False when the record names another patient than the one asked about."""
+        if item.get("subject_of_care") is not None:
+            return str(item["subject_of_care"]) == subject
         for value in item.values():
             if isinstance(value, dict):
                 pid = value.get("patientId")
@@ -431,6 +438,9 @@ class RivtaBackend:
                         else org_id))
         unit_name = m.unit_name or self.config.units.get(m.unit_id) or m.unit_id
         fields = {k: v for k, v in m.fields.items() if not k.startswith("_")}
+        units = m.fields.get("_participant_units")
+        if units:  # a plan's participating units, by name where the config knows it
+            fields["participants"] = [self.config.units.get(u, u) for u in units]
         doc: dict[str, Any] = {
             "id": m.id,
             "source": {"producer": self.producer_id,
