@@ -47,6 +47,8 @@ from .demo_own import (
     own_records,
 )
 
+from . import demo_rivta
+
 __all__ = ["PARTICIPANTS", "PRODUCERS", "build_workdir", "portal_config", "run_demo"]
 
 BROKER_ID: Final = "SE0000000000-SAMSVAR"
@@ -88,6 +90,7 @@ PRODUCERS: Final[list[dict[str, Any]]] = [
                ["SE2120009999-U220", "Daglig verksamhet Verkstan"],
                ["SE2120009999-U230", "Gruppbostad Linden"]],
      "excluded_units": []},
+    demo_rivta.PRODUCER,  # "backend": "rivta": its records come from a RIV-TA stub over mTLS
 ]
 
 SAMPLE_SUBJECT: Final = "193803039142"
@@ -130,6 +133,8 @@ class Workdir:
     broker_config: Path
     adapter_configs: list[Path]
     demo: dict[str, Any]
+    rivta_port: int = 0
+    """Where the RIV-TA producer stub of the ``rivta`` producer listens (mutual TLS)."""
 
 
 def _data_root() -> Any:
@@ -154,8 +159,21 @@ def _write_blocks(pdir: Path, prod: dict[str, Any], data_root: Any) -> None:
                          note=b.get("note", ""))
 
 
-def build_workdir(root: Path, *, port: int, mqtt: MqttSettings) -> Workdir:
+def _own_view_types(prod: dict[str, Any]) -> list[str]:
+    """The types a producer offers in the own view (the RIV-TA producer names its own)."""
+    return OWN_VIEW_TYPES_BY_PRODUCER.get(prod["id"], prod.get("own_view_types", []))
+
+
+def _backend_lines(prod: dict[str, Any], rivta_port: int) -> list[str]:
+    if prod.get("backend") == "rivta":
+        return demo_rivta.backend_toml(rivta_port)
+    return ["[backend]", 'kind = "json_dir"', 'path = "data"']
+
+
+def build_workdir(root: Path, *, port: int, mqtt: MqttSettings,
+                  rivta_port: int | None = None) -> Workdir:
     """Write every file the demo federation uses into ``root``."""
+    rivta_port = rivta_port if rivta_port is not None else _free_port(avoid={port, port + 1})
     root.mkdir(parents=True, exist_ok=True)
     keys_dir = root / "keys"
     keys_dir.mkdir(exist_ok=True)
@@ -182,7 +200,7 @@ def build_workdir(root: Path, *, port: int, mqtt: MqttSettings) -> Workdir:
                   f"name = {_toml_str(prod['name'])}",
                   f"organisation = {_toml_str(prod['organisation'])}",
                   f"types = {_toml_list(prod['types'])}",
-                  f"own_view_types = {_toml_list(OWN_VIEW_TYPES_BY_PRODUCER[prod['id']])}",
+                  f"own_view_types = {_toml_list(_own_view_types(prod))}",
                   f"units = [{units}]",
                   f"keys = {_toml_keys(key.to_jwk())}", ""]
         pdir = root / "producers" / prod["id"]
@@ -195,7 +213,7 @@ def build_workdir(root: Path, *, port: int, mqtt: MqttSettings) -> Workdir:
             for item in source.iterdir():
                 if item.name.endswith(".json"):
                     (data_dir / item.name).write_bytes(item.read_bytes())
-        for person, records in own[prod["id"]].items():
+        for person, records in own.get(prod["id"], {}).items():
             file = data_dir / f"{person}.json"
             held = json.loads(file.read_text(encoding="utf-8")) if file.exists() else []
             file.write_text(json.dumps(held + records, indent=2, ensure_ascii=False) + "\n",
@@ -208,7 +226,7 @@ def build_workdir(root: Path, *, port: int, mqtt: MqttSettings) -> Workdir:
             f"key = {_toml_str('../../keys/' + prod['id'] + '.jwk')}",
             f"excluded_units = {_toml_list(prod['excluded_units'])}", "",
             "[mqtt]", *mqtt_table, "",
-            "[backend]", 'kind = "json_dir"', 'path = "data"', "",
+            *_backend_lines(prod, rivta_port), "",
             "[blocks]", 'kind = "sqlite"', 'path = "blocks.db"', "",
             "[disclosure_log]", 'path = "disclosures.db"', "",
             "[witness]", 'path = "witness.json"', "",
@@ -241,8 +259,8 @@ def build_workdir(root: Path, *, port: int, mqtt: MqttSettings) -> Workdir:
             for p in PARTICIPANTS
         ],
         "producers": [{"id": p["id"], "organisation": p["organisation"], "types": p["types"],
-                       "own_view_types": OWN_VIEW_TYPES_BY_PRODUCER[p["id"]]}
-                      for p in PRODUCERS],
+                       "own_view_types": _own_view_types(p),
+                       "backend": p.get("backend", "json_dir")} for p in PRODUCERS],
         "persons": [{"id": p["id"], "name": p["name"], "tags": p["tags"],
                      **({"guardians": p["guardians"]} if "guardians" in p else {})}
                     for p in persons],
@@ -251,7 +269,7 @@ def build_workdir(root: Path, *, port: int, mqtt: MqttSettings) -> Workdir:
                                     encoding="utf-8")
     (root / "README.txt").write_text(_readme(demo, persons, mqtt), encoding="utf-8")
     return Workdir(root=root, broker_config=broker_config, adapter_configs=adapter_configs,
-                   demo=demo)
+                   demo=demo, rivta_port=rivta_port)
 
 
 def _readme(demo: dict[str, Any], persons: list[dict[str, Any]], mqtt: MqttSettings) -> str:
@@ -273,7 +291,7 @@ def _readme(demo: dict[str, Any], persons: list[dict[str, Any]], mqtt: MqttSetti
     for p in PRODUCERS:
         extra = f"  excluded units: {', '.join(p['excluded_units'])}" if p["excluded_units"] else ""
         out.append(f"  {p['id']}  {p['name']}: {', '.join(p['types'])}{extra}")
-        out.append(f"      own view: {', '.join(OWN_VIEW_TYPES_BY_PRODUCER[p['id']])}"
+        out.append(f"      own view: {', '.join(_own_view_types(p))}"
                    + "".join(f"; {t} shown {n} days after its time"
                              for t, n in RELEASE_DELAYS.get(p["id"], {}).items()))
     out += ["", "Demo persons (Skatteverket test personnummer; never real people):"]
@@ -328,6 +346,7 @@ async def run_demo(args: argparse.Namespace) -> int:
     mqtt_server = None
     port = args.port if args.serve and args.port else _free_port()
     portal_port = getattr(args, "portal_port", None) or port + 1
+    rivta_stub = None
     if embedded:
         # never the broker's or the portal's port: bind(0) hands out neighbouring ports
         mqtt_port = _free_port(avoid={port, portal_port})
@@ -345,7 +364,12 @@ async def run_demo(args: argparse.Namespace) -> int:
         tmp = tempfile.TemporaryDirectory(prefix="samsvar-demo-")
         root = Path(tmp.name)
     try:
-        workdir = build_workdir(root, port=port, mqtt=mqtt)
+        # the RIV-TA stub's port: never the broker's, the portal's or the MQTT server's
+        workdir = build_workdir(root, port=port, mqtt=mqtt,
+                                rivta_port=_free_port(avoid={port, portal_port, mqtt.port}))
+        rivta_stub = await demo_rivta.start_stub(
+            root / "producers" / demo_rivta.PRODUCER["id"], workdir.rivta_port,
+            _data_root() / "rivta.json", dt.date.today())
         if embedded:
             mqtt_server = await _start_embedded_mqtt(mqtt.port)
         registry = load_registry(root / "registry.toml")
@@ -400,6 +424,8 @@ async def run_demo(args: argparse.Namespace) -> int:
                 adapters_stop.set()
         return 0
     finally:
+        if rivta_stub is not None:
+            await rivta_stub.close()
         if mqtt_server is not None:
             await mqtt_server.shutdown()
         if tmp is not None:

@@ -35,7 +35,7 @@ def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 def test_demo_prints_a_readable_answer() -> None:
     done = run("demo")
     assert done.returncode == 0, done.stderr
-    assert "3 of 3 sources answered" in done.stdout
+    assert "4 of 4 sources answered" in done.stdout
     assert "Region Exempel" in done.stdout and "Exempel kommun" in done.stdout
     assert "Furosemid" in done.stdout
 
@@ -102,8 +102,9 @@ def test_serve_writes_the_contracted_files(served: tuple[Path, int]) -> None:
         assert load_private_key(workdir / p["key_file"]).kid == p["kid"]
         assert p["key_file"] == f"keys/{p['id']}.jwk"
     for p in demo["producers"]:
-        assert set(p) == {"id", "organisation", "types", "own_view_types"}
+        assert set(p) == {"id", "organisation", "types", "own_view_types", "backend"}
         assert p["own_view_types"] and set(p["own_view_types"]) <= set(p["types"])
+    assert [p["backend"] for p in demo["producers"]].count("rivta") == 1
     tags = {t for person in demo["persons"] for t in person["tags"]}
     assert {"child", "over_85", "blocked", "several_producers", "social_care",
             "sol_other"} <= tags
@@ -131,6 +132,27 @@ def test_serve_answers_samsvar_query(served: tuple[Path, int]) -> None:
     answer = json.loads(done.stdout)
     scopes = {r["scope"] for r in answer["records"]}
     assert answer["records"] and "sol_other" not in scopes
+
+
+def test_the_rivta_person_is_answered_through_the_rivta_backend(
+        served: tuple[Path, int]) -> None:
+    """Issue 18: the fourth producer's records come from a RIV-TA stub over mutual TLS."""
+    workdir, _ = served
+    demo = json.loads((workdir / "demo.json").read_text(encoding="utf-8"))
+    [rivta] = [p for p in demo["producers"] if p["backend"] == "rivta"]
+    [person] = [p for p in demo["persons"] if "rivta" in p["tags"]]
+    config = (workdir / "producers" / rivta["id"] / "adapter.toml").read_text(encoding="utf-8")
+    assert 'kind = "rivta"' in config and "https://127.0.0.1:" in config
+    done = run("query", "--workdir", str(workdir), "--as", "SE2321000999-RE01", "--subject",
+               person["id"], "--types", ",".join(rivta["types"]), "--json")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    records = [r for r in answer["records"] if r["source"]["producer"] == rivta["id"]]
+    assert len({r["type"] for r in records}) >= 5
+    assert {"bookings", "fixed_contacts", "care_plans", "lab_results"} <= {
+        r["type"] for r in records}
+    assert any(r.get("approved_for_patient") is False for r in records)
+    assert not any("makulerad" in json.dumps(r, ensure_ascii=False) for r in records)
 
 
 def test_query_refusal_is_one_line_and_non_zero(served: tuple[Path, int]) -> None:
