@@ -2,7 +2,8 @@
 
 It writes a complete federation into a work directory — registry, keys, producers' data
 and configs, README.txt and demo.json — starts an MQTT server (the embedded amqtt one
-unless ``--mqtt`` names another), the broker and three producer adapters, and then either
+unless ``--mqtt`` names another), the broker and four producer adapters (one reads a RIV-TA
+producer stub over mutual TLS: :mod:`samsvar.demo_rivta`), and then either
 asks one sample question and prints the answer, or keeps serving (``--serve``).
 """
 
