@@ -60,6 +60,13 @@ def _s(value: Any) -> str:
     return "" if value is None or isinstance(value, dict | list) else str(value).strip()
 
 
+def _flag(value: Any) -> bool | None:
+    """An ``xs:boolean`` (``true``/``false``/``1``/``0``), or None when absent or not one."""
+    if isinstance(value, bool):
+        return value
+    return {"true": True, "1": True, "false": False, "0": False}.get(_s(value).lower())
+
+
 def _g(d: Any, *path: str) -> Any:
     for key in path:
         d = _d(d).get(key)
@@ -146,7 +153,7 @@ def _hp_author(hp: Json) -> Json | None:
 
 def _header_2x(header: Json, tz: ZoneInfo, *, required_hp: bool = True) -> Mapped:
     """The PatientSummaryHeader of the 2.x contracts."""
-    if header.get("nullified") is True:
+    if _flag(header.get("nullified")) is True:
         raise Skip("nullified")
     hp = _d(header.get("accountableHealthcareProfessional"))
     org = _d(hp.get("healthcareProfessionalOrgUnit"))
@@ -159,7 +166,7 @@ def _header_2x(header: Json, tz: ZoneInfo, *, required_hp: bool = True) -> Mappe
     return Mapped(
         id=doc_id, time=time or dt.datetime.min.replace(tzinfo=tz), unit_id=unit_id,
         unit_name=unit_name, care_giver=_s(hp.get("healthcareProfessionalCareGiverHSAId")),
-        author=_hp_author(hp), approved_for_patient=header.get("approvedForPatient"),
+        author=_hp_author(hp), approved_for_patient=_flag(header.get("approvedForPatient")),
         fields={"_time_known": time is not None})
 
 
@@ -183,7 +190,7 @@ def _header_3x(header: Json, tz: ZoneInfo) -> Mapped:
             "accountableCareGiver")),
         author={"name": name, "role": _text_of(author.get("byRole"))} if name else None,
         care_process=_ii(acl.get("careProcessId")) or None,
-        approved_for_patient=acl.get("approvedForPatient"),
+        approved_for_patient=_flag(acl.get("approvedForPatient")),
         fields={"_time_known": time is not None})
 
 
@@ -371,7 +378,7 @@ def lab_31(rec: Json, tz: ZoneInfo) -> Iterator[Mapped]:
         m.codes = [code] if code else []
         yield _done(m, {"analysis": name, "value": value, "unit": _s(outcome.get("outcomeUnit")),
                         "reference_range": _s(outcome.get("referenceInterval")),
-                        "abnormal": outcome.get("pathologicalFlag") is True}, time=when)
+                        "abnormal": _flag(outcome.get("pathologicalFlag")) is True}, time=when)
 
 
 def _pq(pq: Any) -> tuple[str, str]:
@@ -426,7 +433,7 @@ def care_contact(rec: Json, tz: ZoneInfo) -> Iterator[Mapped]:
     status_code = _s(_d(status).get("code")) if isinstance(status, dict) else _s(status)
     if status_code in _CONTACT_DROPPED:
         raise Skip(f"status-{_CONTACT_DROPPED[status_code]}")
-    raw = body.get("careContactCode")
+    raw = body.get("careContactCode") or None
     if isinstance(raw, dict):
         contact_type = _text_of(raw)
         code = code_of(raw)
@@ -542,7 +549,7 @@ def booking_11(rec: Json, tz: ZoneInfo) -> Iterator[Mapped]:
         "start": start, "end": timestamp(rec.get("endTimeExclusive"), tz),
         "unit": {"id": unit, "name": unit_name or unit}, "performer": performer,
         "purpose": _s(rec.get("purpose")), "reason": _s(rec.get("reason")),
-        "invitation": rec.get("isInvitation") is True,
+        "invitation": _flag(rec.get("isInvitation")) is True,
         "time_type": _s(rec.get("timeTypeName")), "care_type": _s(rec.get("careTypeName"))})
 
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+import tomllib
 import ssl
+import threading
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -322,3 +325,36 @@ async def test_the_stub_refuses_a_request_without_a_person(tmp_path: Path) -> No
 
 def test_person_records_cover_every_type() -> None:
     assert {t for t, _ in person_records()} == ALL_TYPES
+
+
+def test_the_documented_configuration_is_complete_and_valid() -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs" / "producers.md"
+    section = docs.read_text(encoding="utf-8").split("## The RIV-TA backend", 1)[1]
+    example = re.findall(r"```toml\n(.+?)\n```", section, flags=re.DOTALL)[0]
+    backend = tomllib.loads(example)["backend"]
+    check_backend_table(backend)
+    assert set(backend["contracts"]) == {c.info_type for c in CONTRACTS.values()}
+    assert {"ca", "cert", "key", "consumer_hsa_id", "logical_address"} <= set(backend)
+
+
+async def test_responses_are_parsed_and_mapped_off_the_event_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 1,000-record response takes a quarter of a second to parse: never on the loop."""
+    from producer_adapter.backends import rivta
+
+    threads: list[bool] = []
+    parse, map_all = rivta.parse_response, rivta.RivtaBackend._map_all
+
+    def parse_spy(*args: Any) -> Any:
+        threads.append(threading.current_thread() is threading.main_thread())
+        return parse(*args)
+
+    def map_spy(self: Any, *args: Any) -> Any:
+        threads.append(threading.current_thread() is threading.main_thread())
+        return map_all(self, *args)
+
+    monkeypatch.setattr(rivta, "parse_response", parse_spy)
+    monkeypatch.setattr(rivta.RivtaBackend, "_map_all", map_spy)
+    result, _ = await _fetch(tmp_path, NEWEST)
+    assert result.records and len(threads) == 2 * len(NEWEST)
+    assert not any(threads)  # True would be the event loop's thread
