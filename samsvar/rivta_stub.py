@@ -23,16 +23,23 @@ import base64
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final, Literal
 
 import xmlschema
 from aiohttp import web
-from pathlib import Path
-
-from samsvar.mosquitto_security import CertificateAuthority, _cert_pem, _key_pem, _write_private
 
 from producer_adapter.backends._rivta_xml import (
-    CONTRACTS, Contract, Fault, build, envelope, fault_envelope, load_schema, read_envelope)
+    CONTRACTS,
+    Contract,
+    Fault,
+    build,
+    envelope,
+    fault_envelope,
+    load_schema,
+    read_envelope,
+)
+from samsvar.mosquitto_security import CertificateAuthority, _cert_pem, _key_pem, _write_private
 
 __all__ = ["Behaviour", "RivtaStub", "StubRecord", "StubTls", "contract_record", "write_tls"]
 
@@ -372,7 +379,7 @@ class RivtaStub:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=self._ssl)
         await site.start()
-        server = site._server  # noqa: SLF001  aiohttp exposes the bound port only here
+        server = site._server
         assert server is not None
         bound = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         self.url = f"{'https' if self._ssl else 'http'}://{host}:{bound}"

@@ -438,7 +438,8 @@ def care_contact(rec: Json, tz: ZoneInfo) -> Iterator[Mapped]:
         contact_type = _text_of(raw)
         code = code_of(raw)
     else:
-        contact_type = _CONTACT_CODES.get(int(raw), "") if _s(raw).isdigit() else _s(raw)
+        contact_type = (_CONTACT_CODES.get(int(_s(raw)), "") if _s(raw).isdigit()
+                        else _s(raw))
         code = None
     org = _d(body.get("careContactOrgUnit"))
     if _s(org.get("orgUnitHSAId")):

@@ -152,7 +152,8 @@ def load_schema(contract: Contract) -> xmlschema.XMLSchema:
                                              base_url=str(core.parent)))
     # Loaded first, a corrected core schema stands in for the file the responder imports.
     group = xmlschema.XMLSchema([*sources, str(path)])
-    schema: xmlschema.XMLSchema = group.maps.namespaces[contract.namespace][0]
+    schema = group.maps.namespaces[contract.namespace][0]
+    assert isinstance(schema, xmlschema.XMLSchema)
     return schema
 
 
@@ -184,7 +185,7 @@ def envelope(body: ET.Element, *, logical_address: str | None) -> bytes:
     if logical_address is not None:
         ET.SubElement(header, LOGICAL_ADDRESS).text = logical_address
     ET.SubElement(env, f"{{{SOAP_ENV}}}Body").append(body)
-    return ET.tostring(env, encoding="utf-8", xml_declaration=True)
+    return bytes(ET.tostring(env, encoding="utf-8", xml_declaration=True))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -201,7 +202,7 @@ def fault_envelope(code: str, text: str) -> bytes:
     fault = ET.SubElement(body, f"{{{SOAP_ENV}}}Fault")
     ET.SubElement(fault, "faultcode").text = f"soap:{code}"
     ET.SubElement(fault, "faultstring").text = text
-    return ET.tostring(env, encoding="utf-8", xml_declaration=True)
+    return bytes(ET.tostring(env, encoding="utf-8", xml_declaration=True))
 
 
 def read_envelope(data: bytes) -> tuple[str | None, ET.Element | Fault]:

@@ -242,9 +242,10 @@ def parse_response(contract: Contract, data: bytes, logical_address: str) -> _Pa
         return element
     if element.tag != contract.response_tag:
         raise ValueError(f"unexpected response element {element.tag}")
-    doc = _as_dict(element)
-    doc = doc if isinstance(doc, dict) else {}
-    result = doc.get("result") if isinstance(doc.get("result"), dict) else {}
+    parsed = _as_dict(element)
+    doc: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
+    found = doc.get("result")
+    result: dict[str, Any] = found if isinstance(found, dict) else {}
     code = str(result.get("resultCode") or "OK")
     detail = " ".join(str(result[k]) for k in ("errorCode", "subCode", "logId")
                       if result.get(k))

@@ -21,7 +21,12 @@ from producer_adapter.blocks import InMemoryBlockSource
 from producer_adapter.policy import Block
 from tests.e2e.conftest import PERSON, Federation, ProducerSpec
 from tests.producer_adapter.rivta_support import (
-    NEWEST, UNIT_MED, person_records, running_stub, table)
+    NEWEST,
+    UNIT_MED,
+    person_records,
+    running_stub,
+    table,
+)
 
 TYPES = ["care_documentation", "medication", "diagnoses", "alerts"]
 SOURCES = {"P-RIVTA-ANSWER": "answer", "P-RIVTA-EMPTY": "empty", "P-RIVTA-HANG": "hang",

@@ -11,9 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import tomllib
 import ssl
 import threading
+import tomllib
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,8 +27,18 @@ from producer_adapter.errors import AdapterConfigError, BackendError
 from schemas.messages import Period
 from schemas.records import record_type
 from tests.producer_adapter.rivta_support import (
-    CARE_GIVER, CARE_PROCESS, CONSUMER, NEWEST, OLDER, SUBJECT, UNIT_MED, UNIT_VC,
-    person_records, running_stub, table)
+    CARE_GIVER,
+    CARE_PROCESS,
+    CONSUMER,
+    NEWEST,
+    OLDER,
+    SUBJECT,
+    UNIT_MED,
+    UNIT_VC,
+    person_records,
+    running_stub,
+    table,
+)
 
 SOURCE = "SE2321000016-SRC1"
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
