@@ -50,7 +50,8 @@ from .demo_own import (
 
 from . import demo_rivta
 
-__all__ = ["PARTICIPANTS", "PRODUCERS", "build_workdir", "portal_config", "run_demo"]
+__all__ = ["JSON_DIR_PRODUCERS", "PARTICIPANTS", "PRODUCERS", "build_workdir", "portal_config",
+           "run_demo"]
 
 BROKER_ID: Final = "SE0000000000-SAMSVAR"
 
@@ -93,6 +94,9 @@ PRODUCERS: Final[list[dict[str, Any]]] = [
      "excluded_units": []},
     demo_rivta.PRODUCER,  # "backend": "rivta": its records come from a RIV-TA stub over mTLS
 ]
+
+JSON_DIR_PRODUCERS: Final = [p for p in PRODUCERS if p.get("backend", "json_dir") == "json_dir"]
+"""The producers whose records are files: all but the ``rivta`` one, which needs its stub."""
 
 SAMPLE_SUBJECT: Final = "193803039142"
 SAMPLE_TYPES: Final = ["medication", "alerts", "care_plans", "social_care_interventions"]
@@ -172,9 +176,13 @@ def _backend_lines(prod: dict[str, Any], rivta_port: int) -> list[str]:
 
 
 def build_workdir(root: Path, *, port: int, mqtt: MqttSettings,
-                  rivta_port: int | None = None) -> Workdir:
-    """Write every file the demo federation uses into ``root``."""
+                  rivta_port: int | None = None, rivta: bool = True) -> Workdir:
+    """Write every file the demo federation uses into ``root``.
+
+    ``rivta=False`` leaves out the producer (and person) that need the RIV-TA stub running.
+    """
     rivta_port = rivta_port if rivta_port is not None else _free_port(avoid={port, port + 1})
+    producers = PRODUCERS if rivta else JSON_DIR_PRODUCERS
     root.mkdir(parents=True, exist_ok=True)
     keys_dir = root / "keys"
     keys_dir.mkdir(exist_ok=True)
@@ -193,7 +201,7 @@ def build_workdir(root: Path, *, port: int, mqtt: MqttSettings,
     adapter_configs = []
     data_root = _data_root()
     own = own_records(dt.datetime.now(SWEDEN).date())
-    for prod in PRODUCERS:
+    for prod in producers:
         key = _key(keys_dir, prod["id"])
         units = ", ".join(f"{{ id = {_toml_str(u)}, name = {_toml_str(n)} }}"
                           for u, n in prod["units"])
@@ -245,7 +253,8 @@ def build_workdir(root: Path, *, port: int, mqtt: MqttSettings,
         f'listen = "127.0.0.1:{port}"', "", "[mqtt]", *mqtt_table, "",
     ]), encoding="utf-8")
 
-    persons = json.loads((data_root / "persons.json").read_text(encoding="utf-8"))
+    persons = [p for p in json.loads((data_root / "persons.json").read_text(encoding="utf-8"))
+               if rivta or "rivta" not in p["tags"]]
     for person in persons:
         person["tags"] = person["tags"] + CHILD_TAGS.get(person["id"], [])
         if person["id"] in CHILD_GUARDIANS:
@@ -261,19 +270,21 @@ def build_workdir(root: Path, *, port: int, mqtt: MqttSettings,
         ],
         "producers": [{"id": p["id"], "organisation": p["organisation"], "types": p["types"],
                        "own_view_types": _own_view_types(p),
-                       "backend": p.get("backend", "json_dir")} for p in PRODUCERS],
+                       "backend": p.get("backend", "json_dir")} for p in producers],
         "persons": [{"id": p["id"], "name": p["name"], "tags": p["tags"],
                      **({"guardians": p["guardians"]} if "guardians" in p else {})}
                     for p in persons],
     }
     (root / "demo.json").write_text(json.dumps(demo, indent=2, ensure_ascii=False) + "\n",
                                     encoding="utf-8")
-    (root / "README.txt").write_text(_readme(demo, persons, mqtt), encoding="utf-8")
+    (root / "README.txt").write_text(_readme(demo, persons, mqtt, producers),
+                                     encoding="utf-8")
     return Workdir(root=root, broker_config=broker_config, adapter_configs=adapter_configs,
                    demo=demo, rivta_port=rivta_port)
 
 
-def _readme(demo: dict[str, Any], persons: list[dict[str, Any]], mqtt: MqttSettings) -> str:
+def _readme(demo: dict[str, Any], persons: list[dict[str, Any]], mqtt: MqttSettings,
+            producers: list[dict[str, Any]]) -> str:
     out = [
         "samsvar demo federation",
         "=======================",
@@ -289,7 +300,7 @@ def _readme(demo: dict[str, Any], persons: list[dict[str, Any]], mqtt: MqttSetti
     for p in demo["participants"]:
         out.append(f"  {p['id']}  {p['kind']:<13}  roles: {', '.join(p['roles']):<20}  {p['name']}")
     out += ["", "Producers:"]
-    for p in PRODUCERS:
+    for p in producers:
         extra = f"  excluded units: {', '.join(p['excluded_units'])}" if p["excluded_units"] else ""
         out.append(f"  {p['id']}  {p['name']}: {', '.join(p['types'])}{extra}")
         out.append(f"      own view: {', '.join(_own_view_types(p))}"

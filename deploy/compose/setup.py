@@ -26,7 +26,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from samsvar.demo import PRODUCERS, build_workdir
+# The demo's producers whose records are files (its RIV-TA producer needs the demo's stub).
+from samsvar.demo import JSON_DIR_PRODUCERS as PRODUCERS
+from samsvar.demo import build_workdir
 from samsvar.secret_files import write_secret
 from schemas.transport import MqttSettings
 
@@ -134,7 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"give --listen once per broker ({len(BROKERS)})")
     mqtt_url = f"mqtts://{args.mqtt_host}:{args.mqtt_port}"
 
-    build_workdir(root, port=args.public_port, mqtt=MqttSettings.from_url(mqtt_url))
+    build_workdir(root, port=args.public_port, mqtt=MqttSettings.from_url(mqtt_url),
+                  rivta=False)
     (root / "broker.toml").unlink(missing_ok=True)  # the demo's single broker: not used here
     write_broker_configs(root, mqtt_url=mqtt_url, pg_dsn=args.pg_dsn,
                          pg_schema=args.pg_schema, listen=listen)

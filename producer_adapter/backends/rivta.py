@@ -194,7 +194,7 @@ def request_body(contract: Contract, subject: str, period: Period | None,
                                                "GetLaboratoryOrderOutcome-4.0",
                                                "GetCareContacts-3.0"):
         start = period.from_ or dt.date(1900, 1, 1)
-        end = period.to or dt.date(2999, 12, 31)
+        end = period.to or dt.date(2099, 12, 31)  # the contracts allow years 19xx-20xx
         body["datePeriod"] = {"start": start.strftime("%Y%m%d"), "end": end.strftime("%Y%m%d")}
     if reference is not None:
         body["hasMoreReference"] = reference

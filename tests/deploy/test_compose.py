@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from samsvar.demo import PRODUCERS
+from samsvar.demo import JSON_DIR_PRODUCERS as PRODUCERS
 from tests.conftest import (
     IN_CI,
     PgSchema,

@@ -222,11 +222,18 @@ async def test_has_more_beyond_max_pages_is_truncated(tmp_path: Path) -> None:
     assert len(stub.requests) == 2
 
 
-async def test_period_is_sent_and_applied(tmp_path: Path) -> None:
-    period = Period(from_=dt.date(2024, 3, 1), to=dt.date(2024, 3, 31))
-    result, _ = await _fetch(tmp_path, NEWEST, period=period,
-                             types=frozenset({"care_documentation"}))
-    assert [r.id for r in result.records] == ["doc-1"]
+@pytest.mark.parametrize(("period", "ids"), [
+    (Period(from_=dt.date(2024, 3, 1), to=dt.date(2024, 3, 31)), ["doc-1"]),
+    (Period(from_=dt.date(2024, 1, 1)), ["doc-1", "doc-2"]),  # open-ended: still valid XML
+    (Period(to=dt.date(2023, 12, 31)), ["doc-3"]),
+])
+async def test_period_is_sent_and_applied(tmp_path: Path, period: Period,
+                                          ids: list[str]) -> None:
+    result, stub = await _fetch(tmp_path, NEWEST, period=period,
+                                types=frozenset({"care_documentation", "lab_results",
+                                                 "care_contacts"}))
+    assert stub.rejected == []
+    assert sorted(r.id for r in result.records if record_type(r) == "care_documentation") == ids
 
 
 async def test_no_client_certificate_no_answer(tmp_path: Path) -> None:
