@@ -147,8 +147,6 @@ def _header_3x(r: StubRecord, subject: str, source: str, *,
         acl["careProcessId"] = ({"root": "1.2.752.129.2.1.2.1", "extension": r.care_process}
                                 if giver_key == "accountableHealthcareProvider"
                                 else r.care_process)
-    if giver_key == "accountableCareGiver":
-        acl["originalPatientId"] = None
     return {"accessControlHeader": acl, "sourceSystemId": {"root": HSA_ROOT, "extension": source},
             "record": {"id": {"root": HSA_ROOT, "extension": r.id}, "timestamp": r.time},
             "author": {"id": {"root": HSA_ROOT, "extension": f"{r.unit}-P1"}, "name": r.author,

@@ -102,7 +102,7 @@ def test_defaults(config_dir: Path) -> None:
         ('url = "mqtt://127.0.0.1:18830"', 'url = "http://x"', r"\[mqtt\]: MQTT url must be"),
         ('protocol = "3.1.1"', 'protocol = "4"', r"\[mqtt\]: \[mqtt\] protocol must be"),
         ('kind = "json_dir"', 'kind = "nosuch"',
-         r"\[backend\] kind 'nosuch' is neither built in \(fhir, json_dir, sql\) nor an "
+         r"\[backend\] kind 'nosuch' is neither built in \(fhir, json_dir, rivta, sql\) nor an "
          r"installed plugin"),
         ("[backend]", "[backend2]", r"unknown tables: backend2"),
         ("[adapter]", "[adapter", r"not valid TOML"),
