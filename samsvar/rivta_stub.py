@@ -10,7 +10,8 @@ response is built from the contract's schema and validated before it is sent.
 Each source system (logical address) behaves as one of the national aggregating services'
 test cases (``soapui-testcase-summary.json``): ``answer`` (TC1), ``empty`` (TC2, no
 engagements), ``hang`` (TC3/TC4, never answers), ``fault`` (TC5, the producer throws),
-``error`` (``resultCode`` ERROR) and ``page`` (TC6, 3.x ``hasMore``: one record per page).
+``error`` (``resultCode`` ERROR), ``info`` (the records with ``resultCode`` INFO) and ``page``
+(TC6, 3.x ``hasMore``: one record per page).
 
 Records are given in a neutral form (:class:`StubRecord`) per person and type and written
 out in whichever contract version is asked.
@@ -43,7 +44,7 @@ from samsvar.mosquitto_security import CertificateAuthority, _cert_pem, _key_pem
 
 __all__ = ["Behaviour", "RivtaStub", "StubRecord", "StubTls", "contract_record", "write_tls"]
 
-Behaviour = Literal["answer", "empty", "hang", "fault", "error", "page"]
+Behaviour = Literal["answer", "info", "empty", "hang", "fault", "error", "page"]
 
 PERSON_ROOT: Final = "1.2.752.129.2.1.3.1"
 ICD10SE: Final = "1.2.752.116.1.1.1.1.3"
@@ -462,7 +463,9 @@ class RivtaStub:
         doc[contract.records] = [contract_record(contract.key, r, subject, address)
                                  for r in found]
         doc["result"] = (_result(contract, "ERROR", "Stub: the source system failed")
-                         if behaviour == "error" else _result(contract, "OK"))
+                         if behaviour == "error" else
+                         _result(contract, "INFO", "Stub: some units did not answer")
+                         if behaviour == "info" else _result(contract, "OK"))
         if contract.key == "GetCareDocumentation-3.0":  # hasMore comes before result
             doc = {k: doc[k] for k in (contract.records, "hasMore", "result") if k in doc}
         schema = self._schemas[contract.key]

@@ -158,8 +158,9 @@ class RivtaConfig:
                     f"{where}: {key.replace('-', ' ')!s} is not a contract for {info_type} "
                     f"(known: {', '.join(known) or 'none'})")
             endpoint = entry.get("endpoint")
-            if not isinstance(endpoint, str) or not endpoint.startswith(("https://", "http://")):
-                raise AdapterConfigError(f"{where}: endpoint must be an https:// URL")
+            if not isinstance(endpoint, str) or not endpoint.startswith("https://"):
+                raise AdapterConfigError(
+                    f"{where}: endpoint must be an https:// URL (RIV-TA calls use mutual TLS)")
             found.append(RivtaContract(info_type=info_type, contract=contract, endpoint=endpoint))
         return cls(
             logical_address=strings["logical_address"],

@@ -166,6 +166,12 @@ async def test_result_code_error_is_the_sources_error_not_records(tmp_path: Path
         await _fetch(tmp_path, NEWEST, behaviour="error")
 
 
+async def test_result_code_info_keeps_the_records(tmp_path: Path) -> None:
+    result, _ = await _fetch(tmp_path, NEWEST, behaviour="info",
+                             types=frozenset({"diagnoses", "medication"}))
+    assert sorted(r.id for r in result.records) == ["doc-10", "doc-20"]
+
+
 async def test_a_soap_fault_is_the_sources_error(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="SOAP fault"):
         await _fetch(tmp_path, NEWEST, behaviour="fault")
@@ -258,6 +264,8 @@ async def test_no_client_certificate_no_answer(tmp_path: Path) -> None:
     ({"cert": None}, "cert and key go together"),
     ({"scope": "x"}, "scope"),
     ({"surprise": 1}, "unknown keys: surprise"),
+    ({"contracts": {"medication": {"contract": "GetMedicationHistory", "version": "2.1",
+                                   "endpoint": "http://rtp.example/x"}}}, "https://"),
 ])
 def test_config_errors_name_the_key(change: dict[str, Any], message: str) -> None:
     t: dict[str, Any] = {
@@ -375,3 +383,34 @@ async def test_responses_are_parsed_and_mapped_off_the_event_loop(
     result, _ = await _fetch(tmp_path, NEWEST)
     assert result.records and len(threads) == 2 * len(NEWEST)
     assert not any(threads)  # True would be the event loop's thread
+
+
+def test_mapping_reads_xs_boolean_in_both_spellings_and_summer_time() -> None:
+    """Real producers may write ``1``/``0`` for xs:boolean; times carry no offset."""
+    from producer_adapter.backends import _rivta_map as rmap
+
+    header = {"documentId": "d1", "documentTime": "20240715083000",
+              "approvedForPatient": "0",
+              "accountableHealthcareProfessional": {
+                  "healthcareProfessionalCareUnitHSAId": UNIT_VC,
+                  "healthcareProfessionalName": "Lena Läkare"}}
+    body = {"clinicalDocumentNote": {"clinicalDocumentNoteCode": "bes",
+                                     "clinicalDocumentNoteTitle": "Besök"}}
+    [m] = rmap.care_documentation_21(
+        {"careDocumentationHeader": header, "careDocumentationBody": body}, STOCKHOLM)
+    assert m.approved_for_patient is False
+    assert m.time.utcoffset() == dt.timedelta(hours=2)  # summer time
+    assert m.fields["note_type"] == "Besöksanteckning"
+    with pytest.raises(rmap.Skip, match="nullified"):
+        list(rmap.care_documentation_21({"careDocumentationHeader": {**header, "nullified": "1"},
+                                         "careDocumentationBody": body}, STOCKHOLM))
+
+
+def test_a_samordningsnummer_is_sent_with_its_own_root() -> None:
+    from producer_adapter.backends.rivta import request_body
+
+    contract = CONTRACTS["GetDiagnosis-2.0"]
+    assert request_body(contract, "195201761857", None)["patientId"] == {
+        "id": "195201761857", "type": "1.2.752.129.2.1.3.3"}
+    assert request_body(CONTRACTS["GetCareManagers-1.0"], SUBJECT, None)["patientId"] == {
+        "root": "1.2.752.129.2.1.3.1", "extension": SUBJECT}
