@@ -37,6 +37,9 @@ PRODUCER: Final[dict[str, Any]] = {
     "id": "SE2321000999-RV01", "name": "Region Exempel, journalsystem via RIV-TA",
     "organisation": "SE2321000999-RE01", "backend": "rivta",
     "types": list(CONTRACT_OF_TYPE),
+    # What it offers in the person's own view (SPEC 9); approvedForPatient false stays out.
+    "own_view_types": ["care_plans", "bookings", "fixed_contacts", "medication",
+                       "lab_results", "care_contacts", "diagnoses"],
     "units": [["SE2321000999-U500", "Vårdcentralen Norrby"],
               ["SE2321000999-U600", "Kardiologiska kliniken, Exempelsjukhuset"]],
     "excluded_units": [],
