@@ -18,6 +18,7 @@ RIV-TA producers joins by configuration::
     scope = "hsl"                              # the marking of every record (default "hsl")
     care_givers = { "SE2321000016-0001" = "Region Exempel" }   # names of care givers (opt.)
     units = { "SE2321000016-7P3B" = "Vårdcentralen Exempel" }  # unit names when not sent
+    validate_responses = false                 # true: a response the XSD refuses is an error
 
     [backend.contracts]                        # one per type: contract, version, endpoint
     care_documentation = { contract = "GetCareDocumentation", version = "3.0",
@@ -25,9 +26,9 @@ RIV-TA producers joins by configuration::
     diagnoses = { contract = "GetDiagnosis", version = "2.0", endpoint = "https://…" }
 
 One question sets one ``x-skltp-correlation-id`` on every call it makes; calls for different
-types run concurrently, the pages of a 3.x contract one after another. Each response is
-parsed and validated against the contract's schema in a worker thread, never on the event
-loop. ``resultCode`` ERROR, a SOAP fault (e.g. the platform's VP007, authorization
+types run concurrently, the pages of a 3.x contract one after another. Each request is built
+from and validated against the contract's schema, and each response parsed (and, with
+``validate_responses = true``, validated), in a worker thread, never on the event loop. ``resultCode`` ERROR, a SOAP fault (e.g. the platform's VP007, authorization
 missing), an HTTP error, an unreadable body or the timeout make the whole question the
 source's error: no records are returned from a partial read. INFO is logged and its records
 kept. A nullified record is dropped; ``approvedForPatient`` is kept on every record.
@@ -69,6 +70,7 @@ __all__ = ["RivtaBackend", "RivtaConfig", "RivtaContract"]
 _KEYS: Final = frozenset({
     "kind", "logical_address", "consumer_hsa_id", "organisation", "system", "ca", "cert",
     "key", "timeout_s", "max_pages", "timezone", "scope", "care_givers", "units", "contracts",
+    "validate_responses",
 })
 _CONTRACT_KEYS: Final = frozenset({"contract", "version", "endpoint"})
 _SCOPES: Final = ("hsl", "sol_elderly", "sol_disability", "lss", "sol_other")
@@ -102,6 +104,7 @@ class RivtaConfig:
     scope: str = "hsl"
     care_givers: Mapping[str, str] = field(default_factory=dict)
     units: Mapping[str, str] = field(default_factory=dict)
+    validate_responses: bool = False
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> RivtaConfig:
@@ -134,6 +137,9 @@ class RivtaConfig:
                     isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()):
                 raise AdapterConfigError(f'[backend] {key} must be {{ "HSA-id" = "name", … }}')
             names[key] = dict(value)
+        validate = table.get("validate_responses", False)
+        if not isinstance(validate, bool):
+            raise AdapterConfigError("[backend] validate_responses must be true or false")
         contracts = table.get("contracts")
         if not isinstance(contracts, Mapping) or not contracts:
             raise AdapterConfigError(
@@ -170,7 +176,8 @@ class RivtaConfig:
             timeout_s=positive(table, "timeout_s", 8.0, integer=False),
             max_pages=positive(table, "max_pages", 20, integer=True),
             timezone=zone(table.get("timezone", "Europe/Stockholm")), scope=scope,
-            care_givers=names["care_givers"], units=names["units"])
+            care_givers=names["care_givers"], units=names["units"],
+            validate_responses=validate)
 
 
 def person_id(contract: Contract, subject: str) -> dict[str, Any]:
@@ -236,13 +243,21 @@ def _listed(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [] if value is None else [value]
 
 
-def parse_response(contract: Contract, data: bytes, logical_address: str) -> _Page | Fault:
-    """Read one response (CPU-bound: call it in a thread). Raises ``ValueError``."""
+def parse_response(contract: Contract, data: bytes, logical_address: str,
+                   schema: xmlschema.XMLSchema | None = None) -> _Page | Fault:
+    """Read one response (CPU-bound: call it in a thread); with ``schema``, validate it too.
+
+    Raises ``ValueError`` (a response that is no SOAP envelope, or the schema refuses).
+    """
     _, element = read_envelope(data)
     if isinstance(element, Fault):
         return element
     if element.tag != contract.response_tag:
         raise ValueError(f"unexpected response element {element.tag}")
+    if schema is not None:
+        error = next(iter(schema.iter_errors(element)), None)
+        if error is not None:
+            raise ValueError(f"the response does not validate: {error.reason}")
     parsed = _as_dict(element)
     doc: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
     found = doc.get("result")
@@ -356,8 +371,9 @@ class RivtaBackend:
             payload = await asyncio.to_thread(self._request, schema, contract, body)
             data = await self._post(rc, payload, correlation)
             try:
-                page = await asyncio.to_thread(parse_response, contract, data,
-                                               self.config.logical_address)
+                page = await asyncio.to_thread(
+                    parse_response, contract, data, self.config.logical_address,
+                    schema if self.config.validate_responses else None)
             except ValueError as exc:
                 self._log.error("RIV-TA response unreadable", contract=contract.key,
                                 error=type(exc).__name__, correlation_id=correlation)

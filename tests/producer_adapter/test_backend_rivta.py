@@ -16,13 +16,14 @@ import threading
 import tomllib
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree as ET
 from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
 
 from producer_adapter.backends import check_backend_table, open_backend
-from producer_adapter.backends._rivta_xml import CONTRACTS, load_schema, read_envelope
+from producer_adapter.backends._rivta_xml import CONTRACTS, Fault, load_schema, read_envelope
 from producer_adapter.errors import AdapterConfigError, BackendError
 from schemas.messages import Period
 from schemas.records import record_type
@@ -414,3 +415,24 @@ def test_a_samordningsnummer_is_sent_with_its_own_root() -> None:
         "id": "195201761857", "type": "1.2.752.129.2.1.3.3"}
     assert request_body(CONTRACTS["GetCareManagers-1.0"], SUBJECT, None)["patientId"] == {
         "root": "1.2.752.129.2.1.3.1", "extension": SUBJECT}
+
+
+def test_validate_responses_refuses_what_the_schema_refuses() -> None:
+    from producer_adapter.backends._rivta_xml import envelope
+    from producer_adapter.backends.rivta import parse_response
+
+    contract = CONTRACTS["GetDiagnosis-2.0"]
+    schema = load_schema(contract)
+    ns = contract.namespace
+    bad = ET.Element(f"{{{ns}}}GetDiagnosisResponse")  # no result, a diagnosis with no header
+    ET.SubElement(bad, f"{{{ns}}}diagnosis")
+    data = envelope(bad, logical_address=None)
+    page = parse_response(contract, data, SOURCE)  # lenient by default
+    assert not isinstance(page, Fault) and page.records == [""]
+    with pytest.raises(ValueError, match="does not validate"):
+        parse_response(contract, data, SOURCE, schema)
+
+
+async def test_valid_responses_pass_validation(tmp_path: Path) -> None:
+    result, _ = await _fetch(tmp_path, NEWEST, validate_responses=True)
+    assert {record_type(r) for r in result.records} == ALL_TYPES
