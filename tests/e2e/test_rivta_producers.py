@@ -16,6 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from producer_adapter import Adapter
 from producer_adapter.blocks import InMemoryBlockSource
 from producer_adapter.policy import Block
@@ -55,7 +57,8 @@ async def test_rivta_producers_answer_a_question_end_to_end(
             await asyncio.wait_for(adapter.ready.wait(), 20)
             await fed.wait_presence(pid)
 
-        answer = await fed.ask(types=TYPES, deadline_ms=3000)
+        with structlog.testing.capture_logs() as logs:
+            answer = await fed.ask(types=TYPES, deadline_ms=3000)
 
         status = {s["producer"]: s["status"] for s in answer["sources"]}
         assert status == {"P-RIVTA-ANSWER": "ok", "P-RIVTA-EMPTY": "no_data",
@@ -79,3 +82,10 @@ async def test_rivta_producers_answer_a_question_end_to_end(
             [r for r in answer["records"] if r["source"]["producer"] == "P-RIVTA-ANSWER"],
             ensure_ascii=False)
         assert stub.rejected == []
+        # What the adapters logged: counts and codes, never content.
+        events = {e["event"] for e in logs}
+        assert {"RIV-TA SOAP fault", "RIV-TA records not mapped: left out"} <= events
+        logged = json.dumps(logs, ensure_ascii=False, default=str)
+        for text in ("Kontroll av blodtryck", "Hjärtsvikt", "Furosemid", "Astma",
+                     "Fenoximetylpenicillin", PERSON):
+            assert text not in logged
