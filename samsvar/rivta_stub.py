@@ -40,7 +40,8 @@ from producer_adapter.backends._rivta_xml import (
     load_schema,
     read_envelope,
 )
-from samsvar.mosquitto_security import CertificateAuthority, _cert_pem, _key_pem, _write_private
+from samsvar.mosquitto_security import CertificateAuthority, _cert_pem, _key_pem
+from samsvar.secret_files import write_secret
 
 __all__ = ["Behaviour", "RivtaStub", "StubRecord", "StubTls", "contract_record", "write_tls"]
 
@@ -106,7 +107,7 @@ def write_tls(out: Path, *, client_cn: str, host: str = "127.0.0.1") -> StubTls:
             ((files.server_cert, files.server_key), ("rivta-stub", [host])),
             ((files.client_cert, files.client_key), (client_cn, []))):
         cert, key = ca.issue(cn, server_hosts=hosts)
-        _write_private(key_path, _key_pem(key))
+        write_secret(key_path, _key_pem(key))
         cert_path.write_bytes(_cert_pem(cert))
     return files
 
