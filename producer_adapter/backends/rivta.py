@@ -44,7 +44,7 @@ import datetime as dt
 import ssl
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -55,9 +55,10 @@ import aiohttp
 import msgspec
 import structlog
 import xmlschema
+from yarl import URL
 
 from schemas.messages import Period
-from schemas.records import INFORMATION_TYPES, OrgRef, Record
+from schemas.records import INFORMATION_TYPES, OrgRef, Record, UnitRef
 
 from ..errors import AdapterConfigError, BackendError
 from . import _rivta_map as rmap
@@ -316,6 +317,33 @@ class RivtaBackend:
 
     async def aclose(self) -> None:
         await self._session.close()
+
+    async def readiness(self, units: Sequence[UnitRef]) -> list[str]:
+        """Why this backend cannot answer as configured (empty: it can): checked at start-up.
+
+        Each producer (each distinct endpoint origin) is reached once with the configured
+        TLS material: a ``GET`` of its first endpoint. Any HTTP answer proves the mutual TLS
+        handshake; a refused certificate, an unknown CA or no route is a reason.
+        """
+        first: dict[str, str] = {}
+        for rc in self.config.contracts:
+            first.setdefault(str(URL(rc.endpoint).origin()), rc.endpoint)
+        reasons = []
+        for origin, endpoint in first.items():
+            try:
+                async with asyncio.timeout(self.config.timeout_s), self._session.get(
+                        endpoint, ssl=self._ssl, allow_redirects=False) as resp:
+                    await resp.read()
+            except aiohttp.ClientSSLError as exc:
+                reasons.append(f"RIV-TA producer {origin}: TLS refused ({type(exc).__name__}): "
+                               "check [backend] ca, cert and key")
+            except aiohttp.ServerDisconnectedError:  # TLS 1.3: a refused client certificate
+                reasons.append(f"RIV-TA producer {origin} closed the connection: does it accept "
+                               "the client certificate ([backend] cert and key)?")
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                reasons.append(f"RIV-TA producer {origin} cannot be reached "
+                               f"({type(exc).__name__})")
+        return reasons
 
     # -- the port ------------------------------------------------------------------------
 

@@ -436,3 +436,19 @@ def test_validate_responses_refuses_what_the_schema_refuses() -> None:
 async def test_valid_responses_pass_validation(tmp_path: Path) -> None:
     result, _ = await _fetch(tmp_path, NEWEST, validate_responses=True)
     assert {record_type(r) for r in result.records} == ALL_TYPES
+
+
+async def test_readiness_names_a_producer_whose_tls_fails(tmp_path: Path) -> None:
+    async with running_stub(tmp_path, sources={SOURCE: "answer"}) as (stub, tls):
+        good = await open_backend(table(stub, tls, NEWEST, logical_address=SOURCE),
+                                  base=tmp_path, producer_id="P-RIVTA")
+        t = table(stub, tls, NEWEST, logical_address=SOURCE)
+        del t["cert"], t["key"]  # no client certificate: the stub refuses the handshake
+        bad = await open_backend(t, base=tmp_path, producer_id="P-RIVTA")
+        try:
+            assert await good.readiness([]) == []  # type: ignore[attr-defined]
+            [reason] = await bad.readiness([])  # type: ignore[attr-defined]
+        finally:
+            await good.aclose()
+            await bad.aclose()
+    assert stub.url in reason and ("TLS refused" in reason or "client certificate" in reason)
