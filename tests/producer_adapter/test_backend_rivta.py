@@ -452,3 +452,16 @@ async def test_readiness_names_a_producer_whose_tls_fails(tmp_path: Path) -> Non
             await good.aclose()
             await bad.aclose()
     assert stub.url in reason and ("TLS refused" in reason or "client certificate" in reason)
+
+
+def test_every_contract_is_shipped_and_its_soap_action_is_the_wsdl_s() -> None:
+    from importlib import resources
+
+    root = Path(str(resources.files("producer_adapter.backends") / "rivta_contracts"))
+    for key, contract in CONTRACTS.items():
+        [wsdl] = list((root / key).rglob("*.wsdl"))
+        actions = re.findall(r"soapAction=['\"]([^'\"]+)", wsdl.read_text(encoding="utf-8"))
+        assert actions == [contract.soap_action], key
+        schema = load_schema(contract)
+        assert schema.elements[contract.name].name == contract.request_tag
+        assert schema.elements[f"{contract.name}Response"].name == contract.response_tag
