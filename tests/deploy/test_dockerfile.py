@@ -100,6 +100,8 @@ def test_the_copied_files_build_a_complete_wheel(tmp_path: Path) -> None:
     for package in _packages():
         assert f"{package}/__init__.py" in names, package
     assert fnmatch.filter(names, "samsvar/demo_data/*/*.json"), "the demo data is packaged"
+    assert len(fnmatch.filter(names, "producer_adapter/backends/rivta_contracts/*.xsd")) >= 60, \
+        "the RIV-TA contract schemas are packaged"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert re.search(r"samsvar\s*=\s*samsvar\.cli:main",
                      zipfile.ZipFile(wheel).read(entry_points).decode())
