@@ -38,6 +38,7 @@ from schemas.records import UnitRef
 from schemas.registry import load_registry
 from schemas.transport import MqttSettings
 
+from . import demo_rivta
 from .demo_own import (
     CHILD_GUARDIANS,
     CHILD_TAGS,
@@ -47,8 +48,6 @@ from .demo_own import (
     SWEDEN,
     own_records,
 )
-
-from . import demo_rivta
 
 __all__ = ["JSON_DIR_PRODUCERS", "PARTICIPANTS", "PRODUCERS", "build_workdir", "portal_config",
            "run_demo"]
@@ -166,7 +165,8 @@ def _write_blocks(pdir: Path, prod: dict[str, Any], data_root: Any) -> None:
 
 def _own_view_types(prod: dict[str, Any]) -> list[str]:
     """The types a producer offers in the own view (the RIV-TA producer names its own)."""
-    return OWN_VIEW_TYPES_BY_PRODUCER.get(prod["id"], prod.get("own_view_types", []))
+    found: list[str] = OWN_VIEW_TYPES_BY_PRODUCER.get(prod["id"], prod.get("own_view_types", []))
+    return found
 
 
 def _backend_lines(prod: dict[str, Any], rivta_port: int) -> list[str]:
