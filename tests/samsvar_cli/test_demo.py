@@ -153,6 +153,15 @@ def test_the_rivta_person_is_answered_through_the_rivta_backend(
         r["type"] for r in records}
     assert any(r.get("approved_for_patient") is False for r in records)
     assert not any("makulerad" in json.dumps(r, ensure_ascii=False) for r in records)
+    # The person's own view: the RIV-TA producer's own-view types, without the record
+    # its producer did not approve for the patient (approvedForPatient false).
+    done = run("own", "--workdir", str(workdir), "--subject", person["id"], "--json")
+    assert done.returncode == 0, done.stderr
+    own = [r for r in json.loads(done.stdout)["records"]
+           if r["source"]["producer"] == rivta["id"]]
+    assert {"bookings", "fixed_contacts", "care_plans"} <= {r["type"] for r in own}
+    assert all(r.get("approved_for_patient", True) for r in own)
+    assert all("internal_note" not in r for r in own)
 
 
 def test_query_refusal_is_one_line_and_non_zero(served: tuple[Path, int]) -> None:
