@@ -271,7 +271,8 @@ async def test_a_source_not_reachable_is_shown_honestly(
     down = "SE2120009999-VO01"
     port, portal_port = free_port(), free_port()
     workdir = build_workdir(tmp_path / "work", port=port,
-                            mqtt=mosquitto.settings(unique_prefix))
+                            mqtt=mosquitto.settings(unique_prefix),
+                            rivta=False)  # no RIV-TA stub runs here: leave its producer out
     registry = load_registry(workdir.root / "registry.toml")
     broker = BrokerServer(load_broker_config(workdir.broker_config), registry=registry)
     configs = [load_adapter_config(p) for p in workdir.adapter_configs]
