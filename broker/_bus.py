@@ -4,24 +4,28 @@ settings and callbacks, TLS set-up, the backoff bounds, and routing an incoming 
 from __future__ import annotations
 
 import asyncio
-import random
 import ssl
 from collections.abc import Callable, Sequence
-from typing import Final
 
 import structlog
 
 from schemas.topics import checkpoint_topic, presence_topic, reply_topic
-from schemas.transport import MqttSettings
+from schemas.transport import BACKOFF_MAX, BACKOFF_MIN, MqttServer, MqttSettings, Reconnect
 
 from .errors import ConfigError
 
-__all__ = ["BACKOFF_MAX", "BACKOFF_MIN", "BusBase"]
+__all__ = ["BACKOFF_MAX", "BACKOFF_MIN", "BusBase", "DroppedMessages"]
 
 log = structlog.get_logger("samsvar.broker")
 
-BACKOFF_MIN: Final = 0.1
-BACKOFF_MAX: Final = 5.0
+
+class DroppedMessages:
+    """Incoming MQTT messages the bus dropped, by reason (read by the metrics)."""
+
+    __slots__ = ("too_large",)
+
+    def __init__(self) -> None:
+        self.too_large = 0
 
 
 class BusBase:
@@ -44,7 +48,9 @@ class BusBase:
         self.connected = asyncio.Event()
         self.on_connect: Callable[[], None] = lambda: None
         """Called each time the bus is connected and subscribed."""
-        self._backoff = BACKOFF_MIN
+        self._reconnect = Reconnect(settings.servers)
+        self.dropped = DroppedMessages()
+        self._max_bytes = settings.max_message_bytes
         self.reply_topic = reply_topic(settings.prefix, instance)
         self.checkpoint_topic = checkpoint_topic(settings.prefix, instance)
         self._presence_prefix = presence_topic(settings.prefix, "")
@@ -57,28 +63,36 @@ class BusBase:
     _LOST: tuple[type[BaseException], ...] = ()
     """What a subclass's session raises when its connection is refused or lost."""
 
+    @property
+    def server(self) -> MqttServer:
+        """The server this bus is connected (or connecting) to."""
+        return self._reconnect.server
+
     async def run(self, shutdown: asyncio.Event) -> None:
         """Stay connected until ``shutdown`` is set: one :meth:`_session` per connection,
-        a growing, jittered pause between them."""
-        self._backoff = BACKOFF_MIN
+        each lost one moving on to the next server of the list after a growing, jittered
+        pause (reset once a session is subscribed)."""
         while not shutdown.is_set():
             try:
                 await self._session(shutdown)
             except self._LOST as exc:
                 if shutdown.is_set():
                     break
-                log.warning("mqtt_disconnected", reason=str(exc) or type(exc).__name__,
-                            retry_in=round(self._backoff, 2))
+                server = self.server.url
+                wait = self._reconnect.lost()
+                log.warning("mqtt_disconnected", server=server,
+                            reason=str(exc) or type(exc).__name__,
+                            next_server=self.server.url, retry_in=round(wait, 2))
+            else:
+                wait = 0.0
             finally:
                 self._down()
             if shutdown.is_set():
                 break
             try:
-                await asyncio.wait_for(shutdown.wait(),
-                                       self._backoff * (0.5 + random.random()))
+                await asyncio.wait_for(shutdown.wait(), wait)
             except TimeoutError:
                 pass
-            self._backoff = min(self._backoff * 2, BACKOFF_MAX)
 
     async def _session(self, shutdown: asyncio.Event) -> None:
         """Connect, subscribe, call :meth:`_up` and serve until ``shutdown`` (return) or until
@@ -87,7 +101,7 @@ class BusBase:
 
     def _up(self) -> None:
         """Connected and subscribed: questions may go out, and a new outage starts over."""
-        self._backoff = BACKOFF_MIN
+        self._reconnect.subscribed()
         self.connected.set()
         self.on_connect()
 
@@ -124,6 +138,9 @@ class BusBase:
 
     def _dispatch(self, topic: str, payload: bytes) -> None:
         """Route one incoming message to the core. Never raises."""
+        if len(payload) > self._max_bytes:
+            self._too_large(topic, len(payload))
+            return
         try:
             if topic == self.reply_topic:
                 self._on_reply(payload)
@@ -136,3 +153,9 @@ class BusBase:
             # Synchronous callbacks: no cancellation can pass through here.
             log.error("mqtt_message_failed", topic=topic, error=type(exc).__name__,
                       detail=str(exc)[:200])
+
+    def _too_large(self, topic: str, size: int) -> None:
+        """Count (and log, without its content) a message above ``max_message_bytes``."""
+        self.dropped.too_large += 1
+        log.warning("mqtt_message_dropped", reason="too-large", topic=topic[:200], bytes=size,
+                    limit=self._max_bytes)

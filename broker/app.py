@@ -183,7 +183,7 @@ class BrokerServer:
             if runner.addresses:  # the real port when the config asked for port 0
                 self.port = int(runner.addresses[0][1])
             log.info("broker_listening", url=f"http://{self.config.host}:{self.port}",
-                     instance=self.config.instance, mqtt=self.config.mqtt.url,
+                     instance=self.config.instance, mqtt=self.config.mqtt.urls,
                      producers=len(self.registry.producers))
             self.started.set()
             # Drain before leaving MQTT: stop taking queries, let those in flight get their
@@ -193,6 +193,7 @@ class BrokerServer:
                 tg.create_task(self.bus.run(bus_stop), name="broker-mqtt")
                 publisher = tg.create_task(self._publish_checkpoints(),
                                            name="broker-checkpoints")
+                tg.create_task(self.service.watch_heartbeats(bus_stop), name="broker-heartbeats")
                 try:
                     await shutdown.wait()
                     log.info("broker_draining", in_flight=self.service.in_flight)

@@ -207,8 +207,11 @@ class Gatherer:
             for producer_id in pending.waiting:
                 self.producer_gone(producer_id)
 
-    def producer_gone(self, producer_id: str) -> None:
-        """The producer went offline (its last will): stop waiting for it anywhere."""
+    def producer_gone(self, producer_id: str, *,
+                      reason: str = "the producer went offline while the question was open",
+                      ) -> None:
+        """The producer went offline (its last will, or its heartbeats stopped): stop
+        waiting for it anywhere."""
         now = time.monotonic()
         for pending in list(self._pending.values()):
             if pending.awaits(producer_id):
@@ -217,7 +220,7 @@ class Gatherer:
                 self._finish(pending, Outcome(
                     producer, "error" if suspect else "unavailable",
                     latency_ms=int((now - pending.started) * 1000),
-                    reason=suspect or "the producer went offline while the question was open"))
+                    reason=suspect or reason))
 
     def _finish(self, pending: PendingQuery, outcome: Outcome) -> None:
         pending.outcomes[outcome.producer.id] = outcome

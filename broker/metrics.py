@@ -20,6 +20,8 @@ samsvar_mqtt_connected                                1 while connected to MQTT,
 samsvar_access_log_commit_seconds                     entry handed to the log → committed
 samsvar_replies_dropped_total              reason     replies not used (see Gatherer)
 samsvar_access_log_commits_total                      durable commits of the access log
+samsvar_mqtt_messages_dropped_total        reason     incoming MQTT messages dropped
+                                                      (too_large: above max_message_bytes)
 =========================================  =========  ======================================
 """
 
@@ -60,6 +62,23 @@ class _DroppedReplies:
             labels=["reason"])
         for name, value in dataclasses.asdict(self._service.gatherer.counters).items():
             family.add_metric([name], value)
+        yield family
+
+
+class _DroppedMessages:
+    """Incoming MQTT messages the bus dropped (above ``max_message_bytes``), when scraped."""
+
+    def __init__(self, service: QueryService) -> None:
+        self._service = service
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "samsvar_mqtt_messages_dropped",
+            "Incoming MQTT messages dropped unread, by reason (too_large: above "
+            "[mqtt] max_message_bytes)", labels=["reason"])
+        bus = self._service.bus
+        dropped = getattr(bus, "dropped", None)
+        family.add_metric(["too_large"], dropped.too_large if dropped is not None else 0)
         yield family
 
 
@@ -117,6 +136,7 @@ class BrokerMetrics:
             buckets=_COMMIT_BUCKETS, registry=registry)
         registry.register(_DroppedReplies(service))
         registry.register(_AccessLogCommits(service))
+        registry.register(_DroppedMessages(service))
         self._answered = self.queries.labels("answered", "")
         # Every series exists from the start (a scrape sees zeros, not gaps), and each
         # reply's two updates skip prometheus_client's label lookup (311 per question).

@@ -15,8 +15,9 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from schemas.aiomqtt_link import subscribe
 from schemas.topics import presence_topic, question_topic
-from schemas.transport import NODELAY
+from schemas.transport import NODELAY, session_client_id
 
 from ._bus import BusBase
 from .errors import NotReady
@@ -33,14 +34,15 @@ class MqttBus(BusBase):
     _client: aiomqtt.Client | None = None
 
     def _new_client(self) -> aiomqtt.Client:
-        s = self._settings
+        s, server = self._settings, self.server
         client = aiomqtt.Client(
-            s.host, s.port, username=s.username, password=s.password,
-            identifier=f"samsvar-broker-{self._instance}",
+            server.host, server.port, username=server.username, password=server.password,
+            identifier=session_client_id(f"samsvar-broker-{self._instance}"),
             protocol=aiomqtt.ProtocolVersion.V5 if self._v5 else aiomqtt.ProtocolVersion.V311,
-            keepalive=s.keepalive, tls_context=self._tls, socket_options=NODELAY,
+            keepalive=s.keepalive, tls_context=self._tls if server.tls else None,
+            socket_options=NODELAY,
             clean_session=None if self._v5 else True,
-            max_inflight_messages=1000, timeout=10,
+            max_inflight_messages=1000, timeout=s.timeout_s,
         )
         # A fan-out to 311 producers is 311 publishes at once by design; aiomqtt would log a
         # warning for each one above its default threshold of 10 (142,342 lines in one bench run).
@@ -53,10 +55,11 @@ class MqttBus(BusBase):
         try:
             async with self._new_client() as client:
                 self._client = client
-                await client.subscribe(self.reply_topic, qos=self._settings.qos)
-                await client.subscribe(presence_topic(self._settings.prefix, "+"), qos=1)
+                await subscribe(client, self.reply_topic, self._settings.qos)
+                await subscribe(client, presence_topic(self._settings.prefix, "+"),
+                                self._settings.qos)
                 self._up()
-                log.info("mqtt_connected", url=self._settings.url, instance=self._instance)
+                log.info("mqtt_connected", url=self.server.url, instance=self._instance)
                 reader = asyncio.create_task(self._read(client), name="mqtt-read")
                 stop = asyncio.create_task(shutdown.wait(), name="mqtt-shutdown")
                 try:
@@ -73,7 +76,7 @@ class MqttBus(BusBase):
     async def _read(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             payload = message.payload
-            if isinstance(payload, bytes | bytearray):
+            if isinstance(payload, bytes | bytearray):  # too large ones: BusBase._dispatch
                 self._dispatch(message.topic.value, bytes(payload))
 
     @staticmethod

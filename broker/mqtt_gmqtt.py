@@ -35,6 +35,7 @@ from schemas.gmqtt_link import (
     unless_lost,
 )
 from schemas.topics import presence_topic, question_topic
+from schemas.transport import session_client_id
 
 from ._bus import BusBase
 from .errors import NotReady
@@ -74,7 +75,7 @@ class GmqttBus(BusBase):
             await self._connect(client, lost)
             self._client, self._window = client, window
             self._up()
-            log.info("mqtt_connected", url=self._settings.url, instance=self._instance,
+            log.info("mqtt_connected", url=self.server.url, instance=self._instance,
                      client="gmqtt")
             stop = asyncio.ensure_future(shutdown.wait())
             gone = asyncio.ensure_future(lost.wait())
@@ -93,21 +94,23 @@ class GmqttBus(BusBase):
 
     def _new_client(self, window: Window, on_lost: Callable[[str], None]) -> Client:
         s = self._settings
-        client = Client(f"samsvar-broker-{self._instance}", window=window, logger=_GMQTT_LOG,
-                        on_lost=on_lost)
-        if s.username is not None:
-            client.set_auth_credentials(s.username, s.password)
+        server = self.server
+        client = Client(session_client_id(f"samsvar-broker-{self._instance}"), window=window, logger=_GMQTT_LOG,
+                        on_lost=on_lost, max_message_bytes=s.max_message_bytes,
+                        on_too_large=self._too_large, timeout=s.timeout_s)
+        if server.username is not None:
+            client.set_auth_credentials(server.username, server.password)
         client.on_message = self._on_message
         return client
 
     async def _connect(self, client: Client, lost: asyncio.Event) -> None:
-        s = self._settings
+        s, server = self._settings, self.server
         version = MQTTv50 if self._v5 else MQTTv311
         await unless_lost(
-            client.connect(s.host, s.port, ssl=self._tls or False, keepalive=s.keepalive,
-                           version=version), lost)
+            client.connect(server.host, server.port, ssl=(server.tls and self._tls) or False,
+                           keepalive=s.keepalive, version=version), lost, client)
         await client.subscribed(self.reply_topic, s.qos)
-        await client.subscribed(presence_topic(s.prefix, "+"), 1)
+        await client.subscribed(presence_topic(s.prefix, "+"), s.qos)
 
     # -- receiving ------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ No HTTP and no MQTT here: :mod:`broker.http_api` feeds it request bodies and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import time
 import uuid
@@ -86,6 +87,8 @@ log = structlog.get_logger("samsvar.broker")
 LOG_FAILURE_HOLD_S: Final = 10.0
 """How long a failed access-log append keeps ``/readyz`` at 503 (see ``not_ready``)."""
 SWEDEN: Final = ZoneInfo("Europe/Stockholm")
+HEARTBEAT_SWEEP_S: Final = 0.25
+"""How often the broker looks for producers whose heartbeats stopped."""
 """Ages are counted on the Swedish calendar date (basis ``child``)."""
 
 
@@ -481,6 +484,19 @@ class QueryService:
             # Another replica may re-announce at once: decide after the grace period.
             asyncio.get_running_loop().call_later(OFFLINE_GRACE_S, self._gone_unless_back,
                                                   producer_id)
+
+    async def watch_heartbeats(self, shutdown: asyncio.Event) -> None:
+        """Until ``shutdown``: a producer whose heartbeats stopped (three intervals) is
+        unavailable, and its open questions end ``unavailable`` rather than ``timeout``."""
+        while not shutdown.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(shutdown.wait(), HEARTBEAT_SWEEP_S)
+            for producer_id in self.presence.stale():
+                log.warning("producer_stale", producer=producer_id,
+                            reason="no heartbeat for three intervals")
+                self.gatherer.producer_gone(
+                    producer_id, reason="the producer's heartbeats stopped while the question "
+                                        "was open")
 
     def _gone_unless_back(self, producer_id: str) -> None:
         state = self.presence.get(producer_id)

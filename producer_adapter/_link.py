@@ -1,5 +1,7 @@
 """What every MQTT link of the adapter shares, whichever client library drives it: its
-settings, topics and identity, the presence it announces, the backoff, and closing.
+settings, topics and identity, the presence it announces (and refreshes: heartbeats),
+the servers it moves between and the backoff, which replica answers without shared
+subscriptions (:mod:`producer_adapter.replicas`), the size limit, and closing.
 
 The links themselves: :class:`producer_adapter.mqtt.MqttLink` (aiomqtt) and
 :class:`producer_adapter.mqtt_gmqtt.GmqttLink` (gmqtt, the default); ``[mqtt] client``
@@ -10,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -21,16 +22,22 @@ import structlog
 
 from schemas.errors import HOSTILE_DECODE_ERRORS
 from schemas.messages import Presence
-from schemas.topics import checkpoint_topic, presence_topic, question_topic, shared
-from schemas.transport import MqttSettings
+from schemas.topics import checkpoint_topic, presence_topic, question_topic, replica_topic, shared
+from schemas.transport import BACKOFF_MAX, BACKOFF_MIN, MqttServer, MqttSettings, Reconnect
 
 from .errors import AdapterConfigError
+from .replicas import SETTLE_S, Replicas
 
 __all__ = ["BACKOFF_MAX", "BACKOFF_MIN", "OFFLINE_GRACE", "CheckpointHandler", "LinkBase",
            "QuestionHandler"]
 
-BACKOFF_MIN: Final = 0.1
-BACKOFF_MAX: Final = 5.0
+Publish = Callable[[str, bytes, bool], Awaitable[None]]
+"""Publish (topic, payload, retain) on the current connection and wait for its ack."""
+Subscribe = Callable[[str], Awaitable[None]]
+"""Subscribe to a topic filter on the current connection; raises if refused."""
+
+RETAIN_EVERY_S: Final = 20.0
+"""At most this many seconds between retained copies of a heartbeat (see ``_heartbeats``)."""
 OFFLINE_GRACE: Final = 2.0
 """Seconds to try to say ``online: false`` (or to unsubscribe) when stopping."""
 
@@ -62,8 +69,17 @@ class LinkBase:
         self.settings = settings
         self.producer_id = producer_id
         self.identifier = f"samsvar-adapter-{producer_id}-{replica}"
+        self.replica = replica
         self.question_topic = question_topic(settings.prefix, producer_id)
         self.presence_topic = presence_topic(settings.prefix, producer_id)
+        self.replica_topic = replica_topic(settings.prefix, producer_id, replica)
+        self._replica_prefix = replica_topic(settings.prefix, producer_id, "")
+        self.replicas: Replicas | None = None if settings.shared_subscriptions else Replicas(
+            producer=producer_id, me=replica, since=_now_ms(), interval=settings.heartbeat_s)
+        """Who answers, on a server without shared subscriptions (None: ``$share`` splits)."""
+        self._reconnect = Reconnect(settings.servers)
+        self.too_large = 0
+        """Incoming messages dropped for exceeding ``max_message_bytes``."""
         self.subscription = (
             shared(producer_id, self.question_topic)
             if settings.shared_subscriptions else self.question_topic
@@ -99,6 +115,7 @@ class LinkBase:
         errors: tuple[type[Exception], ...] = (TimeoutError, *self._ERRORS)
         try:
             async with asyncio.timeout(OFFLINE_GRACE):
+                await self._leave_replicas(self._publish_now)
                 await self._unsubscribe()
         except errors as exc:
             self._log.warning("could not unsubscribe from questions",
@@ -117,38 +134,138 @@ class LinkBase:
             self._on_checkpoint(instance, payload)
         return True
 
+    async def _publish_now(self, topic: str, payload: bytes, retain: bool) -> None:
+        """Publish on the current connection and wait for the ack (see :data:`Publish`)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Ask ``run`` to say ``online: false``, disconnect and return."""
         self._closing.set()
 
+    @property
+    def server(self) -> MqttServer:
+        """The server this link is connected (or connecting) to."""
+        return self._reconnect.server
+
     def _presence(self, *, online: bool, since: int | None = None) -> bytes:
+        now = _now_ms()
         return msgspec.json.encode(
             Presence(producer=self.producer_id, online=online,
-                     since=_now_ms() if since is None else since,
-                     not_ready=self.not_ready if online else [])
+                     since=now if since is None else since, at=now if online else 0,
+                     heartbeat_ms=round(self.settings.heartbeat_s * 1000) if online else 0,
+                     replica=self.replica, not_ready=self.not_ready if online else [])
         )
 
     def _will(self) -> bytes:
         """The last will: it cannot know when the connection will die, ``since`` 0 is unknown."""
         return self._presence(online=False, since=0)
 
-    def _wrongly_offline(self, payload: bytes) -> bool:
-        """Whether a message on our presence topic says we are offline while we live: another
-        replica's last will (or our own old connection's), to be answered ``online: true``."""
+    def _needs_correction(self, payload: bytes) -> bool:
+        """Whether a message on our presence topic is anything but a valid "online" of this
+        producer while we live (empty, malformed, another producer's, or offline: another
+        replica's last will or our own old connection's), to be answered ``online: true``."""
+        if self._closing.is_set():
+            return False
         try:
             presence = _presence_decoder.decode(payload)
         except HOSTILE_DECODE_ERRORS:
-            self._log.warning("malformed presence message ignored")
+            presence = None
+        if presence is not None and presence.producer == self.producer_id and presence.online:
             return False
-        if presence.producer != self.producer_id or presence.online or self._closing.is_set():
-            return False
-        self._log.info("presence said offline while alive; announcing online again")
+        self._log.info("presence was not a valid 'online' while alive; announcing online again",
+                       presence="empty" if not payload else "malformed" if presence is None
+                       else "offline" if presence.producer == self.producer_id
+                       else "another producer's")
         return True
 
-    @staticmethod
-    def _retry_in(delay: float) -> float:
-        """Seconds until the next connection attempt: ``delay`` (capped) with jitter."""
-        return min(BACKOFF_MAX, delay) * random.uniform(0.5, 1.0)  # jitter, not crypto
+    def _too_large(self, topic: str, size: int) -> None:
+        """Count (and log, without its content) a message above ``max_message_bytes``."""
+        self.too_large += 1
+        self._log.warning("mqtt message dropped", reason="too-large", topic=topic[:200],
+                          bytes=size, limit=self.settings.max_message_bytes)
+
+    def _route(self, topic: str, payload: bytes, retained: bool) -> str | None:
+        """What an incoming message is: "question", "presence", "replica", "checkpoint"
+        (handled here), or None (dropped: too large, or not ours)."""
+        if len(payload) > self.settings.max_message_bytes:
+            self._too_large(topic, len(payload))
+            return None
+        if topic == self.question_topic:
+            return "question"
+        if topic == self.presence_topic:
+            return "presence"
+        if self._on_checkpoint is not None and topic.startswith(self._checkpoint_prefix):
+            return "checkpoint"
+        if self.replicas is not None and topic.startswith(self._replica_prefix):
+            replica = topic[len(self._replica_prefix):]
+            if replica and "/" not in replica:
+                return "replica"
+        return None  # not ours: amqtt sends retained messages to every client
+
+    def _may_answer(self) -> bool:
+        """Whether this replica answers a question that arrives now."""
+        if self.replicas is None or self.replicas.answers():
+            return True
+        self._log.debug("question left to the answering replica",
+                        answerer=self.replicas.answerer(), fenced=self.replicas.fenced())
+        return False
+
+    async def _on_replica(self, topic: str, payload: bytes, retained: bool,
+                          publish: Publish) -> None:
+        """A replica's heartbeat; one long dead is cleared from the server."""
+        assert self.replicas is not None
+        replica = topic[len(self._replica_prefix):]
+        if self.replicas.heard(replica, payload, retained=retained):
+            self._log.info("clearing a long-dead replica's heartbeat", dead_replica=replica)
+            await publish(topic, b"", True)
+
+    async def _open_session(self, subscribe: Subscribe, publish: Publish) -> None:
+        """On a new connection: announce this replica and hear the others (without shared
+        subscriptions), subscribe to questions, say online, watch our presence."""
+        if self.replicas is not None:
+            # A session's replica is as old as the session: one coming back never takes
+            # the answering over from the one that stood in for it.
+            self.replicas.new_session(_now_ms())
+            await subscribe(self._replica_prefix + "+")
+            await publish(self.replica_topic, self._replica_beat(), True)
+            await asyncio.sleep(SETTLE_S)
+        if self._taking_questions:
+            await subscribe(self.subscription)
+        await publish(self.presence_topic, self._presence(online=True), True)
+        await subscribe(self.presence_topic)
+        if self._on_checkpoint is not None:
+            await subscribe(self.checkpoint_filter)
+        self.connected.set()
+        self._reconnect.subscribed()
+        self._log.info("mqtt connected", server=self.server.url, subscription=self.subscription,
+                       answers=None if self.replicas is None else self.replicas.answers())
+
+    def _replica_beat(self) -> bytes:
+        assert self.replicas is not None
+        return self._presence(online=True, since=self.replicas.since)
+
+    async def _heartbeats(self, publish: Publish) -> None:
+        """Refresh our presence (and this replica's heartbeat) every ``heartbeat_s``.
+
+        Most refreshes are not retained: a clustered server may store a retained message
+        through its replicated store, which stalls while the cluster recovers from a lost
+        node (NATS blocks the whole connection for seconds). The retained copy, for a
+        broker or replica that connects later, is refreshed every :data:`RETAIN_EVERY_S`."""
+        since = _now_ms()
+        every = max(1, int(RETAIN_EVERY_S // self.settings.heartbeat_s))
+        beat = 0
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            beat += 1
+            retain = beat % every == 0
+            if self.replicas is not None and self._taking_questions:
+                await publish(self.replica_topic, self._replica_beat(), retain)
+            await publish(self.presence_topic, self._presence(online=True, since=since), retain)
+
+    async def _leave_replicas(self, publish: Publish) -> None:
+        """Stopping: clear this replica's heartbeat, so the next one answers at once."""
+        if self.replicas is not None:
+            await publish(self.replica_topic, b"", True)
 
     async def _pause(self, wait: float) -> None:
         """Wait ``wait`` seconds before reconnecting, or until closing."""

@@ -20,6 +20,7 @@ deadline passes before they answer, no reply is sent: the broker says ``timeout`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import heapq
 import logging
@@ -514,9 +515,12 @@ class Adapter:
         return reply, dropped, dict(sorted(unreadable.items()))
 
 
-def open_adapter(path: str | Path) -> Adapter:
-    """The adapter a config file describes, with the registry it names."""
+def open_adapter(path: str | Path, *, mqtt_urls: str | None = None) -> Adapter:
+    """The adapter a config file describes, with the registry it names; ``mqtt_urls``
+    (comma-separated) in place of its MQTT servers (raises ``ValueError`` if malformed)."""
     config = load_adapter_config(path)
+    if mqtt_urls:
+        config = dataclasses.replace(config, mqtt=config.mqtt.with_urls(mqtt_urls))
     assert config.registry is not None  # always set when read from a file
     try:
         registry = load_registry(config.registry)

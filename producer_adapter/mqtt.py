@@ -21,9 +21,10 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from schemas.transport import NODELAY
+from schemas.aiomqtt_link import subscribe
+from schemas.transport import NODELAY, session_client_id
 
-from ._link import BACKOFF_MAX, BACKOFF_MIN, OFFLINE_GRACE, LinkBase
+from ._link import OFFLINE_GRACE, LinkBase, Publish
 from .errors import TransportError
 
 __all__ = ["MqttLink"]
@@ -43,34 +44,34 @@ class MqttLink(LinkBase):
         await self._client.unsubscribe(self.subscription)
 
     def _make_client(self) -> aiomqtt.Client:
-        s = self.settings
+        s, server = self.settings, self.server
         return aiomqtt.Client(
-            s.host, s.port,
-            username=s.username, password=s.password,
-            identifier=self.identifier,
+            server.host, server.port,
+            username=server.username, password=server.password,
+            identifier=session_client_id(self.identifier),
             protocol=_PROTOCOLS[s.protocol],
             keepalive=s.keepalive,
-            tls_context=self._tls,
+            tls_context=self._tls if server.tls else None,
             socket_options=NODELAY,
+            timeout=s.timeout_s,
             will=aiomqtt.Will(self.presence_topic, self._will(), qos=s.qos, retain=True),
         )
 
     async def run(self) -> None:
-        """Connect, serve, reconnect with backoff; return after :meth:`close`."""
-        client = self._make_client()
-        delay = BACKOFF_MIN
+        """Connect, serve, move to the next server with backoff when lost; return after
+        :meth:`close`."""
         while not self._closing.is_set():
-            wait = self._retry_in(delay)
+            client = self._make_client()
             try:
                 async with client:
                     self._client = client
-                    delay = BACKOFF_MIN
                     await self._session(client)
                     return
             except aiomqtt.MqttError as exc:
-                self._log.warning("mqtt connection lost", error=str(exc),
-                                  retry_in=round(wait, 2), server=self.settings.url)
-                delay = min(BACKOFF_MAX, delay * 2)
+                server = self.server.url
+                wait = self._reconnect.lost()
+                self._log.warning("mqtt connection lost", error=str(exc), server=server,
+                                  next_server=self.server.url, retry_in=round(wait, 2))
             finally:
                 self.connected.clear()
                 self._client = None
@@ -78,40 +79,42 @@ class MqttLink(LinkBase):
 
     async def _session(self, client: aiomqtt.Client) -> None:
         """Serve one connection: return after :meth:`close`, raise ``MqttError`` if lost."""
+        qos = self.settings.qos
+
+        async def publish(topic: str, payload: bytes, retain: bool) -> None:
+            await client.publish(topic, payload, qos=qos, retain=retain)
+
         try:
-            qos = self.settings.qos
-            if self._taking_questions:
-                await client.subscribe(self.subscription, qos=qos)
-            await client.publish(self.presence_topic, self._presence(online=True),
-                                 qos=qos, retain=True)
-            await client.subscribe(self.presence_topic, qos=qos)
-            if self._on_checkpoint is not None:
-                await client.subscribe(self.checkpoint_filter, qos=1)
-            self.connected.set()
-            self._log.info("mqtt connected", server=self.settings.url,
-                           subscription=self.subscription)
-            await self._serve(client)
+            await self._open_session(lambda topic: subscribe(client, topic, qos), publish)
+            await self._serve(client, publish)
         except asyncio.CancelledError:
             # A clean DISCONNECT suppresses the will, so say it ourselves.
             await self._say_offline(client)
             raise
         await self._say_offline(client)
 
-    async def _serve(self, client: aiomqtt.Client) -> None:
-        reader = asyncio.create_task(self._read(client), name=f"mqtt-read-{self.producer_id}")
+    async def _publish_now(self, topic: str, payload: bytes, retain: bool) -> None:
+        assert self._client is not None
+        await self._client.publish(topic, payload, qos=self.settings.qos, retain=retain)
+
+    async def _serve(self, client: aiomqtt.Client, publish: Publish) -> None:
+        reader = asyncio.create_task(self._read(client, publish),
+                                     name=f"mqtt-read-{self.producer_id}")
+        beats = asyncio.create_task(self._heartbeats(publish), name="mqtt-heartbeats")
         closing = asyncio.create_task(self._closing.wait(), name="mqtt-closing")
         try:
-            await asyncio.wait((reader, closing), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((reader, beats, closing), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (reader, closing):
+            for task in (reader, beats, closing):
                 task.cancel()
-            # Collect both helpers; their own cancellation is expected here.
-            await asyncio.gather(reader, closing, return_exceptions=True)
+            # Collect the helpers; their own cancellation is expected here.
+            await asyncio.gather(reader, beats, closing, return_exceptions=True)
         if not closing.cancelled():
             return
-        error = None if reader.cancelled() else reader.exception()
-        if error is not None:
-            raise error
+        for task in (reader, beats):
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                raise error
         raise aiomqtt.MqttError("message stream ended")
 
     async def _say_offline(self, client: aiomqtt.Client) -> None:
@@ -125,25 +128,23 @@ class MqttLink(LinkBase):
         else:
             self._log.info("mqtt announced offline")
 
-    async def _read(self, client: aiomqtt.Client) -> None:
+    async def _read(self, client: aiomqtt.Client, publish: Publish) -> None:
         async for message in client.messages:
             topic = message.topic.value
-            if topic == self.question_topic:
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            kind = self._route(topic, payload, message.retain)
+            if kind == "question":
                 if message.retain:
                     self._log.warning("retained question ignored")
-                    continue
-                await self._on_question(message.payload)
-            elif topic == self.presence_topic:
-                await self._on_presence(client, message.payload)
-            elif isinstance(message.payload, bytes | bytearray):
-                self._checkpoint(topic, bytes(message.payload))
-            # Anything else is not ours: amqtt sends retained messages to every client.
-
-    async def _on_presence(self, client: aiomqtt.Client, payload: bytes) -> None:
-        if not self._wrongly_offline(payload):
-            return
-        await client.publish(self.presence_topic, self._presence(online=True),
-                             qos=self.settings.qos, retain=True)
+                elif self._may_answer():
+                    await self._on_question(payload)
+            elif kind == "presence":
+                if self._needs_correction(payload):
+                    await publish(self.presence_topic, self._presence(online=True), True)
+            elif kind == "replica":
+                await self._on_replica(topic, payload, message.retain, publish)
+            elif kind == "checkpoint":
+                self._checkpoint(topic, payload)
 
     async def publish(self, topic: str, payload: bytes, *, expires_in: float | None = None) -> None:
         """Publish once the link is up (the caller bounds the wait); QoS from the settings.

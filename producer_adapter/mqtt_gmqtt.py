@@ -41,8 +41,9 @@ from schemas.gmqtt_link import (
     publish,
     unless_lost,
 )
+from schemas.transport import session_client_id
 
-from ._link import BACKOFF_MAX, BACKOFF_MIN, OFFLINE_GRACE, LinkBase
+from ._link import OFFLINE_GRACE, LinkBase, Publish
 from .errors import TransportError
 
 __all__ = ["GmqttLink"]
@@ -59,8 +60,8 @@ class GmqttLink(LinkBase):
         super().__init__(*args, **kwargs)
         self._window = Window()
         self._window.closed = True
-        self._inbox: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue()
-        """(topic, payload, retained) of each message on our topics, for :meth:`_read`."""
+        self._inbox: asyncio.Queue[tuple[str, str, bytes, bool]] = asyncio.Queue()
+        """(kind, topic, payload, retained) of each message on our topics, for :meth:`_read`."""
 
     _ERRORS = (ConnectionLost, ConnectionGone)
 
@@ -81,9 +82,7 @@ class GmqttLink(LinkBase):
             await asyncio.gather(reader, return_exceptions=True)
 
     async def _stay_connected(self, reader: asyncio.Task[None]) -> None:
-        delay = BACKOFF_MIN
         while not self._closing.is_set():
-            wait = self._retry_in(delay)
             lost = asyncio.Event()
 
             def on_lost(_why: str, lost: asyncio.Event = lost) -> None:
@@ -92,15 +91,16 @@ class GmqttLink(LinkBase):
             window = Window()
             client = self._new_client(window, on_lost)
             try:
-                await unless_lost(self._connect(client), lost)
+                await unless_lost(self._connect(client), lost, client)
                 self._client, self._window = client, window
-                delay = BACKOFF_MIN
                 await self._session(client, window, lost, reader)
                 return
             except (OSError, TimeoutError, ConnectionLost, gmqtt.MQTTConnectError) as exc:
+                server = self.server.url
+                wait = self._reconnect.lost()
                 self._log.warning("mqtt connection lost", error=str(exc) or type(exc).__name__,
-                                  retry_in=round(wait, 2), server=self.settings.url)
-                delay = min(BACKOFF_MAX, delay * 2)
+                                  server=server, next_server=self.server.url,
+                                  retry_in=round(wait, 2))
             finally:
                 self.connected.clear()
                 window.close()
@@ -109,50 +109,53 @@ class GmqttLink(LinkBase):
             await self._pause(wait)
 
     def _new_client(self, window: Window, on_lost: Callable[[str], None]) -> Client:
-        s = self.settings
+        s, server = self.settings, self.server
         will = gmqtt.Message(self.presence_topic, self._will(), qos=s.qos, retain=True)
-        client = Client(self.identifier, window=window, logger=_GMQTT_LOG, on_lost=on_lost,
-                        will_message=will)
-        if s.username is not None:
-            client.set_auth_credentials(s.username, s.password)
+        client = Client(session_client_id(self.identifier), window=window, logger=_GMQTT_LOG, on_lost=on_lost,
+                        will_message=will, max_message_bytes=s.max_message_bytes,
+                        on_too_large=self._too_large, timeout=s.timeout_s)
+        if server.username is not None:
+            client.set_auth_credentials(server.username, server.password)
         client.on_message = self._on_message
         return client
 
     async def _connect(self, client: Client) -> None:
-        s = self.settings
-        await client.connect(s.host, s.port, ssl=self._tls or False, keepalive=s.keepalive,
+        s, server = self.settings, self.server
+        await client.connect(server.host, server.port, ssl=(server.tls and self._tls) or False,
+                             keepalive=s.keepalive,
                              version=MQTTv50 if s.protocol == "5" else MQTTv311)
 
     async def _session(self, client: Client, window: Window, lost: asyncio.Event,
                        reader: asyncio.Task[None]) -> None:
         """Serve one connection: return after :meth:`close`, raise ``ConnectionLost`` if lost."""
+        qos = self.settings.qos
+
+        async def publish(topic: str, payload: bytes, retain: bool) -> None:
+            await unless_lost(self._send(client, window, topic, payload, retain=retain), lost,
+                              client)
+
         try:
-            qos = self.settings.qos
-            if self._taking_questions:
-                await client.subscribed(self.subscription, qos)
-            await unless_lost(self._send(client, window, self.presence_topic,
-                                         self._presence(online=True), retain=True), lost)
-            await client.subscribed(self.presence_topic, qos)
-            if self._on_checkpoint is not None:
-                await client.subscribed(self.checkpoint_filter, 1)
-            self.connected.set()
-            self._log.info("mqtt connected", server=self.settings.url,
-                           subscription=self.subscription)
-            await self._serve(lost, reader)
+            await unless_lost(self._open_session(lambda topic: client.subscribed(topic, qos),
+                                                 publish), lost, client)
+            await self._serve(lost, reader, publish)
         except asyncio.CancelledError:
             # A clean DISCONNECT suppresses the will, so say it ourselves.
             await self._say_offline(client, window, lost)
             raise
         await self._say_offline(client, window, lost)
 
-    async def _serve(self, lost: asyncio.Event, reader: asyncio.Task[None]) -> None:
+    async def _serve(self, lost: asyncio.Event, reader: asyncio.Task[None],
+                     publish: Publish) -> None:
         closing = asyncio.ensure_future(self._closing.wait())
         gone = asyncio.ensure_future(lost.wait())
+        beats = asyncio.ensure_future(self._heartbeats(publish))
         try:
-            await asyncio.wait({closing, gone, reader}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({closing, gone, reader, beats},
+                               return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (closing, gone):
+            for task in (closing, gone, beats):
                 task.cancel()
+            await asyncio.gather(beats, return_exceptions=True)
         if reader.done():
             reader.result()  # raises what stopped the reader (a bug in on_question)
         if not self._closing.is_set():
@@ -173,33 +176,44 @@ class GmqttLink(LinkBase):
 
     def _on_message(self, _client: Any, topic: str, payload: bytes, _qos: int,
                     properties: dict[str, Any]) -> int:
-        # Anything else is not ours: amqtt sends retained messages to every client.
-        if topic in (self.question_topic, self.presence_topic):
-            self._inbox.put_nowait((topic, bytes(payload), bool(properties.get("retain"))))
-        else:
-            self._checkpoint(topic, bytes(payload))
+        retained = bool(properties.get("retain"))
+        kind = self._route(topic, payload, retained)
+        if kind == "checkpoint":
+            self._checkpoint(topic, bytes(payload))  # quick, never raises
+        elif kind is not None:
+            self._inbox.put_nowait((kind, topic, bytes(payload), retained))
         return 0
 
     async def _read(self) -> None:
         while True:
-            topic, payload, retained = await self._inbox.get()
-            if topic == self.presence_topic:
-                if self._wrongly_offline(payload):
-                    await self._announce_online()
+            kind, topic, payload, retained = await self._inbox.get()
+            if kind == "presence":
+                if self._needs_correction(payload):
+                    await self._announce(self.presence_topic, self._presence(online=True))
+            elif kind == "replica":
+                await self._on_replica(topic, payload, retained, self._announce_retained)
             elif retained:
                 self._log.warning("retained question ignored")
-            else:
+            elif self._may_answer():
                 await self._on_question(payload)
 
-    async def _announce_online(self) -> None:
+    async def _announce_retained(self, topic: str, payload: bytes, _retain: bool) -> None:
+        await self._announce(topic, payload)
+
+    async def _announce(self, topic: str, payload: bytes) -> None:
+        """Publish retained on the current connection, if any, without waiting for the ack."""
         client, window = self._client, self._window
         if client is None or not self.connected.is_set():
             return  # the next connection announces itself
         try:
-            await self._send(client, window, self.presence_topic, self._presence(online=True),
-                             retain=True)
+            await publish(client, window, topic, payload, qos=self.settings.qos, retain=True)
         except ConnectionGone:
             pass  # lost meanwhile: the next connection announces itself
+
+    async def _publish_now(self, topic: str, payload: bytes, retain: bool) -> None:
+        client, window = self._client, self._window
+        assert client is not None
+        await self._send(client, window, topic, payload, retain=retain)
 
     # -- publishing -----------------------------------------------------------------------
 

@@ -8,13 +8,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from schemas.transport import MqttSettings
 
 from .secret_files import write_secret
 
@@ -59,6 +63,14 @@ def _run_until_signal(make: Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 # -- roles -------------------------------------------------------------------------
 
 
+def _mqtt_urls(settings: MqttSettings, urls: str) -> MqttSettings:
+    """``--mqtt a,b,c`` in place of the config's servers; a one-line error if malformed."""
+    try:
+        return settings.with_urls(urls)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+
+
 def cmd_broker(args: argparse.Namespace) -> int:
     from broker import BrokerServer, ConfigError, load_broker_config
 
@@ -66,7 +78,10 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_format, level=args.log_level, final=True)
     try:
-        server = BrokerServer(load_broker_config(args.config))
+        config = load_broker_config(args.config)
+        if args.mqtt:
+            config = dataclasses.replace(config, mqtt=_mqtt_urls(config.mqtt, args.mqtt))
+        server = BrokerServer(config)
         _run_until_signal(lambda shutdown: server.run(shutdown=shutdown))
     except ConfigError as exc:
         raise CliError(str(exc)) from exc
@@ -80,7 +95,9 @@ def cmd_adapter(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_format, level=args.log_level, final=True)
     try:
-        adapter = open_adapter(args.config)
+        adapter = open_adapter(args.config, mqtt_urls=args.mqtt)
+    except ValueError as exc:
+        raise CliError(f"--mqtt: {exc}") from exc
     except AdapterError as exc:
         raise CliError(str(exc)) from exc
     _run_until_signal(lambda shutdown: adapter.run(shutdown=shutdown))
@@ -156,6 +173,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(args))
 
 
+_MQTT_HELP = ("MQTT server URL(s), comma-separated (mqtt[s]://[user:password@]host:port): "
+              "replace the config's; a lost connection moves on to the next")
+
+
 # -- parser ------------------------------------------------------------------------------
 
 
@@ -174,11 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("broker", help="run a broker instance")
     p.add_argument("--config", required=True, help="the broker's TOML config")
+    p.add_argument("--mqtt", metavar="URLS", help=_MQTT_HELP)
     _log_options(p)
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("adapter", help="run a producer adapter")
     p.add_argument("--config", required=True, help="the adapter's TOML config")
+    p.add_argument("--mqtt", metavar="URLS", help=_MQTT_HELP)
     _log_options(p)
     p.set_defaults(func=cmd_adapter)
     from .adapter_cli import add_adapter_commands
@@ -266,8 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the demo citizen portal \"Min översikt\" (with --serve; default: "
                         "the broker's port + 1, or a free port when that one is taken)")
     p.add_argument("--workdir", help="write registry, keys, data and configs here")
-    p.add_argument("--mqtt", help="use this MQTT server (mqtt://host:port) instead of the "
-                   "embedded one")
+    p.add_argument("--mqtt", metavar="URLS",
+                   help="use this MQTT server (mqtt://[user:password@]host:port), or these "
+                        "servers of one cluster, comma-separated, instead of the embedded one")
+    p.add_argument("--mqtt-protocol", choices=("3.1.1", "5"), default="5",
+                   help="the MQTT version spoken to --mqtt (default 5)")
+    p.add_argument("--no-shared-subscriptions", dest="shared_subscriptions",
+                   action="store_false",
+                   help="the --mqtt server has no $share subscriptions (NATS, RabbitMQ, "
+                        "ejabberd): one replica of each producer answers")
     p.add_argument("--log-level", default="warning",
                    choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=cmd_demo)

@@ -12,13 +12,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
+import hashlib
 import json
 import shutil
 import signal
 import socket
 import sys
 import tempfile
+import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -105,6 +108,30 @@ SAMPLE_USER: Final = User(
 )
 
 
+def workdir_tag(root: Path) -> str:
+    """A short tag of the work folder: two demos on one MQTT server, in different folders,
+    use different topic prefixes and broker instances, so they never collide. A folder
+    the demo wrote before keeps its tag (read back from its broker.toml), so its access
+    log and witnessed checkpoints stay those of one broker instance even if it is moved."""
+    with contextlib.suppress(OSError, tomllib.TOMLDecodeError):
+        instance = tomllib.loads((root / "broker.toml").read_text(encoding="utf-8")).get(
+            "broker", {}).get("instance", "")
+        tag = instance.removeprefix("demo-") if isinstance(instance, str) else ""
+        if instance.startswith("demo-") and tag.isalnum():
+            return tag
+    return hashlib.sha256(str(root.resolve()).encode("utf-8")).hexdigest()[:10]
+
+
+def demo_prefix(root: Path) -> str:
+    """The demo's MQTT topic prefix: ``samsvar-demo/<tag>/v1``."""
+    return f"samsvar-demo/{workdir_tag(root)}/v1"
+
+
+def demo_instance(root: Path) -> str:
+    """The demo broker's instance id (its reply topic and client id): ``demo-<tag>``."""
+    return f"demo-{workdir_tag(root)}"
+
+
 def _toml_str(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
@@ -176,14 +203,18 @@ def _backend_lines(prod: dict[str, Any], rivta_port: int) -> list[str]:
 
 
 def build_workdir(root: Path, *, port: int, mqtt: MqttSettings,
-                  rivta_port: int | None = None, rivta: bool = True) -> Workdir:
-    """Write every file the demo federation uses into ``root``.
+                  rivta_port: int | None = None, rivta: bool = True,
+                  embedded: bool = False) -> Workdir:
+    """Write every file the demo federation uses into ``root`` (on ``mqtt``'s servers and
+    protocol, with the topic prefix of this work folder).
 
     ``rivta=False`` leaves out the producer (and person) that need the RIV-TA stub running.
     """
     rivta_port = rivta_port if rivta_port is not None else _free_port(avoid={port, port + 1})
     producers = PRODUCERS if rivta else JSON_DIR_PRODUCERS
     root.mkdir(parents=True, exist_ok=True)
+    mqtt = dataclasses.replace(mqtt, prefix=demo_prefix(root))
+    instance = demo_instance(root)
     keys_dir = root / "keys"
     keys_dir.mkdir(exist_ok=True)
     broker_key = _key(keys_dir, "broker")
@@ -196,7 +227,9 @@ def build_workdir(root: Path, *, port: int, mqtt: MqttSettings,
         lines += ["[[participants]]", f"id = {_toml_str(p['id'])}", f"name = {_toml_str(p['name'])}",
                   f"kind = {_toml_str(p['kind'])}", f"roles = {_toml_list(p['roles'])}",
                   f"keys = {_toml_keys(key.to_jwk())}", ""]
-    mqtt_table = [f"url = {_toml_str(mqtt.url)}", f"protocol = {_toml_str(mqtt.protocol)}",
+    # Credentials in the URLs are kept here, in the workdir's configs (never in a log).
+    mqtt_table = [f"urls = {_toml_list(mqtt.config_urls())}", f"prefix = {_toml_str(mqtt.prefix)}",
+                  f"protocol = {_toml_str(mqtt.protocol)}",
                   f"shared_subscriptions = {'true' if mqtt.shared_subscriptions else 'false'}"]
     adapter_configs = []
     data_root = _data_root()
@@ -249,7 +282,8 @@ def build_workdir(root: Path, *, port: int, mqtt: MqttSettings,
     broker_config = root / "broker.toml"
     broker_config.write_text("\n".join([
         "# The demo broker (written by `samsvar demo`).", "[broker]",
-        'registry = "registry.toml"', 'key = "keys/broker.jwk"', 'instance = "demo"',
+        'registry = "registry.toml"', 'key = "keys/broker.jwk"',
+        f"instance = {_toml_str(instance)}",
         f'listen = "127.0.0.1:{port}"', "", "[mqtt]", *mqtt_table, "",
     ]), encoding="utf-8")
 
@@ -277,14 +311,14 @@ def build_workdir(root: Path, *, port: int, mqtt: MqttSettings,
     }
     (root / "demo.json").write_text(json.dumps(demo, indent=2, ensure_ascii=False) + "\n",
                                     encoding="utf-8")
-    (root / "README.txt").write_text(_readme(demo, persons, mqtt, producers),
-                                     encoding="utf-8")
+    (root / "README.txt").write_text(
+        _readme(demo, persons, mqtt, producers, embedded=embedded), encoding="utf-8")
     return Workdir(root=root, broker_config=broker_config, adapter_configs=adapter_configs,
                    demo=demo, rivta_port=rivta_port)
 
 
 def _readme(demo: dict[str, Any], persons: list[dict[str, Any]], mqtt: MqttSettings,
-            producers: list[dict[str, Any]]) -> str:
+            producers: list[dict[str, Any]], *, embedded: bool = False) -> str:
     out = [
         "samsvar demo federation",
         "=======================",
@@ -293,7 +327,8 @@ def _readme(demo: dict[str, Any], persons: list[dict[str, Any]], mqtt: MqttSetti
         ("          POST /v1/own/queries: the person's own view, for the citizen-portal "
          "participant (docs/own-view.md)"),
         f"aud:      {demo['aud']}   (the broker's id: put it in every query's aud claim)",
-        f"MQTT:     {mqtt.url} ({'embedded amqtt, demo only' if mqtt.protocol == '3.1.1' else 'external'})",
+        (f"MQTT:     {mqtt.urls} ({'embedded amqtt, demo only' if embedded else 'external'}; "
+         f"MQTT {mqtt.protocol}, topics under {mqtt.prefix}/)"),
         "",
         "Participants (private keys in keys/<id>.jwk, public keys in registry.toml):",
     ]
@@ -365,7 +400,9 @@ async def run_demo(args: argparse.Namespace) -> int:
         mqtt = MqttSettings(port=mqtt_port, protocol="3.1.1", shared_subscriptions=False)
     else:
         try:
-            mqtt = MqttSettings.from_url(args.mqtt)
+            mqtt = MqttSettings.from_url(
+                args.mqtt, protocol=getattr(args, "mqtt_protocol", "5"),
+                shared_subscriptions=getattr(args, "shared_subscriptions", True))
         except ValueError as exc:
             print(f"samsvar: {exc}", file=sys.stderr)
             return 2
@@ -377,7 +414,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         root = Path(tmp.name)
     try:
         # the RIV-TA stub's port: never the broker's, the portal's or the MQTT server's
-        workdir = build_workdir(root, port=port, mqtt=mqtt,
+        workdir = build_workdir(root, port=port, mqtt=mqtt, embedded=embedded,
                                 rivta_port=_free_port(avoid={port, portal_port, mqtt.port}))
         rivta_stub = await demo_rivta.start_stub(
             root / "producers" / demo_rivta.PRODUCER["id"], workdir.rivta_port,
@@ -387,8 +424,6 @@ async def run_demo(args: argparse.Namespace) -> int:
         registry = load_registry(root / "registry.toml")
         config = load_broker_config(workdir.broker_config)
         if embedded:
-            import dataclasses
-
             config = dataclasses.replace(config, embedded_mqtt=True)
         broker = BrokerServer(config, registry=registry)
         adapters = [Adapter(load_adapter_config(path), registry)

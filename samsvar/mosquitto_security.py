@@ -88,9 +88,11 @@ from schemas.topics import (
     checkpoint_topic,
     presence_topic,
     question_topic,
+    replica_topic,
     reply_topic,
     shared,
 )
+from schemas.transport import DEFAULT_MAX_MESSAGE_BYTES, HEADROOM
 
 from .secret_files import write_secret
 
@@ -203,6 +205,7 @@ def acl_text(registry: Registry, *, prefix: str = DEFAULT_PREFIX,
             f"topic write {reply_topic(prefix, '+')}",
             f"topic readwrite {presence_topic(prefix, producer.id)}",
             f"topic read {checkpoint_topic(prefix, '+')}",
+            f"topic readwrite {replica_topic(prefix, producer.id, '+')}",
             "",
         ]
     return "\n".join(lines)
@@ -245,6 +248,9 @@ def dynsec_config(registry: Registry, *, prefix: str = DEFAULT_PREFIX,
             _acl("publishClientSend", presence),
             _acl("subscribeLiteral", checkpoint_topic(prefix, "+")),
             _acl("publishClientReceive", checkpoint_topic(prefix, "+")),
+            _acl("subscribeLiteral", replica_topic(prefix, producer.id, "+")),
+            _acl("publishClientReceive", replica_topic(prefix, producer.id, "+")),
+            _acl("publishClientSend", replica_topic(prefix, producer.id, "+")),
         ]})
         clients.append({"username": producer.id, "textname": producer.name,
                         "roles": [{"rolename": role}]})
@@ -255,9 +261,24 @@ def dynsec_config(registry: Registry, *, prefix: str = DEFAULT_PREFIX,
     }
 
 
+def size_limits(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[str]:
+    """The lines that make Mosquitto refuse what every samsvar role would drop: a payload
+    above ``max_message_bytes`` (``message_size_limit``), and a packet above it plus room
+    for the topic and properties (``max_packet_size``, also announced to MQTT 5 clients)."""
+    if max_message_bytes < 1024:
+        raise MosquittoSetupError("the message size limit must be at least 1024 bytes")
+    return [
+        "# One oversized message must never stall a role (SPEC section 4); each role drops",
+        "# and counts messages above [mqtt] max_message_bytes, set to the same value.",
+        f"message_size_limit {max_message_bytes}",
+        f"max_packet_size {max_message_bytes + HEADROOM}",
+    ]
+
+
 def mosquitto_conf(*, port: int, cafile: Path, certfile: Path, keyfile: Path,
                    acl_file: Path | None = None, dynsec: tuple[str, Path] | None = None,
-                   bind: str | None = None) -> str:
+                   bind: str | None = None,
+                   max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> str:
     """A ``mosquitto.conf`` with one TLS listener that requires client certificates,
     authorised by ``acl_file`` or by ``dynsec`` (the plugin's path and its JSON file)."""
     if not 0 < port < 65536:
@@ -280,6 +301,7 @@ def mosquitto_conf(*, port: int, cafile: Path, certfile: Path, keyfile: Path,
         "# The broker asks every producer at once (311 for a national question): with the",
         "# default of 20 unacknowledged it would wait 15 round trips (bench/RESULTS.md).",
         "max_inflight_messages 1000",
+        *size_limits(max_message_bytes),
         "",
         listener,
         "protocol mqtt",
@@ -491,6 +513,7 @@ def write_mosquitto_security(
     days: int = 365,
     reissue: bool = False,
     dynsec_plugin: str | None = None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> Written:
     """Write the config and ACL into ``out``; with a CA (given, or ``make_ca``) also the
     server's and every client's certificate.
@@ -543,7 +566,8 @@ def write_mosquitto_security(
     files.conf.write_text(mosquitto_conf(
         port=port, bind=bind, cafile=files.ca, certfile=files.server_cert,
         keyfile=files.server_key, acl_file=None if dynsec_plugin else files.acl,
-        dynsec=(dynsec_plugin, files.acl) if dynsec_plugin else None), encoding="utf-8")
+        dynsec=(dynsec_plugin, files.acl) if dynsec_plugin else None,
+        max_message_bytes=max_message_bytes), encoding="utf-8")
     return files
 
 
@@ -581,6 +605,10 @@ def add_mosquitto_command(registry_subparsers: Any) -> None:
                         "the MQTT server (e.g. /usr/lib/x86_64-linux-gnu/"
                         "mosquitto_dynamic_security.so) instead of an ACL file: it also "
                         "refuses subscriptions to others' topics (recommended)")
+    p.add_argument("--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES,
+                   help="refuse MQTT messages above this size (message_size_limit, and "
+                        "max_packet_size with room for topic and properties); the same as "
+                        f"every role's [mqtt] max_message_bytes ({DEFAULT_MAX_MESSAGE_BYTES})")
     p.set_defaults(func=cmd_registry_mosquitto)
 
 
@@ -605,6 +633,7 @@ def cmd_registry_mosquitto(args: argparse.Namespace) -> int:
             brokers=brokers, pools=args.pools, ca=ca, make_ca=args.make_ca,
             server_hosts=args.server_hosts or DEFAULT_SERVER_HOSTS, days=args.days,
             reissue=args.reissue, dynsec_plugin=args.dynsec,
+            max_message_bytes=args.max_message_bytes,
         )
     except (RegistryError, MosquittoSetupError) as exc:
         raise CliError(str(exc)) from exc

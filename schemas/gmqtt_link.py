@@ -18,6 +18,12 @@ connection. What they share lives here, so the gmqtt plumbing is written once:
 * gmqtt reads through an asyncio ``StreamReader`` and a reader task: each chunk is
   copied in, wakes the task, and is copied again into its buffer. :class:`Protocol`
   parses packets in ``data_received``, where the chunk arrives;
+* a packet larger than the role's limit (``[mqtt] max_message_bytes`` plus room for the
+  topic and properties) is never buffered: :class:`Protocol` reads past it, acknowledges
+  it (QoS 1) and reports it (``on_too_large``); smaller messages with a payload above the
+  limit are dropped by the role;
+* a refused CONNACK or SUBACK is reported with its reason code (gmqtt's own log line
+  loses it to :class:`NoPayloads`);
 * TCP_NODELAY: asyncio's socket transports set it on every TCP socket themselves
   (``asyncio.selector_events._SelectorSocketTransport``), TLS or not, so gmqtt needs no
   socket options (paho does: :data:`schemas.transport.NODELAY`); tests check it.
@@ -37,6 +43,8 @@ import structlog
 from gmqtt.mqtt.connection import MQTTConnection  # type: ignore[import-untyped]
 from gmqtt.mqtt.protocol import BaseMQTTProtocol, MQTTProtocol  # type: ignore[import-untyped]
 from gmqtt.storage import PersistentStorage  # type: ignore[import-untyped]
+
+from .transport import HEADROOM, suback_reason
 
 __all__ = [
     "TIMEOUT",
@@ -210,22 +218,69 @@ class Protocol(MQTTProtocol):  # type: ignore[misc]
     arrive, as the reader task did; the end of the stream closes the transport, as the
     reader task did on an empty read."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_packet: int, on_too_large: Callable[[str, int], None],
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._unparsed = b""
         """The start of a packet whose rest has not arrived yet."""
+        self._max_packet = max_packet
+        self._on_too_large = on_too_large
+        self._skip = 0
+        """Bytes of an oversized packet still to be read past."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         BaseMQTTProtocol.connection_made(self, transport)  # not MQTTProtocol's: no reader task
 
     def data_received(self, data: bytes) -> None:
-        buffer = self._unparsed + data if self._unparsed else data
-        parsed = self._read_packet(buffer)
-        if parsed < 0:  # a remaining length beyond MQTT's four bytes: not MQTT
+        while data:
+            if self._skip:
+                skipped = min(self._skip, len(data))
+                self._skip -= skipped
+                data = data[skipped:]
+                continue
+            buffer = self._unparsed + data if self._unparsed else data
             self._unparsed = b""
-            self._transport.close()
-            return
-        self._unparsed = buffer[parsed:]
+            parsed = self._read_packet(buffer)
+            if parsed < 0:  # a remaining length beyond MQTT's four bytes: not MQTT
+                self._transport.close()
+                return
+            rest = buffer[parsed:]
+            total = self._oversized(rest)
+            if total is None:
+                self._unparsed = rest
+                return
+            data = rest[total:]
+            self._skip = max(0, total - len(rest))
+
+    def _oversized(self, rest: bytes) -> int | None:
+        """If ``rest`` starts a packet above the limit whose first bytes have arrived:
+        report it, acknowledge it (QoS 1) and return its length, to be read past. Else
+        None (``rest`` is the start of a packet of an allowed size)."""
+        size, header = 0, 1
+        while True:
+            if header >= len(rest) or header > 4:
+                return None
+            byte = rest[header]
+            size += (byte & 0x7F) << (7 * (header - 1))
+            header += 1
+            if not byte & 0x80:
+                break
+        if size <= self._max_packet:
+            return None
+        kind, qos = rest[0] >> 4, (rest[0] >> 1) & 3
+        topic = ""
+        if kind == 3:  # PUBLISH: its topic (and packet id) are needed to report (and ack) it
+            if len(rest) < header + 2:
+                return None
+            length = int.from_bytes(rest[header:header + 2], "big")
+            start = header + 2 + length
+            if len(rest) < start + (2 if qos else 0):
+                return None
+            topic = rest[header + 2:start].decode("utf-8", "replace")
+            if qos == 1:
+                self._transport.write(b"\x40\x02" + rest[start:start + 2])  # PUBACK
+        self._on_too_large(topic, size)
+        return header + size
 
     def eof_received(self) -> bool:
         return False  # the server is done: close (gmqtt's reader closed on an empty read)
@@ -241,11 +296,17 @@ class Client(gmqtt.Client):  # type: ignore[misc]
     """
 
     def __init__(self, client_id: str, *, window: Window, logger: logging.Logger,
-                 on_lost: Callable[[str], None], **kwargs: Any) -> None:
+                 on_lost: Callable[[str], None], max_message_bytes: int,
+                 on_too_large: Callable[[str, int], None], timeout: float = TIMEOUT,
+                 **kwargs: Any) -> None:
         super().__init__(client_id, clean_session=True, persistent_storage=window,
                          logger=logger, **kwargs)
         self.stop_reconnect()
         self._on_lost = on_lost
+        self._max_packet = max_message_bytes + HEADROOM
+        self.timeout = timeout
+        """Seconds for the CONNACK and each SUBACK or UNSUBACK."""
+        self._on_too_large = on_too_large
         self._window = window
         self._answers: dict[int, asyncio.Future[tuple[int, ...]]] = {}
         self._lost: str | None = None
@@ -265,7 +326,8 @@ class Client(gmqtt.Client):  # type: ignore[misc]
         self._connack_received.clear()
         self._connection_lost.clear()
         factory = partial(Protocol, connection_state=self._connection_state,
-                          id_generator=self._package_handler.id_generator)
+                          id_generator=self._package_handler.id_generator,
+                          max_packet=self._max_packet, on_too_large=self._on_too_large)
         transport, protocol = await asyncio.get_running_loop().create_connection(
             factory, host, port, ssl=ssl)
         coalescing = CoalescingTransport(transport)
@@ -273,7 +335,17 @@ class Client(gmqtt.Client):  # type: ignore[misc]
         return MQTTConnection(coalescing, protocol, clean_session, keepalive,
                               package_handler=self._package_handler, logger=self._logger)
 
+    @property
+    def lost_reason(self) -> str:
+        """Why this connection ended: a refused CONNACK's reason code where there was one."""
+        refused = self._package_handler._error
+        if isinstance(refused, gmqtt.MQTTConnectError):
+            return (f"the server refused the connection: CONNACK reason "
+                    f"{refused._code:#04x} ({refused.message})")
+        return self._lost or "the server refused or closed the connection"
+
     def _lose(self, why: str) -> None:
+        why = self.lost_reason if self._lost is None and why == "connection lost" else why
         self._lost = self._lost or why
         answers = list(self._answers.values())
         self._answers.clear()
@@ -290,9 +362,10 @@ class Client(gmqtt.Client):  # type: ignore[misc]
     async def subscribed(self, topic: str, qos: int) -> None:
         """Subscribe and wait for the SUBACK; raises :class:`ConnectionLost` if refused."""
         granted = await self._request(lambda: self.subscribe(gmqtt.Subscription(topic, qos=qos)))
-        if any(code >= 0x80 for code in granted):
-            raise ConnectionLost(f"the server refused the subscription to {topic} "
-                                 f"(reason {granted[0]:#x})")
+        refused = [code for code in granted if code >= 0x80]
+        if refused:
+            raise ConnectionLost(f"the server refused the subscription to {topic}: SUBACK "
+                                 f"reason {refused[0]:#04x} ({suback_reason(refused[0])})")
 
     async def unsubscribed(self, topic: str) -> tuple[int, ...]:
         """Unsubscribe and wait for the UNSUBACK: its reason codes (none in MQTT 3.1.1)."""
@@ -313,27 +386,36 @@ class Client(gmqtt.Client):  # type: ignore[misc]
         future: asyncio.Future[tuple[int, ...]] = asyncio.get_running_loop().create_future()
         self._answers[mid] = future
         try:
-            async with asyncio.timeout(TIMEOUT):
+            async with asyncio.timeout(self.timeout):
                 return await future
         except TimeoutError:
-            raise TimeoutError(f"no answer from the MQTT server within {TIMEOUT:.0f} s") from None
+            raise TimeoutError(
+                f"no answer from the MQTT server within {self.timeout:g} s") from None
 
 
-async def unless_lost(aw: Awaitable[T], lost: asyncio.Event) -> T:
-    """``aw``'s result within :data:`TIMEOUT`, unless the connection goes first."""
+async def unless_lost(aw: Awaitable[T], lost: asyncio.Event, client: Client | None = None) -> T:
+    """``aw``'s result within ``client``'s timeout (:data:`TIMEOUT` without one), unless
+    the connection goes first (then :class:`ConnectionLost` says why, as ``client`` knows it)."""
+    timeout = client.timeout if client is not None else TIMEOUT
     work = asyncio.ensure_future(aw)
     gone = asyncio.ensure_future(lost.wait())
     try:
-        done, _ = await asyncio.wait({work, gone}, timeout=TIMEOUT,
+        done, _ = await asyncio.wait({work, gone}, timeout=timeout,
                                      return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in (work, gone):
             task.cancel()
     if work in done:
-        return work.result()
+        try:
+            return work.result()
+        except gmqtt.MQTTConnectError as exc:  # a refused CONNACK: say so with its code
+            if client is None:
+                raise
+            raise ConnectionLost(client.lost_reason) from exc
     if gone in done:
-        raise ConnectionLost("the server refused or closed the connection")
-    raise TimeoutError(f"no answer from the MQTT server within {TIMEOUT:.0f} s")
+        raise ConnectionLost(client.lost_reason if client is not None
+                             else "the server refused or closed the connection")
+    raise TimeoutError(f"no answer from the MQTT server within {timeout:g} s")
 
 
 async def publish(client: Client, window: Window, topic: str, payload: bytes, *, qos: int,

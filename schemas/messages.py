@@ -249,12 +249,25 @@ class Reply(_Msg, frozen=True, kw_only=True, omit_defaults=False):
 
 
 class Presence(_Msg, frozen=True, kw_only=True):
-    """Retained on ``{prefix}/presence/{producer}``; the last will says ``online: false``."""
+    """Retained on ``{prefix}/presence/{producer}``; the last will says ``online: false``.
+
+    A live adapter sends it again every ``heartbeat_ms`` (its heartbeat): the broker counts
+    a producer whose latest one is older than three intervals as unavailable, as no MQTT
+    cluster tested publishes the will of a client whose node died. Each replica also
+    sends it on ``{prefix}/presence/{producer}/replica/{replica}``, where ``since`` is
+    when the replica started (which replica answers without shared subscriptions:
+    docs/operations.md)."""
 
     producer: str
     online: bool
     since: int = 0
-    """Epoch milliseconds of the change."""
+    """Epoch milliseconds of the change (on a replica's topic: of the replica's start)."""
+    at: int = 0
+    """Epoch milliseconds when this message was sent (0: unknown, e.g. a last will)."""
+    heartbeat_ms: int = 0
+    """The sender's heartbeat interval; 0 from an adapter without heartbeats."""
+    replica: str = ""
+    """The replica that sent it."""
     not_ready: list[str] = []
     """Why the producer's record system cannot answer as configured (from the adapter's
     start-up check, e.g. a FHIR server that names no units); online all the same."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["DEFAULT_PREFIX", "checkpoint_topic", "presence_topic", "question_topic", "reply_topic", "shared"]
+__all__ = ["DEFAULT_PREFIX", "checkpoint_topic", "presence_topic", "question_topic", "replica_topic",
+           "reply_topic", "shared"]
 
 DEFAULT_PREFIX: Final = "samsvar/v1"
 
@@ -24,6 +25,12 @@ def presence_topic(prefix: str, producer_id: str) -> str:
 def checkpoint_topic(prefix: str, broker_instance: str) -> str:
     """Where a broker instance publishes its access log's signed checkpoints, retained."""
     return f"{prefix}/checkpoint/{broker_instance}"
+
+
+def replica_topic(prefix: str, producer_id: str, replica: str) -> str:
+    """One replica's heartbeat (``+`` for every replica's): deciding who answers when the
+    server has no shared subscriptions."""
+    return f"{prefix}/presence/{producer_id}/replica/{replica}"
 
 
 def shared(group: str, topic: str) -> str:

@@ -105,13 +105,17 @@ def _wait_for_port(port: int, timeout: float = 10.0) -> None:
 class MqttServer:
     """A running MQTT server and the settings a role needs to reach it."""
 
-    kind: str  # "mosquitto" or "amqtt"
+    kind: str  # "mosquitto", "amqtt" or "external" (SAMSVAR_TEST_MQTT)
     port: int
     process: subprocess.Popen[bytes] | None
     config_path: Path | None
 
     def settings(self, prefix: str) -> MqttSettings:
         """Any role's settings for this server, on the client of SAMSVAR_MQTT_CLIENT."""
+        if self.kind == "external":
+            return with_mqtt_client(MqttSettings.from_url(
+                EXTERNAL_MQTT, prefix=prefix, protocol="3.1.1", shared_subscriptions=False,
+                heartbeat_s=1.0))
         if self.kind == "amqtt":
             return with_mqtt_client(MqttSettings(port=self.port, prefix=prefix,
                                                  protocol="3.1.1", shared_subscriptions=False))
@@ -173,9 +177,20 @@ def mosquitto(tmp_path: Path) -> Iterator[MqttServer]:
     server.stop()
 
 
+EXTERNAL_MQTT = os.environ.get("SAMSVAR_TEST_MQTT", "")
+"""An MQTT 3.1.1 server (or cluster: URLs comma-separated) without shared subscriptions for
+``mqtt_server``, e.g. RabbitMQ's MQTT plugin (docs/operations.md); tests that start, stop or
+configure Mosquitto themselves still do."""
+
+
 @pytest.fixture
 async def mqtt_server(tmp_path: Path) -> AsyncIterator[MqttServer]:
-    """Mosquitto when installed (always under CI=true), else the in-process amqtt server."""
+    """Mosquitto when installed (always under CI=true), else the in-process amqtt server;
+    the server ``SAMSVAR_TEST_MQTT`` names, if set."""
+    if EXTERNAL_MQTT:
+        first = MqttSettings.from_url(EXTERNAL_MQTT)
+        yield MqttServer("external", first.port, None, None)
+        return
     if mosquitto_available():
         server = start_mosquitto(tmp_path)
         yield server
@@ -261,3 +276,114 @@ async def pg_schema(pg_dsn: str, request: pytest.FixtureRequest) -> AsyncIterato
     module = request.module.__name__.rpartition(".")[2].removeprefix("test_")
     async with fresh_pg_schema(pg_dsn, f"t_{module}_", create=True) as schema:
         yield PgSchema(pg_dsn, schema)
+
+
+# -- a NATS cluster ------------------------------------------------------------------------
+
+
+@dataclass
+class NatsNode:
+    """One nats-server of a cluster, with JetStream and an MQTT listener on loopback."""
+
+    name: str
+    config: Path
+    mqtt_port: int
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.mqtt_port}"
+
+    def start(self) -> None:
+        with self.log.open("ab") as sink:
+            self.process = subprocess.Popen(["nats-server", "-c", str(self.config)],
+                                            stdout=sink, stderr=sink)
+
+    def kill(self) -> None:
+        """kill -9: the node vanishes without a goodbye (no wills are published by NATS)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@dataclass
+class NatsCluster:
+    """Three nats-server nodes routed into one cluster (Debian's nats-server, MQTT 3.1.1)."""
+
+    nodes: list[NatsNode]
+
+    def urls(self, *first: int) -> list[str]:
+        """Every node's MQTT URL, those numbered ``first`` (1-based) first."""
+        order = [*(n - 1 for n in first), *(i for i in range(len(self.nodes))
+                                           if i + 1 not in first)]
+        return [self.nodes[i].url for i in order]
+
+    def settings(self, prefix: str, *first: int, **overrides: object) -> MqttSettings:
+        """A role's settings on this cluster, starting at the nodes ``first``."""
+        return with_mqtt_client(MqttSettings.from_url(
+            self.urls(*first), prefix=prefix, protocol="3.1.1", shared_subscriptions=False,
+            **overrides))
+
+
+def nats_available() -> bool:
+    return shutil.which("nats-server") is not None
+
+
+def _mqtt_ready(port: int, timeout: float = 30.0) -> None:
+    """Until the node's MQTT listener accepts a session (JetStream has its streams)."""
+    connect = (b"\x10\x14\x00\x04MQTT\x04\x02\x00\x0a\x00\x08" + b"probe-" +
+               uuid.uuid4().hex[:2].encode())
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+                sock.sendall(connect)
+                if sock.recv(4)[:1] == b"\x20":
+                    sock.sendall(b"\xe0\x00")
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the NATS MQTT listener on {port} never accepted a session")
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """A real 3-node NATS cluster (JetStream, routes and MQTT on loopback free ports);
+    fails under CI=true when nats-server is missing, else skips."""
+    if not nats_available():
+        if IN_CI:
+            pytest.fail("nats-server is not installed, and CI=true forbids skipping")
+        pytest.skip("nats-server is not installed")
+    ports = [(free_port(), free_port(), free_port()) for _ in range(3)]
+    routes = ", ".join(f"nats-route://127.0.0.1:{route}" for _, route, _ in ports)
+    nodes = []
+    for i, (client, route, mqtt) in enumerate(ports, start=1):
+        store = tmp_path / f"nats-{i}"
+        store.mkdir()
+        config = tmp_path / f"nats-{i}.conf"
+        config.write_text(
+            f"server_name: n{i}\n"
+            f"listen: 127.0.0.1:{client}\n"
+            f'jetstream {{ store_dir: "{store}" }}\n'
+            f"cluster {{ name: samsvar-test, listen: 127.0.0.1:{route}, routes: [{routes}] }}\n"
+            f"mqtt {{ listen: 127.0.0.1:{mqtt} }}\n")
+        nodes.append(NatsNode(f"n{i}", config, mqtt, tmp_path / f"nats-{i}.log"))
+    for node in nodes:
+        node.start()
+    try:
+        for node in nodes:
+            _mqtt_ready(node.mqtt_port)
+        yield NatsCluster(nodes)
+    finally:
+        for node in nodes:
+            node.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 import re
 import shlex
@@ -362,3 +363,56 @@ def test_the_readme_s_own_view_commands_work_on_the_served_demo(
     assert "SIP" in sip and "Exempel kommun" in sip and "Region Exempel" in sip
     assert "read as guardian" in child and "Astmakontroll" in child
     assert "P-PSA" not in delayed_own and "P-PSA" in delayed_staff
+
+
+def test_demo_on_a_server_with_a_password_mqtt_3_and_no_shared_subscriptions(
+        tmp_path: Path) -> None:
+    """The flags of SPEC section 8 for clusters without MQTT 5 or $share: the credentials
+    in the URL reach the server (which refuses anonymous clients) and no output shows them."""
+    from tests.conftest import IN_CI, mosquitto_available, start_mosquitto
+
+    if not mosquitto_available():
+        if IN_CI:
+            pytest.fail("mosquitto is not installed, and CI=true forbids skipping")
+        pytest.skip("mosquitto is not installed")
+    passwords = tmp_path / "passwords"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwords), "demo", "pa:ss@w0rd"],
+                   check=True, capture_output=True)
+    (tmp_path / "srv").mkdir()
+    # Mosquitto started as root drops to user mosquitto, who cannot read pytest's tmp dirs.
+    as_root = "user root\n" if os.geteuid() == 0 else ""
+    server = start_mosquitto(tmp_path / "srv", extra=f"allow_anonymous false\n"
+                                                      f"password_file {passwords}\n{as_root}")
+    try:
+        work = tmp_path / "work"
+        done = run("demo", "--json", "--workdir", str(work), "--log-level", "info",
+                   "--mqtt", f"mqtt://demo:pa%3Ass%40w0rd@127.0.0.1:{server.port}",
+                   "--mqtt-protocol", "3.1.1", "--no-shared-subscriptions")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["complete"] is True
+        assert "w0rd" not in done.stdout + done.stderr
+        broker_toml = (work / "broker.toml").read_text()
+        assert 'protocol = "3.1.1"' in broker_toml and "shared_subscriptions = false" in broker_toml
+        # Anonymous and wrong passwords are refused: the credentials did the work.
+        bad = run("demo", "--json", "--workdir", str(tmp_path / "bad"),
+                  "--mqtt", f"mqtt://demo:wrong@127.0.0.1:{server.port}", timeout=60)
+        assert bad.returncode != 0 and "wrong" not in bad.stdout + bad.stderr
+    finally:
+        server.stop()
+
+
+def test_two_demos_in_different_work_folders_share_one_server(
+        tmp_path: Path, mosquitto: MqttServer) -> None:
+    url = f"mqtt://127.0.0.1:{mosquitto.port}"
+    procs = [subprocess.Popen([*SAMSVAR, "demo", "--json", "--workdir", str(tmp_path / name),
+                               "--mqtt", url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for name in ("one", "two")]
+    outs = [p.communicate(timeout=90) for p in procs]
+    for proc, (out, err) in zip(procs, outs, strict=True):
+        assert proc.returncode == 0, err
+        answer = json.loads(out)
+        assert answer["complete"] is True, answer["sources"]
+        assert {s["status"] for s in answer["sources"]} <= {"ok", "no_data"}
+    tomls = [(tmp_path / name / "broker.toml").read_text() for name in ("one", "two")]
+    prefixes = [next(line for line in t.splitlines() if line.startswith("prefix")) for t in tomls]
+    assert prefixes[0] != prefixes[1]
