@@ -44,7 +44,7 @@ from gmqtt.mqtt.connection import MQTTConnection  # type: ignore[import-untyped]
 from gmqtt.mqtt.protocol import BaseMQTTProtocol, MQTTProtocol  # type: ignore[import-untyped]
 from gmqtt.storage import PersistentStorage  # type: ignore[import-untyped]
 
-from .transport import HEADROOM, suback_reason
+from .transport import DEFAULT_MAX_MESSAGE_BYTES, HEADROOM, suback_reason
 
 __all__ = [
     "TIMEOUT",
@@ -218,7 +218,8 @@ class Protocol(MQTTProtocol):  # type: ignore[misc]
     arrive, as the reader task did; the end of the stream closes the transport, as the
     reader task did on an empty read."""
 
-    def __init__(self, *args: Any, max_packet: int, on_too_large: Callable[[str, int], None],
+    def __init__(self, *args: Any, max_packet: int = DEFAULT_MAX_MESSAGE_BYTES + HEADROOM,
+                 on_too_large: Callable[[str, int], None] = lambda _topic, _size: None,
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._unparsed = b""

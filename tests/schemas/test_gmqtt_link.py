@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import Any
 
 from gmqtt.mqtt.constants import MQTTCommands  # type: ignore[import-untyped]
 from gmqtt.mqtt.package import Package  # type: ignore[import-untyped]
@@ -120,8 +121,10 @@ class _Received:
 
 
 @asynccontextmanager
-async def _protocol() -> AsyncIterator[tuple[asyncio.StreamWriter, Protocol, _Received]]:
-    """Our Protocol on a loopback connection, and a writer on the far end."""
+async def _protocol(**options: Any) -> AsyncIterator[
+        tuple[asyncio.StreamWriter, Protocol, _Received]]:
+    """Our Protocol on a loopback connection (``options`` for it), and a writer on the far
+    end."""
     accepted: asyncio.Queue[asyncio.StreamWriter] = asyncio.Queue()
 
     async def accept(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -129,7 +132,8 @@ async def _protocol() -> AsyncIterator[tuple[asyncio.StreamWriter, Protocol, _Re
 
     server = await asyncio.start_server(accept, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    factory = partial(Protocol, connection_state=ConnectionState(), id_generator=IdGenerator())
+    factory = partial(Protocol, connection_state=ConnectionState(), id_generator=IdGenerator(),
+                      **options)
     transport, protocol = await asyncio.get_running_loop().create_connection(
         factory, "127.0.0.1", port)
     received = _Received()
@@ -170,3 +174,32 @@ async def test_the_end_of_the_stream_ends_the_connection() -> None:
         # gmqtt's sign that the connection is gone: its handler then reports the loss
         assert got == [(0xD0, b""), (MQTTCommands.DISCONNECT, b"")]
         assert protocol._transport is None  # closed and let go
+
+
+async def test_a_packet_above_the_limit_is_read_past_acknowledged_and_reported() -> None:
+    """Issue 16.2: an oversized message is never buffered whole; the packets around it
+    arrive as they were, it is acknowledged (QoS 1, so the server does not send it again)
+    and reported with its topic and size, however the bytes are split."""
+    topic = b"samsvar/v1/r/b1"
+    big = _packet(0x32, len(topic).to_bytes(2, "big") + topic + b"\x12\x34" + b"x" * 300_000)
+    small = [_packet(0x30, len(topic).to_bytes(2, "big") + topic + b"hello"),
+             _packet(0xD0, b"")]
+    stream = small[0] + big + small[1]
+    reported: list[tuple[str, int]] = []
+    async with _protocol(max_packet=100_000,
+                         on_too_large=lambda t, n: reported.append((t, n))) as (
+            writer, protocol, received):
+        at = 0
+        for size in (3, 1, 9000, 70_000, 1, 200_000, 40_000):
+            writer.write(stream[at:at + size])
+            await writer.drain()
+            await asyncio.sleep(0.001)
+            at += size
+        writer.write(stream[at:])
+        got = await received.until(2)
+        far_end: asyncio.StreamReader = writer._reader  # type: ignore[attr-defined]
+        puback = await asyncio.wait_for(far_end.readexactly(4), 5)
+        assert not protocol._unparsed  # nothing of it kept
+    assert got == [(0x30, small[0][2:]), (0xD0, b"")]
+    assert reported == [("samsvar/v1/r/b1", len(big) - 4)]
+    assert puback == b"\x40\x02\x12\x34"
