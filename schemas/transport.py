@@ -250,8 +250,8 @@ def session_client_id(base: str) -> str:
 class Reconnect:
     """Which server a role connects to next, and how long it waits first.
 
-    A lost (or refused) connection moves on to the next server of the list, after a
-    growing, jittered pause; the pause starts small again only once a session is
+    A lost (or refused) connection moves on to the next server of the list at once, and
+    after a whole round of them to a growing, jittered pause; the pause starts small again only once a session is
     subscribed, so a server that accepts the connection but refuses the subscription is
     not hammered (it was: ~25 attempts a second)."""
 
@@ -259,6 +259,8 @@ class Reconnect:
         self.servers = tuple(servers)
         self._index = 0
         self._delay = BACKOFF_MIN
+        self._tried = 0
+        """Servers tried since the last pause."""
 
     @property
     def server(self) -> MqttServer:
@@ -268,10 +270,17 @@ class Reconnect:
     def subscribed(self) -> None:
         """A session is up and subscribed: the next outage starts with a short pause."""
         self._delay = BACKOFF_MIN
+        self._tried = 0
 
     def lost(self) -> float:
-        """The connection to :attr:`server` is lost: move on; seconds to wait first."""
+        """The connection to :attr:`server` is lost: move on; seconds to wait first. The
+        next server of a list is tried at once; the pause comes (and grows) once every
+        server of the list has been tried."""
         self._index = (self._index + 1) % len(self.servers)
+        self._tried += 1
+        if self._tried < len(self.servers):
+            return 0.0
+        self._tried = 0
         wait = self._delay * random.uniform(0.5, 1.0)  # jitter, not crypto
         self._delay = min(BACKOFF_MAX, self._delay * 2)
         return wait
