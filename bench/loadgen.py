@@ -33,7 +33,7 @@ import sys
 import time
 import uuid
 import zlib
-from typing import Any, Final
+from typing import Any, Final, cast
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -149,8 +149,9 @@ class _Connection(asyncio.Protocol):
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's TCP transport (the HTTP fan-out peer's loop) is not an asyncio.Transport
+        # subclass, though it is one in all but name.
+        self._transport = cast(asyncio.Transport, transport)
         self.open = True
 
     def connection_lost(self, exc: Exception | None) -> None:
