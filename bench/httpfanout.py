@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Final
 
 import msgspec
 import structlog
+from aiohttp import web
 
 from schemas.messages import Presence
 from schemas.topics import reply_topic
@@ -52,9 +53,11 @@ from schemas.topics import reply_topic
 from .loadgen import HTTPError, _Client, _Stale
 
 if TYPE_CHECKING:
+    from broker import BrokerServer
+
     from .__main__ import Bench
 
-__all__ = ["LABEL", "HttpBus", "Peer", "main", "start"]
+__all__ = ["LABEL", "HttpBus", "Peer", "main", "make_peer", "start", "start_producers"]
 
 LABEL: Final = "HTTP fan-out"
 """The peer's name in the report."""
@@ -65,9 +68,9 @@ log = structlog.get_logger("samsvar.bench.httpfanout")
 
 # -- the producers' side --------------------------------------------------------------------
 
-async def serve_producers(spec_path: Path) -> None:
-    from aiohttp import web
-
+async def start_producers(spec_path: Path) -> tuple[list[web.AppRunner], dict[str, int]]:
+    """Each producer of the group spec behind its own endpoint on a free port: the runners
+    (to clean up) and each producer's port."""
     from producer_adapter import Adapter, AdapterConfig, InMemoryBlockSource
     from schemas.jose import load_private_key
     from schemas.registry import load_registry
@@ -78,10 +81,6 @@ async def serve_producers(spec_path: Path) -> None:
     spec = json.loads(spec_path.read_text(encoding="utf-8"))
     registry = load_registry(spec["registry"])
     mqtt = MqttSettings(port=spec["mqtt_port"], prefix=spec["prefix"])  # unused: no link
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     runners: list[web.AppRunner] = []
     ports: dict[str, int] = {}
 
@@ -110,6 +109,20 @@ async def serve_producers(spec_path: Path) -> None:
             runners.append(runner)
             await web.TCPSite(runner, "127.0.0.1", 0).start()
             ports[p["id"]] = int(runner.addresses[0][1])
+    except BaseException:
+        for runner in runners:
+            await runner.cleanup()
+        raise
+    return runners, ports
+
+
+async def serve_producers(spec_path: Path) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runners, ports = await start_producers(spec_path)
+    try:
         print("ready " + json.dumps(ports), flush=True)
         await stop.wait()
     finally:
@@ -187,17 +200,22 @@ class HttpBus:
             return
 
 
-async def serve_peer(config_path: Path, ports_path: Path, shutdown: asyncio.Event) -> None:
+def make_peer(config_path: Path, ports: dict[str, int]) -> BrokerServer:
+    """samsvar's broker from its config, with :class:`HttpBus` as its question bus."""
     from broker import BrokerServer, load_broker_config
 
     server = BrokerServer(load_broker_config(config_path))
-    ports = json.loads(ports_path.read_text(encoding="utf-8"))
     bus = HttpBus(ports, prefix=server.config.mqtt.prefix, instance=server.config.instance,
                   on_reply=server.service.gatherer.on_reply,
                   on_presence=server.service.on_presence)
     server.bus = bus  # type: ignore[assignment]  # the port, not an MQTT client
     server.service.bus = bus
-    await server.run(shutdown=shutdown)
+    return server
+
+
+async def serve_peer(config_path: Path, ports_path: Path, shutdown: asyncio.Event) -> None:
+    ports = json.loads(ports_path.read_text(encoding="utf-8"))
+    await make_peer(config_path, ports).run(shutdown=shutdown)
 
 
 # -- started by ``python -m bench`` --------------------------------------------------------------

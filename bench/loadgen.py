@@ -39,7 +39,6 @@ from urllib.parse import urlsplit
 import aiohttp
 import aiohttp.http
 import msgspec
-import psutil  # type: ignore[import-untyped,unused-ignore]  # no stubs installed
 
 from consumer_client import make_claims, sign_query
 from schemas.jose import PrivateKey, load_private_key
@@ -75,6 +74,10 @@ class _Broker:
     """The broker process, read with psutil (CPU time of all its threads, RSS)."""
 
     def __init__(self, pid: int | None) -> None:
+        # Imported here: bench.httpfanout uses this module's HTTP client without psutil.
+        import psutil  # type: ignore[import-untyped,unused-ignore]  # no stubs installed
+
+        self._psutil = psutil
         self._p = psutil.Process(pid) if pid else None
 
     def cpu(self) -> float:
@@ -100,7 +103,8 @@ class _Broker:
         if self._p is None:
             return 0
         return sum(1 for c in self._p.net_connections("tcp")
-                   if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+                   if c.laddr and c.laddr.port == port
+                   and c.status == self._psutil.CONN_ESTABLISHED)
 
 
 # -- a minimal HTTP/1.1 keep-alive client ---------------------------------------------------
