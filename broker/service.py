@@ -447,7 +447,6 @@ class QueryService:
         in-flight limits) and before any producer is asked; what it raises ends the query.
         ``logged``: then log the answer durably, as :meth:`answer` says.
         """
-        started = time.monotonic()
         bus = self.bus
         org = query.participant.id
         refusal: QueryRejected | None = None
@@ -474,17 +473,18 @@ class QueryService:
             deadline_ms = self.deadline_ms(claims)
             pending = self._open(query, producers, deadline_ms, on_outcome)
             try:
-                failures = await bus.publish_questions(
-                    [p.id for p in producers if pending.awaits(p.id)],
-                    self._signed_question(query, claims, bus, deadline_ms),
-                    expiry_s=-(-deadline_ms // 1000),
-                    timeout_s=deadline_ms / 1000)  # never past the deadline (MQTT going away)
+                question = self._signed_question(query, claims, bus, deadline_ms)
                 del claims  # decoded again below: not held through the wait
-                for producer_id, exc in failures.items():
+                # Neither the question nor the dict of failures is bound past this loop.
+                for producer_id, exc in (await bus.publish_questions(
+                        [p.id for p in producers if pending.awaits(p.id)],
+                        question, expiry_s=-(-deadline_ms // 1000),
+                        timeout_s=deadline_ms / 1000)).items():  # never past the deadline
                     log.warning("publish_failed", query_id=query.query_id,
                                 producer=producer_id, reason=str(exc) or type(exc).__name__)
                     pending.give_up(Outcome(pending.outcomes[producer_id].producer,
                                             "unavailable"))
+                del question
                 await self.gatherer.settled(
                     pending, pending.started + deadline_ms / 1000 - time.monotonic())
             finally:
@@ -499,7 +499,7 @@ class QueryService:
                 del self._in_flight_by_org[org]
         if logged:
             await self._append(self._answered_entry(query, merged))
-            self.observers.query_answered(time.monotonic() - started)
+            self.observers.query_answered(time.monotonic() - pending.started)
         return merged
 
     async def _not_admitted(self, query: AuthenticatedQuery, refusal: QueryRejected) -> None:
