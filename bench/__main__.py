@@ -98,11 +98,11 @@ class Plan:
 
 FULL = Plan(runs=3, warmup=1.0, latency_window={1: 3, 10: 3, 100: 5, 311: 10},
             latency_count=400, raw_factor=0.5, throughput_window=8, cpu_window=8,
-            budgets={"setup": 150, "latency": 450, "throughput": 190, "cpu": 160, "log": 75,
+            budgets={"setup": 150, "latency": 450, "throughput": 240, "cpu": 240, "log": 75,
                      "memory": 170, "profile": 60, "floor": 150})
 QUICK = Plan(runs=1, warmup=0.5, latency_window={1: 1.5, 10: 1.5, 100: 2, 311: 4},
              latency_count=200, raw_factor=0.5, throughput_window=3, cpu_window=3,
-             budgets={"setup": 120, "latency": 80, "throughput": 40, "cpu": 30, "log": 30,
+             budgets={"setup": 120, "latency": 100, "throughput": 45, "cpu": 45, "log": 30,
                       "memory": 60, "profile": 25, "floor": 100})
 
 
@@ -1158,7 +1158,11 @@ def _profile_md(p: dict[str, Any]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     plan = QUICK if args.quick else FULL
     if args.runs:
-        plan = Plan(**{**plan.__dict__, "runs": args.runs})
+        # More runs get proportionally more time where each run repeats the measurements.
+        scale = max(1.0, args.runs / plan.runs)
+        budgets = {k: v * scale if k in ("latency", "throughput", "cpu", "log") else v
+                   for k, v in plan.budgets.items()}
+        plan = Plan(**{**plan.__dict__, "runs": args.runs, "budgets": budgets})
     wanted = set(SCENARIOS) if args.scenario == "all" else {args.scenario}
     started = time.monotonic()
     command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
