@@ -1,4 +1,5 @@
-"""The whole job against the raw transport (issue 7): ``python -m bench``.
+"""The whole job against the raw transport (issue 7) and the HTTP fan-out (issue 21):
+``python -m bench``.
 
     python -m bench --scenario latency|throughput|cpu|memory|log|profile|floor|all [--quick]
                     [--producers 311] [--runs 3] [--out bench/RESULTS.md] [--dsn URL]
@@ -11,8 +12,15 @@ producer adapters (grouped: at most 8 processes, each hosting N/8 real
 (``python -m samsvar broker``), and drives it from a load-generator process that signs
 real query JWTs. Beside it, over the same Mosquitto, the raw baseline: one question to N
 topics, N replies of the same size back, with a minimal client per MQTT library and nothing
-else. Every scenario has a hard time budget; everything started is stopped at the end,
-on Ctrl-C and on errors too.
+else. And the incumbent design as a peer (issue 21, :mod:`bench.httpfanout`): the same
+broker core and the same adapters, the questions sent as one HTTP call per producer. Every
+scenario has a hard time budget; everything started is stopped at the end, on Ctrl-C and
+on errors too. Without the ``bench`` extra (psutil, py-spy) it says so in one line.
+
+The Targets table holds issue 21's targets, each a ratio measured in the run: samsvar
+ahead of the HTTP fan-out at N=311 (answer p50) and at N=5 (answers/s); the broker's CPU
+per answer at N=5 and per reply at N=311, and the N=311 answer p50, at most 1.3x their
+floors; memory per query in flight at most bare aiohttp's plus 2 KiB.
 
 Scenarios (each figure is the median of several runs, with min–max):
 
@@ -1000,8 +1008,10 @@ def build_report(res: Results, b: Bench, command: str, started: float) -> tuple[
     if any("machine_us:all" in r for r in ours):
         raw_label = _best_raw(res.throughput, raw_labels, "per_s", max)
         raw = res.throughput[raw_label] if raw_label else []
+        peer = res.throughput.get(PEER, [])
         t = Table("The whole machine's CPU per answer at N=5, 64 in flight",
                   ["process", "µs per answer", "share of the 2 cores",
+                   f"{PEER}: µs per answer", "share of the 2 cores",
                    f"the raw exchange ({raw_label or 'not measured'}): process", "µs per answer",
                    "share of the 2 cores"])
 
@@ -1016,6 +1026,7 @@ def build_report(res: Results, b: Bench, command: str, started: float) -> tuple[
         for name in names:
             twin = _RAW_TWIN.get(name)
             t.rows.append([{"all": "all of them"}.get(name, name), *cells(ours, name),
+                           *cells(peer, name),
                            {"all": "all of them"}.get(twin or "", twin or "–"),
                            *(cells(raw, twin) if twin else ["–", "–"])])
         t.notes.append("psutil user+system time of each process over the load generator's "
@@ -1023,6 +1034,9 @@ def build_report(res: Results, b: Bench, command: str, started: float) -> tuple[
                        "processes (all groups; at N=5 five adapters answer), Mosquitto and the "
                        "load generator itself. What one answer costs the machine, and so how "
                        "many answers two cores can give at most (1 s × 2 / the total).")
+        t.notes.append(f"{PEER}: the same processes of the peer, read the same way: its "
+                       "broker, the processes hosting its producers' HTTP endpoints, and the "
+                       "load generator (no MQTT server).")
         t.notes.append("The raw exchange beside it, read the same way over its requester's "
                        "window: the requester, the process hosting its responders, and "
                        "Mosquitto; the fastest raw client of the throughput table.")
@@ -1119,7 +1133,8 @@ def build_report(res: Results, b: Bench, command: str, started: float) -> tuple[
     target_table = Table("Targets (PASS/MISS)", ["target", "limit", "measured", "verdict"],
                          [[t.name, t.limit, t.measured, t.verdict] for t in targets])
 
-    md = ["# Benchmark results: the whole job against the raw transport (issue 7)", "",
+    md = ["# Benchmark results: the whole job against the raw transport and against the "
+          "incumbent design, an HTTP call per producer (issues 7 and 21)", "",
           "Produced by `python -m bench` (see bench/__main__.py). Measurement only.", "",
           "## Set-up", "", *setup, "", target_table.markdown(),
           "## Figures", "", *[t.markdown() for t in tables]]
