@@ -372,7 +372,7 @@ class QueryService:
             refusal.context["subject"] = subject
             raise refusal
         return AuthenticatedQuery(str(uuid.uuid4()), payload, participant, subject,
-                                  policy.Decision(allowed=True), actor=actor)
+                                  policy.ALLOWED, actor=actor)
 
     @staticmethod
     def _check_shape(claims: QueryClaims | OwnQueryClaims) -> None:
