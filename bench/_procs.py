@@ -21,8 +21,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-import psutil  # type: ignore[import-untyped,unused-ignore]  # no stubs installed
-
 __all__ = ["PYTHON", "ProcessGroups", "Processes", "free_port", "raise_fd_limit",
            "wait_for_port"]
 
@@ -51,6 +49,10 @@ class ProcessGroups:
     of its window: ``--process NAME=PID[,PID...]``, repeatable."""
 
     def __init__(self, specs: Sequence[str] | None) -> None:
+        # Imported here, not at the top: what imports this module only for its process
+        # handling (bench.httpfanout, its test) runs without the bench extra.
+        import psutil  # type: ignore[import-untyped,unused-ignore]  # no stubs installed
+
         self._groups = {name: [psutil.Process(int(pid)) for pid in pids.split(",")]
                         for name, _, pids in (s.partition("=") for s in specs or ())}
 

@@ -166,9 +166,9 @@ def bench_user() -> User:
 def build(root: Path, *, total: int, mqtt_port: int, prefix: str) -> Federation:
     """Write keys, the registry and the producers' specs under ``root``."""
     (root / "keys").mkdir(parents=True, exist_ok=True)
-    broker_key = generate_key("EdDSA")
-    consumer_key = generate_key("EdDSA")
-    org_key = generate_key("EdDSA")
+    broker_key = generate_key()
+    consumer_key = generate_key()
+    org_key = generate_key()
     _write_key(root, "broker", broker_key)
     _write_key(root, CONSUMER, consumer_key)
     lines = ["[broker]", f'id = "{BROKER_ID}"', f"keys = {_jwk_inline(broker_key)}", "",
@@ -178,7 +178,7 @@ def build(root: Path, *, total: int, mqtt_port: int, prefix: str) -> Federation:
              'kind = "vårdgivare"', 'roles = ["producer"]', f"keys = {_jwk_inline(org_key)}", ""]
     first_key: PrivateKey | None = None
     for i in range(total):
-        key = generate_key("EdDSA")
+        key = generate_key()
         first_key = first_key or key
         pid = producer_id(i)
         _write_key(root, pid, key)

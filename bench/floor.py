@@ -1,6 +1,7 @@
 """The floor under each target: what the whole job cannot do without, measured in the run.
 
     python -m bench.floor crypto --question-bytes Q --reply-bytes R
+    python -m bench.floor algorithms --question-bytes Q --reply-bytes R
     python -m bench.floor http --port P [--answer-first N]
 
 ``crypto`` times, in this process, the signatures the whole job cannot skip, with the code
@@ -8,6 +9,14 @@ the broker and the adapters use (:func:`schemas.jose.sign` and :func:`schemas.jo
 Ed25519 through libsodium): verifying a query JWT, signing a question, an adapter verifying
 that question and signing its reply, the broker verifying the reply. It prints one JSON
 object of microseconds.
+
+``algorithms`` times the signature algorithms the registry allows, on signing inputs of
+the real sizes (a query JWT, a question, a reply), each through the library that would
+do it: Ed25519 through libsodium (:mod:`schemas.jose`'s keys, the default) and through
+OpenSSL (``cryptography``'s Ed25519 keys), and ES256 (P-256, OpenSSL, through
+:mod:`schemas.jose`'s keys: the raw r||s signature converted to and from DER). It prints,
+per algorithm, µs per operation and what one answer at fan-out 5 costs: the broker's
+part, and the whole job's (every key of that algorithm): the default should be the least.
 
 ``http`` is the HTTP server the broker is built on (aiohttp, on uvloop, with the broker's
 ``AppRunner`` settings) with nothing behind it: ``POST /v1/queries`` reads the token and
@@ -35,7 +44,7 @@ import msgspec
 from aiohttp import web
 
 from samsvar.cli import event_loop_factory
-from schemas.jose import Header, PublicKey, generate_key, sign, verify
+from schemas.jose import DEFAULT_ALG, Header, PrivateKey, PublicKey, generate_key, sign, verify
 
 __all__ = ["crypto", "main"]
 
@@ -54,7 +63,7 @@ def crypto(question_bytes: int, reply_bytes: int) -> dict[str, float]:
         return msgspec.json.encode("x" * max(0, (size - 190) * 3 // 4))
 
     claims, question, reply = payload(700), payload(question_bytes), payload(reply_bytes)
-    signers = [generate_key("EdDSA") for _ in range(16)]
+    signers = [generate_key(DEFAULT_ALG) for _ in range(16)]
     keys: dict[str, PublicKey] = {k.kid: k.public for k in signers}
 
     def key_for(header: Header) -> PublicKey:
@@ -78,11 +87,83 @@ def crypto(question_bytes: int, reply_bytes: int) -> dict[str, float]:
     number = 1000
     rounds: dict[str, list[float]] = {name: [] for name in operations}
     for fn in operations.values():  # warm up
-        timeit.timeit(fn, number=number // 10)
+        _cpu_us(fn, number // 10)
     for _ in range(7):
         for name, fn in operations.items():
-            rounds[name].append(timeit.timeit(fn, number=number) / number * 1e6)
+            rounds[name].append(_cpu_us(fn, number))
     return {name: statistics.median(times) for name, times in rounds.items()}
+
+
+def _cpu_us(fn: Callable[[], object], number: int) -> float:
+    """µs of this process's CPU time per call: the machine is shared, and wall time would
+    count the time another process had the core (the broker's figures are CPU time too)."""
+    return timeit.Timer(fn, timer=time.process_time).timeit(number) / number * 1e6
+
+
+ALGORITHMS: dict[str, str] = {
+    "Ed25519 (libsodium)": "EdDSA",
+    "Ed25519 (OpenSSL)": "EdDSA",
+    "ES256 (OpenSSL)": "ES256",
+}
+"""The signature algorithms the registry allows (schemas.jose.ALGORITHMS), by library."""
+_SIGNATURE_PART = 87
+"""A compact JWS's ``.`` and base64url signature (64 bytes, both algorithms)."""
+
+
+def algorithms(question_bytes: int, reply_bytes: int, *, rounds: int = 15,
+               number: int = 200) -> dict[str, dict[str, float]]:
+    """µs per sign and verify for each algorithm on the real sizes, the median of
+    ``rounds`` rounds taking turns, and the cost of one answer at fan-out 5."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    sizes = {"query": 700, "question": question_bytes, "reply": reply_bytes}
+    inputs = {what: b"e" * (size - _SIGNATURE_PART) for what, size in sizes.items()}
+    operations: dict[tuple[str, str], Callable[[], object]] = {}
+    for name, alg in ALGORITHMS.items():
+        keys = [generate_key(alg) for _ in range(16)]  # 16 keys, as :func:`crypto`
+        for what, data in inputs.items():
+            if name == "Ed25519 (OpenSSL)":
+                raw = [ed25519.Ed25519PrivateKey.from_private_bytes(_ed_seed(k)) for k in keys]
+                sigs = [(k.public_key(), k.sign(data)) for k in raw]
+                s_turn, v_turn = itertools.cycle(raw), itertools.cycle(sigs)
+                operations[name, f"sign_{what}"] = lambda t=s_turn, d=data: next(t).sign(d)
+                operations[name, f"verify_{what}"] = (
+                    lambda t=v_turn, d=data: (lambda p, sg: p.verify(sg, d))(*next(t)))
+            else:
+                pairs = [(k.public, k.sign(data)) for k in keys]
+                ks, vs = itertools.cycle(keys), itertools.cycle(pairs)
+                operations[name, f"sign_{what}"] = lambda t=ks, d=data: next(t).sign(d)
+                operations[name, f"verify_{what}"] = (
+                    lambda t=vs, d=data: _verified(*next(t), d))
+    times: dict[tuple[str, str], list[float]] = {op: [] for op in operations}
+    for fn in operations.values():
+        _cpu_us(fn, number // 10)
+    for _ in range(rounds):
+        for op, fn in operations.items():
+            times[op].append(_cpu_us(fn, number))
+    out: dict[str, dict[str, float]] = {}
+    for name in ALGORITHMS:
+        us = {op: statistics.median(times[name, op]) for _, op in
+              (k for k in operations if k[0] == name)}
+        us["broker_per_answer_n5"] = (us["verify_query"] + us["sign_question"]
+                                      + 5 * us["verify_reply"])
+        us["job_per_answer_n5"] = (us["sign_query"] + us["verify_query"] + us["sign_question"]
+                                   + 5 * (us["verify_question"] + us["sign_reply"]
+                                          + us["verify_reply"]))
+        out[name] = us
+    return out
+
+
+def _ed_seed(key: PrivateKey) -> bytes:
+    """An Ed25519 key's 32-byte seed (from its private JWK)."""
+    from schemas.jose import b64url_decode
+
+    return b64url_decode(key.to_jwk()["d"])
+
+
+def _verified(key: PublicKey, signature: bytes, data: bytes) -> None:
+    if not key.verify(data, signature):
+        raise AssertionError("a benchmark signature does not verify")
 
 
 async def serve_http(port: int, answer_first: int | None) -> None:
@@ -129,10 +210,17 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("crypto")
     c.add_argument("--question-bytes", type=int, required=True)
     c.add_argument("--reply-bytes", type=int, required=True)
+    a = sub.add_parser("algorithms")
+    a.add_argument("--question-bytes", type=int, required=True)
+    a.add_argument("--reply-bytes", type=int, required=True)
     h = sub.add_parser("http")
     h.add_argument("--port", type=int, required=True)
     h.add_argument("--answer-first", type=int)
     args = p.parse_args(argv)
+    if args.what == "algorithms":
+        found = algorithms(args.question_bytes, args.reply_bytes)
+        sys.stdout.write(msgspec.json.encode(found).decode() + "\n")
+        return 0
     if args.what == "crypto":
         started = time.perf_counter()
         result = crypto(args.question_bytes, args.reply_bytes)

@@ -33,13 +33,12 @@ import sys
 import time
 import uuid
 import zlib
-from typing import Any, Final
+from typing import Any, Final, cast
 from urllib.parse import urlsplit
 
 import aiohttp
 import aiohttp.http
 import msgspec
-import psutil  # type: ignore[import-untyped,unused-ignore]  # no stubs installed
 
 from consumer_client import make_claims, sign_query
 from schemas.jose import PrivateKey, load_private_key
@@ -75,6 +74,10 @@ class _Broker:
     """The broker process, read with psutil (CPU time of all its threads, RSS)."""
 
     def __init__(self, pid: int | None) -> None:
+        # Imported here: bench.httpfanout uses this module's HTTP client without psutil.
+        import psutil  # type: ignore[import-untyped,unused-ignore]  # no stubs installed
+
+        self._psutil = psutil
         self._p = psutil.Process(pid) if pid else None
 
     def cpu(self) -> float:
@@ -100,7 +103,8 @@ class _Broker:
         if self._p is None:
             return 0
         return sum(1 for c in self._p.net_connections("tcp")
-                   if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+                   if c.laddr and c.laddr.port == port
+                   and c.status == self._psutil.CONN_ESTABLISHED)
 
 
 # -- a minimal HTTP/1.1 keep-alive client ---------------------------------------------------
@@ -149,8 +153,9 @@ class _Connection(asyncio.Protocol):
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's TCP transport (the HTTP fan-out peer's loop) is not an asyncio.Transport
+        # subclass, though it is one in all but name.
+        self._transport = cast(asyncio.Transport, transport)
         self.open = True
 
     def connection_lost(self, exc: Exception | None) -> None:

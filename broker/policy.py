@@ -27,6 +27,7 @@ from schemas.identity import age_on
 from schemas.messages import ParticipantKind, QueryClaims
 
 __all__ = [
+    "ALLOWED",
     "RULE_CHILD_UNDER_18",
     "RULE_EMERGENCY_CARE_GIVER_ONLY",
     "RULE_RELATION_REQUIRED",
@@ -61,6 +62,11 @@ class Decision:
     flags: frozenset[str] = frozenset()
 
 
+ALLOWED: Final = Decision(allowed=True, flags=_NO_FLAGS)
+_ALLOWED_LACKS_CAPACITY: Final = Decision(allowed=True, flags=_LACKS_CAPACITY)
+"""The two decisions that allow, shared by every query like their flags."""
+
+
 def _refuse(rule: str, reason: str) -> Decision:
     return Decision(allowed=False, rule=rule, reason=reason)
 
@@ -87,5 +93,4 @@ def decide(claims: QueryClaims, *, kind: ParticipantKind, subject: str, today: d
     if claims.basis == "child" and age_on(subject, today) >= ADULT_AGE:
         return _refuse(RULE_CHILD_UNDER_18,
                        "basis 'child' applies only to a person under 18 by the identity number")
-    return Decision(allowed=True,
-                    flags=_LACKS_CAPACITY if claims.basis == "lacks_capacity" else _NO_FLAGS)
+    return _ALLOWED_LACKS_CAPACITY if claims.basis == "lacks_capacity" else ALLOWED

@@ -210,7 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = sub.add_parser("keys", help="key pairs").add_subparsers(dest="keys_cmd", required=True)
     p = keys.add_parser("generate", help="make a key pair; print the public JWK")
-    p.add_argument("--alg", choices=("EdDSA", "ES256"), default="EdDSA")
+    from schemas.jose import ALGORITHMS, DEFAULT_ALG
+
+    p.add_argument("--alg", choices=ALGORITHMS, default=DEFAULT_ALG,
+                   help=f"signature algorithm (default {DEFAULT_ALG}: Ed25519, the least CPU "
+                        "per answer as bench/RESULTS.md measures it; ES256 is also accepted)")
     p.add_argument("--out", help="where to write the private JWK (default ./<kid>.jwk)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.set_defaults(func=cmd_keys_generate)

@@ -151,7 +151,7 @@ def _key(keys_dir: Path, name: str) -> PrivateKey:
     if path.exists():
         with contextlib.suppress(ValueError):
             return load_private_key(path)
-    key = generate_key("EdDSA")
+    key = generate_key()  # schemas.jose.DEFAULT_ALG: the least per answer (bench)
     from .cli import write_private_jwk
 
     write_private_jwk(path, key.to_jwk())

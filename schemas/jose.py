@@ -41,6 +41,7 @@ from .errors import HOSTILE_DECODE_ERRORS, BadSignature, BadToken, DuplicateMemb
 
 __all__ = [
     "ALGORITHMS",
+    "DEFAULT_ALG",
     "Alg",
     "Compact",
     "Header",
@@ -63,6 +64,12 @@ __all__ = [
 
 Alg = Literal["EdDSA", "ES256"]
 ALGORITHMS: Final[tuple[str, ...]] = ("EdDSA", "ES256")
+DEFAULT_ALG: Final[Alg] = "EdDSA"
+"""The algorithm of new keys (``samsvar keys generate``, the demo): the one that costs least
+per answer. ``python -m bench.floor algorithms`` measures them on the real payload sizes
+(bench/RESULTS.md, "Signature algorithms"): Ed25519 through libsodium signs and verifies a
+2 KB reply in about 60 µs together, ES256 in about 80, Ed25519 through OpenSSL in about
+110. ES256 stays supported: a registry may hold keys of either algorithm."""
 _P256_BYTES: Final = 32
 _SHA256: Final = hashes.SHA256()
 
@@ -239,7 +246,7 @@ class PrivateKey:
         return jwk
 
 
-def generate_key(alg: Alg = "EdDSA") -> PrivateKey:
+def generate_key(alg: Alg = DEFAULT_ALG) -> PrivateKey:
     """A fresh key pair; its ``kid`` is the RFC 7638 thumbprint."""
     if alg == "EdDSA":
         return PrivateKey(ed25519.Ed25519PrivateKey.generate())

@@ -1,8 +1,10 @@
 """Every log line of a query carries its query id, on the broker and on the adapters.
 
-The broker binds ``query_id`` with ``structlog.contextvars`` once the id exists, in the
-request's own task (aiohttp gives each request one), so it ends with the request; the
-adapters bind it to each question's logger. No line carries content: no record text, no
+The broker names ``query_id`` in each line of an authenticated query (binding it in a
+context variable would hold ~120 B more per query in flight) and binds it with
+``structlog.contextvars`` for a refused one, in the request's own task (aiohttp gives each
+request one), so it ends with the request; the adapters bind it to each question's
+logger. No line carries content: no record text, no
 person, no employee's name.
 """
 

@@ -10,7 +10,7 @@ import pytest
 
 from samsvar.cli import CliError, event_loop_factory, main
 from samsvar.secret_files import write_secret
-from schemas.jose import generate_key, load_private_key
+from schemas.jose import DEFAULT_ALG, generate_key, load_private_key
 
 
 def test_keys_generate_writes_private_and_prints_public(tmp_path: Path,
@@ -22,6 +22,21 @@ def test_keys_generate_writes_private_and_prints_public(tmp_path: Path,
     private = load_private_key(out)
     assert private.kid == public["kid"]
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
+
+
+def test_keys_generate_defaults_to_the_cheapest_algorithm(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --alg, a new key is schemas.jose.DEFAULT_ALG: Ed25519 (EdDSA), which costs least
+    per answer (bench/RESULTS.md, "Signature algorithms"); the demo's keys are the same."""
+    from samsvar.demo import _key
+
+    out = tmp_path / "k.jwk"
+    assert main(["keys", "generate", "--out", str(out)]) == 0
+    public = json.loads(capsys.readouterr().out)
+    assert DEFAULT_ALG == "EdDSA"
+    assert public["alg"] == DEFAULT_ALG and public["crv"] == "Ed25519"
+    assert load_private_key(out).alg == DEFAULT_ALG
+    assert _key(tmp_path, "demo-broker").alg == DEFAULT_ALG
 
 
 def test_keys_generate_refuses_to_overwrite(tmp_path: Path,
