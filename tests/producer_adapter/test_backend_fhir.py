@@ -322,9 +322,9 @@ async def test_maps_each_resource_type_to_its_record(fhir: FhirServer, tmp_path:
     assert plan.title == "Manage obesity and weight loss"
     assert plan.plan_type == "Weight management plan"
     assert plan.goals == ["Target weight is 160 to 180 lbs."]
-    assert [(a.description, a.responsible, a.when) for a in plan.activities] == [
+    assert [(a.what, a.responsible, a.when) for a in plan.activities] == [
         ("Weight Measured", "Tolvan Tolvansson", "1 per 1 d")]
-    assert plan.follow_up == dt.date(2017, 6, 1)
+    assert plan.follow_up_date == dt.date(2017, 6, 1)
 
     note = by_id["DocumentReference/example"]
     assert isinstance(note, CareDocumentation)

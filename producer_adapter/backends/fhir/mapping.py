@@ -544,38 +544,206 @@ def _care_contact(r: Json, ctx: _Context) -> Json:
     }
 
 
+CARE_PLAN_TYPE_SYSTEM: Final = "urn:samsvar:fhir:care-plan-type"
+"""``CarePlan.category`` codes: GetCarePlans' TypeOfCarePlan (``SIP``, ``SPLPTLRV``, …)."""
+CARE_PLAN_ROLE_SYSTEM: Final = "urn:samsvar:fhir:care-plan-role"
+"""A plan participant's role: ``coordinator`` (SIP: samordnare)."""
+CARE_PLAN_ACTIVITY_SYSTEM: Final = "urn:samsvar:fhir:care-plan-activity"
+"""An activity's ``detail.code``: ``follow-up`` is the plan's follow-up (uppföljning)."""
+_EXT_NEED: Final = "urn:samsvar:fhir:need"
+_EXT_FOLLOW_UP: Final = "urn:samsvar:fhir:follow-up"
+_EXT_OVERALL_RESPONSIBLE: Final = "urn:samsvar:fhir:overall-responsible-org"
+_PLAN_TYPES: Final = frozenset({"SIP", "SPLPTLRV", "SPU", "VP", "HP", "RP", "GP", "SVP"})
+_PLAN_TYPE_WORDS: Final = {"samordnad individuell plan": "SIP"}
+_HSA: Final = "urn:oid:1.2.752.29.4.19"
+_PLAN_STATUS: Final = {"active": "active", "on-hold": "active", "completed": "completed",
+                       "revoked": "cancelled"}
+_ACTIVITY_STATUS: Final = {"not-started": "planned", "scheduled": "planned",
+                           "in-progress": "in_progress", "on-hold": "in_progress",
+                           "completed": "done", "cancelled": "cancelled",
+                           "stopped": "cancelled"}
+_COORDINATOR_WORDS: Final = frozenset({"coordinator", "samordnare", "samordningsansvarig"})
+_COORDINATOR_PREFIX: Final = "Samordnare:"
+
+
+def _plan_type(categories: list[Any]) -> str:
+    """A TypeOfCarePlan code from ``category``: a coding in :data:`CARE_PLAN_TYPE_SYSTEM`,
+    else a category whose code or text is one of the codes (``SIP``, any case) or says
+    "samordnad individuell plan"; else the first category's words."""
+    for c in map(_dict, categories):
+        for coding in map(_dict, _list(c.get("coding"))):
+            if coding.get("system") == CARE_PLAN_TYPE_SYSTEM and coding.get("code"):
+                return str(coding["code"])
+    for c in map(_dict, categories):
+        words = [str(c.get("text") or ""), *(str(_dict(x).get(k) or "")
+                 for x in _list(c.get("coding")) for k in ("code", "display"))]
+        for word in words:
+            if word.strip().upper() in _PLAN_TYPES:
+                return word.strip().upper()
+            if word.strip().lower() in _PLAN_TYPE_WORDS:
+                return _PLAN_TYPE_WORDS[word.strip().lower()]
+    return _text(categories[0]) if categories else ""
+
+
+def _ref_kind(ctx: _Context, holder: Json, ref: Any) -> str:
+    """What a reference points to: the resolved resource's type, else its literal or
+    ``type``."""
+    target = ctx.resolve(holder, ref)
+    if target is not None:
+        return str(target.get("resourceType", ""))
+    key = reference_key(ref)
+    return key.split("/")[0] if key else str(_dict(ref).get("type", ""))
+
+
+def _org_ref(ctx: _Context, holder: Json, ref: Any) -> Json | None:
+    """``{id, name}`` of an Organization reference (HSA-id from the reference's or the read
+    Organization's identifier, else its id), or of a PractitionerRole's organisation."""
+    target = ctx.resolve(holder, ref)
+    kind = _ref_kind(ctx, holder, ref)
+    if kind == "PractitionerRole" and target is not None:
+        return _org_ref(ctx, target, target.get("organization"))
+    if kind != "Organization":
+        return None
+    target = target or {}
+    oid = (_identifier_value(_list(_dict(ref).get("identifier")), _HSA)
+           or _identifier_value(target.get("identifier"), _HSA)
+           or str(_dict(_dict(ref).get("identifier")).get("value") or "")
+           or (reference_key(ref) or "").partition("/")[2] or str(target.get("id") or ""))
+    name = str(target.get("name") or _display(ref) or oid)
+    return {"id": oid, "name": name} if oid else None
+
+
+def _is_coordinator(ctx: _Context, holder: Json, ref: Any, roles: Any = None) -> bool:
+    concepts = [*_list(roles)]
+    for ext in map(_dict, _list(_dict(ref).get("extension"))):
+        if ext.get("url") == CARE_PLAN_ROLE_SYSTEM:
+            concepts.append({"coding": [{"code": ext.get("valueCode")}]})
+    target = ctx.resolve(holder, ref)
+    if _dict(target).get("resourceType") == "PractitionerRole":
+        concepts.extend(_list(_dict(target).get("code")))
+    words = {w.split("|")[-1].lower() for c in concepts for w in _coded(c)}
+    words |= {_text(c).lower() for c in concepts}
+    return bool(words & _COORDINATOR_WORDS) or _display(ref).startswith(_COORDINATOR_PREFIX)
+
+
+def _plan_person(ctx: _Context, holder: Json, ref: Any) -> Json | None:
+    """A plan participant as a PersonRef: name, HSA-id, role and organisation."""
+    target = ctx.resolve(holder, ref)
+    person = _person(ctx, holder, ref) or {}
+    name = str(person.get("name") or "").removeprefix(_COORDINATOR_PREFIX).strip()
+    if not name:
+        return None
+    out: Json = {"name": name}
+    if _dict(target).get("resourceType") == "PractitionerRole":
+        practitioner = _dict(target).get("practitioner")
+        hsa = _identifier_value(_list(_dict(practitioner).get("identifier")), _HSA)
+        roles = [t for c in _list(_dict(target).get("code"))
+                 if not ({w.split("|")[-1].lower() for w in _coded(c)} & _COORDINATOR_WORDS)
+                 and (t := _text(c))]
+        out.update(hsa_id=hsa or "", role=next(iter(roles), ""),
+                   organisation=_org_ref(ctx, target, _dict(target).get("organization")))
+    else:
+        out["hsa_id"] = _identifier_value(_list(_dict(ref).get("identifier")), _HSA) or ""
+        out["role"] = str(person.get("role") or "")
+    return {k: v for k, v in out.items() if v}
+
+
+def _care_team_members(ctx: _Context, r: Json) -> list[tuple[Json, Json, Any]]:
+    """(holder, member reference, roles) of the plan's care teams' participants."""
+    out = []
+    for ref in _list(r.get("careTeam")):
+        team = ctx.resolve(r, ref)
+        for p in map(_dict, _list(_dict(team).get("participant"))):
+            out.append((_dict(team) if _contained(r, ref) is None else r,
+                        _dict(p.get("member")), p.get("role")))
+    return out
+
+
+def _activity_when(detail: Json) -> str:
+    return str(detail.get("scheduledString") or _period_text(detail.get("scheduledPeriod"))
+               or _timing(detail.get("scheduledTiming")))
+
+
+def _is_follow_up(detail: Json) -> bool:
+    return f"{CARE_PLAN_ACTIVITY_SYSTEM}|follow-up" in _coded(detail.get("code"))
+
+
 def _care_plan(r: Json, ctx: _Context) -> Json:
+    """A CarePlan as a plan, a SIP's structure when it is one (docs/fhir.md)."""
     _skip_status(r, "entered-in-error", "draft")
     categories = _list(r.get("category"))
-    plan_type = _text(categories[0]) if categories else ""
-    title = str(r.get("title") or r.get("description") or plan_type
-                or next((t for c in _list(r.get("addresses")) if (t := _display(c))), ""))
+    plan_type = _plan_type(categories)
+    needs = [str(e["valueString"]) for e in map(_dict, _list(r.get("extension")))
+             if e.get("url") == _EXT_NEED and e.get("valueString")]
+    for ref in _list(r.get("addresses")):
+        condition = ctx.resolve(r, ref)
+        needs.append(_text(_dict(condition).get("code")) or _display(ref))
+    needs = list(dict.fromkeys(n for n in needs if n))
+    title = str(r.get("title") or r.get("description") or plan_type or next(iter(needs), ""))
     if not title:
         raise _Unmappable("no-title")
     goals = []
     for ref in _list(r.get("goal")):
-        contained = _contained(r, ref)
-        goals.append(_text(contained.get("description")) if contained else _display(ref))
-    activities = []
+        goal = ctx.resolve(r, ref)
+        goals.append(_text(_dict(goal).get("description")) or _display(ref))
+    activities, follow_ups = [], []
     for activity in map(_dict, _list(r.get("activity"))):
         detail = _dict(activity.get("detail"))
-        description = (_text(detail.get("code")) or str(detail.get("description") or "")
-                       or _display(activity.get("reference")))
-        if not description:
+        when = _activity_when(detail)
+        if _is_follow_up(detail):
+            period = _dict(detail.get("scheduledPeriod"))
+            follow_ups.append(_date(period.get("start") or detail.get("scheduledString"),
+                                    ctx.tz))
             continue
-        when = str(detail.get("scheduledString") or _period_text(detail.get("scheduledPeriod"))
-                   or _timing(detail.get("scheduledTiming")))
-        performers = [_display(p) for p in _list(detail.get("performer"))]
-        activities.append({"description": description,
-                           "responsible": next((p for p in performers if p), ""),
-                           "when": when})
-    period = _dict(r.get("period"))
-    participants = [_display(x) for x in (r.get("author"), *_list(r.get("contributor")))]
+        what = (_text(detail.get("code")) or str(detail.get("description") or "")
+                or _display(activity.get("reference")))
+        if not what:
+            continue
+        orgs, people = [], []
+        for p in _list(detail.get("performer")):
+            org = _org_ref(ctx, r, p)
+            if org is not None and _ref_kind(ctx, r, p) == "Organization":
+                orgs.append(org)
+            else:
+                people.append(_display(p) or _dict(_person(ctx, r, p)).get("name", ""))
+                if org is not None:
+                    orgs.append(org)
+        activities.append({
+            "what": what, "responsible_org": next(iter(orgs), None),
+            "responsible": next((p for p in people if p), ""), "when": when,
+            "status": _ACTIVITY_STATUS.get(str(detail.get("status")), "planned")})
+    # who: the author (an organisation: the overall responsibility), contributors, care team
+    author = r.get("author")
+    overall = _org_ref(ctx, r, author) if _ref_kind(ctx, r, author) == "Organization" else None
+    ext = _extension(r, _EXT_OVERALL_RESPONSIBLE)
+    if overall is None and ext is not None:
+        overall = _org_ref(ctx, r, ext.get("valueReference"))
+    coordinator, participants = None, []
+    people = [(r, ref, None) for ref in (author, *_list(r.get("contributor")))
+              if _ref_kind(ctx, r, ref) != "Organization" or ref is not author]
+    for holder, ref, roles in [*people, *_care_team_members(ctx, r)]:
+        if ref is None:
+            continue
+        if coordinator is None and _is_coordinator(ctx, holder, ref, roles):
+            coordinator = _plan_person(ctx, holder, ref)
+            continue
+        if ref is author:
+            continue  # the author is who wrote it, not a participant
+        person = _plan_person(ctx, holder, ref)
+        participants.append(person["name"] if person else _display(ref))
+    ext_follow_up = _extension(r, _EXT_FOLLOW_UP)
+    follow_up = (_date(_dict(ext_follow_up).get("valueDate")
+                       or _dict(ext_follow_up).get("valueDateTime"), ctx.tz)
+                 or next((d for d in follow_ups if d), None)
+                 or _date(_dict(r.get("period")).get("end"), ctx.tz))
     return {
-        "title": title, "plan_type": plan_type, "goals": [g for g in goals if g],
-        "activities": activities, "follow_up": _date(period.get("end"), ctx.tz),
+        "title": title, "plan_type": plan_type,
+        "status": _PLAN_STATUS.get(str(r.get("status")), "active"),
+        "needs": needs, "goals": [g for g in goals if g], "activities": activities,
+        "overall_responsible_org": overall, "coordinator": coordinator,
         "participants": list(dict.fromkeys(p for p in participants if p)),
-        "author": _author(ctx, r, r.get("author")),
+        "follow_up_date": follow_up,
+        "author": _author(ctx, r, author),
     }
 
 
@@ -809,6 +977,7 @@ _AUTHOR_ELEMENTS: Final[Mapping[str, tuple[str, ...]]] = {
     "ServiceRequest": ("requester",),
 }
 _READ_KINDS: Final = frozenset({"Practitioner", "PractitionerRole", "Medication"})
+_PLAN_READ_KINDS: Final = frozenset({"Condition", "Goal", "Organization", "CareTeam"})
 
 
 def references_of(resource: Json, base_url: str) -> Iterator[str]:
@@ -821,10 +990,19 @@ def references_of(resource: Json, base_url: str) -> Iterator[str]:
         head, _, tail = element.partition(".")
         for value in _list(resource.get(head)):
             refs.extend(_list(_dict(value).get(tail)) if tail else [value])
+    kinds = _READ_KINDS
+    if kind == "CarePlan":  # a plan's needs, goals, organisations and care team
+        kinds = _READ_KINDS | _PLAN_READ_KINDS
+        refs += [*_list(resource.get("addresses")), *_list(resource.get("goal")),
+                 *_list(resource.get("careTeam")), *_list(resource.get("contributor")),
+                 *(p for a in _list(resource.get("activity"))
+                   for p in _list(_dict(_dict(a).get("detail")).get("performer")))]
+    elif kind == "CareTeam":
+        refs += [_dict(p).get("member") for p in _list(resource.get("participant"))]
     for ref in refs:
         key = reference_key(ref)
         literal = str(_dict(ref).get("reference", ""))
-        if key is None or key.split("/")[0] not in _READ_KINDS or (
+        if key is None or key.split("/")[0] not in kinds or (
                 "://" in literal and not literal.startswith(base_url.rstrip("/") + "/")):
             continue
         yield key
