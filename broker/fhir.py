@@ -98,6 +98,11 @@ EXT_NOT_FOR_PATIENT: Final = _BASE + "approved-for-patient"
 """``valueBoolean`` false: the record is never shown in the person's own view."""
 EXT_ACTING_AS: Final = _BASE + "acting-as"
 FIXED_CONTACT_ROLE_SYSTEM: Final = _BASE + "fixed-contact-role"
+CARE_PLAN_TYPE_SYSTEM: Final = _BASE + "care-plan-type"
+"""A plan's type (``CarePlan.category``): GetCarePlans' TypeOfCarePlan codes."""
+CARE_PLAN_TYPES: Final = frozenset({"SIP", "SPLPTLRV", "SPU", "VP", "HP", "RP", "GP", "SVP"})
+CARE_PLAN_ROLE_SYSTEM: Final = _BASE + "care-plan-role"
+"""A plan participant's role: ``coordinator`` (SIP: samordnare)."""
 
 TYPE_SYSTEM: Final = _BASE + "information-type"
 SCOPE_SYSTEM: Final = _BASE + "scope"
@@ -455,25 +460,45 @@ def _person(person: PersonRef | None) -> JSON | None:
             else None, "display": f"{words} ({org})" if org and words else words or org}
 
 
+def _coordinator(person: PersonRef) -> JSON:
+    """The SIP's coordinator as a contained PractitionerRole ``#coordinator``: the role
+    ``coordinator`` in :data:`CARE_PLAN_ROLE_SYSTEM`, the person's own role as text, the
+    practitioner by HSA-id and name, the organisation."""
+    return {
+        "resourceType": "PractitionerRole",
+        "id": "coordinator",
+        "practitioner": {"identifier": {"system": HSA_SYSTEM, "value": person.hsa_id}
+                         if person.hsa_id else None, "display": person.name},
+        "organization": _org(person.organisation) if person.organisation else None,
+        "code": [{"coding": [{"system": CARE_PLAN_ROLE_SYSTEM, "code": "coordinator",
+                              "display": "Samordnare"}]},
+                 {"text": person.role} if person.role else None],
+        "location": [{"type": "Location", **_unit(person.unit)}] if person.unit else None,
+    }
+
+
 def _care_plan(r: CarePlan, subject: str) -> JSON:
-    contributors = [_person(r.coordinator)]
-    if r.coordinator is not None:
-        contributors[0] = {**(contributors[0] or {}),
-                           "display": f"Samordnare: {(contributors[0] or {}).get('display', '')}"}
+    coordinator = [] if r.coordinator is None else [{
+        "reference": "#coordinator",
+        "display": f"Samordnare: {(_person(r.coordinator) or {}).get('display', '')}"}]
+    plan_type: JSON = {"text": r.plan_type}
+    if r.plan_type in CARE_PLAN_TYPES:
+        plan_type["coding"] = [{"system": CARE_PLAN_TYPE_SYSTEM, "code": r.plan_type}]
     return {
         "resourceType": "CarePlan",
+        "contained": [_coordinator(r.coordinator)] if r.coordinator else None,
         "extension": [_ext(EXT_FOLLOW_UP, "Date", _date(r.follow_up_date)),
                       *(_ext(EXT_NEED, "String", n) for n in r.needs)],
         "status": _PLAN_STATUS[r.status],
         "intent": "plan",
-        "category": [{"text": r.plan_type}],
+        "category": [plan_type],
         "title": r.title,
         "description": "; ".join(r.needs),
         "subject": _patient(subject),
         "created": _datetime(r.time),
         "author": (_org(r.overall_responsible_org) if r.overall_responsible_org
                    else _author(r.author)),
-        "contributor": [*contributors, *({"display": p} for p in r.participants)],
+        "contributor": [*coordinator, *({"display": p} for p in r.participants)],
         "goal": [{"display": g} for g in r.goals],
         "activity": [{"detail": {
             "status": _ACTIVITY_STATUS[a.status],

@@ -641,16 +641,16 @@ def _plan_person(ctx: _Context, holder: Json, ref: Any) -> Json | None:
                  if not ({w.split("|")[-1].lower() for w in _coded(c)} & _COORDINATOR_WORDS)
                  and (t := _text(c))]
         out.update(hsa_id=hsa or "", role=next(iter(roles), ""),
-                   organisation=_org_ref(ctx, target, _dict(target).get("organization")))
+                   organisation=_org_ref(ctx, _dict(target), _dict(target).get("organization")))
     else:
         out["hsa_id"] = _identifier_value(_list(_dict(ref).get("identifier")), _HSA) or ""
         out["role"] = str(person.get("role") or "")
     return {k: v for k, v in out.items() if v}
 
 
-def _care_team_members(ctx: _Context, r: Json) -> list[tuple[Json, Json, Any]]:
+def _care_team_members(ctx: _Context, r: Json) -> list[tuple[Json, Any, Any]]:
     """(holder, member reference, roles) of the plan's care teams' participants."""
-    out = []
+    out: list[tuple[Json, Any, Any]] = []
     for ref in _list(r.get("careTeam")):
         team = ctx.resolve(r, ref)
         for p in map(_dict, _list(_dict(team).get("participant"))):
@@ -660,7 +660,10 @@ def _care_team_members(ctx: _Context, r: Json) -> list[tuple[Json, Json, Any]]:
 
 
 def _activity_when(detail: Json) -> str:
-    return str(detail.get("scheduledString") or _period_text(detail.get("scheduledPeriod"))
+    period = _dict(detail.get("scheduledPeriod"))
+    if period.get("start") and not period.get("end"):
+        return str(period["start"])  # the day it is planned for
+    return str(detail.get("scheduledString") or _period_text(period)
                or _timing(detail.get("scheduledTiming")))
 
 
@@ -719,9 +722,10 @@ def _care_plan(r: Json, ctx: _Context) -> Json:
     if overall is None and ext is not None:
         overall = _org_ref(ctx, r, ext.get("valueReference"))
     coordinator, participants = None, []
-    people = [(r, ref, None) for ref in (author, *_list(r.get("contributor")))
-              if _ref_kind(ctx, r, ref) != "Organization" or ref is not author]
-    for holder, ref, roles in [*people, *_care_team_members(ctx, r)]:
+    members: list[tuple[Json, Any, Any]] = [
+        (r, ref, None) for ref in (author, *_list(r.get("contributor")))
+        if _ref_kind(ctx, r, ref) != "Organization" or ref is not author]
+    for holder, ref, roles in [*members, *_care_team_members(ctx, r)]:
         if ref is None:
             continue
         if coordinator is None and _is_coordinator(ctx, holder, ref, roles):
