@@ -84,6 +84,11 @@ async def _plans(server: FhirServer, tmp_path: Path) -> dict[str, CarePlan]:
     return {r.id: r for r in result.records if isinstance(r, CarePlan)}
 
 
+def test_the_sip_fixtures_are_valid_fhir() -> None:
+    for resource in (KOMMUN, NEED, COORDINATOR, SIP):
+        get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+
+
 async def test_a_sip_carries_its_structure(fhir: FhirServer, tmp_path: Path) -> None:
     plan = (await _plans(fhir, tmp_path))["CarePlan/sip1"]
     assert (plan.plan_type, plan.title, plan.status) == ("SIP", "SIP efter utskrivning",
