@@ -21,7 +21,7 @@ from .http_api import METRICS, create_app
 from .http_server import ProblemAppRunner
 from .mqtt import MqttBus
 from .mqtt_gmqtt import GmqttBus
-from .replay import PostgresReplayStore, ReplayStore, ReplayStoreError, SqliteReplayStore
+from .replay import ReplayStoreError, replay_store_for
 from .service import QueryService
 
 __all__ = ["BrokerServer"]
@@ -152,16 +152,7 @@ class BrokerServer:
         except AccessLogError as exc:
             raise ConfigError(f"cannot open the access log: {exc}") from exc
         self.service.access_log = access_log
-        log_config = self.config.access_log
-        # The seen jtis live beside the log: they outlive a restart, and with PostgreSQL
-        # the instances sharing the log share them too.
-        replay: ReplayStore
-        if log_config.kind == "postgresql":
-            assert log_config.dsn is not None
-            replay = PostgresReplayStore(dsn=log_config.dsn, schema=log_config.schema)
-        else:
-            assert log_config.path is not None
-            replay = SqliteReplayStore(log_config.path)
+        replay = replay_store_for(self.config.access_log)
         try:
             await replay.open()
         except ReplayStoreError as exc:
