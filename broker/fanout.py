@@ -6,17 +6,18 @@ duplicates (producer already answered) and replies for unknown queries are dropp
 counted. A reply that fails verification does not end that producer's wait: only a
 verified reply can, so nobody else on the MQTT server can spoil another producer's answer;
 if none arrives by the deadline the source is ``error`` rather than ``timeout``.
+
+A producer asked is ``pending`` until its verified reply, its going offline, or the
+deadline (then ``timeout``) ends its wait; ``pending`` never leaves the broker.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
-import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal, TypeAlias
 
 import msgspec
 import structlog
@@ -26,7 +27,9 @@ from schemas.jose import check, parse
 from schemas.messages import REPLY_TYP, Reply, SourceStatus
 from schemas.registry import Producer, Registry
 
-__all__ = ["Gatherer", "Outcome", "PendingQuery"]
+from .deadlines import DeadlineHeap
+
+__all__ = ["Gatherer", "Outcome", "OutcomeStatus", "PendingQuery"]
 
 log = structlog.get_logger("samsvar.broker")
 
@@ -40,31 +43,30 @@ _routing_decoder: Final = msgspec.json.Decoder(_Routing)
 _reply_decoder: Final = msgspec.json.Decoder(Reply)
 
 
+OutcomeStatus: TypeAlias = SourceStatus | Literal["pending"]
+"""A source's status on the wire, or ``pending``: still awaited (the broker's alone)."""
+
+
 class Outcome(msgspec.Struct, frozen=True, gc=False):
     """What became of one producer for one query. Immutable: every query shares the
-    :class:`Gatherer`'s ``timeout`` and ``unavailable`` outcomes of a producer. (A Struct,
-    as one is made per reply: 0.05 µs, where a frozen dataclass takes 0.56.)"""
+    :class:`Gatherer`'s ``pending``, ``timeout`` and ``unavailable`` outcomes of a producer.
+    A Struct, as one is made per reply (bench/RESULTS.md, "The fan-out's deadlines")."""
 
     producer: Producer
-    status: SourceStatus
+    status: OutcomeStatus
     reply: Reply | None = None
     latency_ms: int | None = None
     reason: str = ""
 
 
-_RESOLUTION: Final = 0.001
-"""A deadline this close ahead counts as passed when the alarm rings (as asyncio's own
-loop treats its timers)."""
-
-
 @dataclass(slots=True)
 class PendingQuery:
-    """One open query. A producer is still awaited while its outcome is ``timeout``: that
-    is what it ends as unless a verified reply, or its going offline, replaces it.
+    """One open query. A producer is still awaited while its outcome is ``pending``; at
+    the deadline it becomes ``timeout`` (or ``error`` after only unverifiable replies).
 
     Kept small, as 10,000 queries may be in flight: no set of awaited producers (a count),
-    no Event, ``asyncio.timeout`` or timer of its own (a Future, and a place in the
-    :class:`Gatherer`'s heap of deadlines), no empty dict."""
+    no Event, ``asyncio.timeout`` or timer of its own (a Future, and an entry in the
+    :class:`Gatherer`'s :class:`~broker.deadlines.DeadlineHeap`), no empty dict."""
 
     query_id: str
     started: float
@@ -81,11 +83,11 @@ class PendingQuery:
     @property
     def waiting(self) -> frozenset[str]:
         """The producers still awaited (while the query is open)."""
-        return frozenset(pid for pid, o in self.outcomes.items() if o.status == "timeout")
+        return frozenset(pid for pid, o in self.outcomes.items() if o.status == "pending")
 
     def awaits(self, producer_id: str) -> bool:
         outcome = self.outcomes.get(producer_id)
-        return outcome is not None and outcome.status == "timeout"
+        return outcome is not None and outcome.status == "pending"
 
     def give_up(self, outcome: Outcome) -> None:
         """Stop awaiting ``outcome.producer`` (its question could not be sent) without
@@ -111,13 +113,10 @@ class Gatherer:
         self._registry = registry
         self._pending: dict[str, PendingQuery] = {}
         self.counters = Counters()
-        self._timeout: dict[str, Outcome] = {}
+        self._awaited: dict[str, Outcome] = {}
+        self._timed_out: dict[str, Outcome] = {}
         self._unavailable: dict[str, Outcome] = {}
-        self._deadlines: list[tuple[float, str]] = []
-        """A heap of (loop time, query id): every wait's deadline, and those of queries
-        closed since, until their time comes or :meth:`_compact` drops them."""
-        self._alarm: asyncio.TimerHandle | None = None
-        self._alarm_at = math.inf
+        self._deadlines = DeadlineHeap(self._pending, self._deadline_passed)
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -126,43 +125,35 @@ class Gatherer:
         """A future resolved once no producer is awaited by ``pending`` any more, or
         ``timeout_s`` from now, whichever comes first.
 
-        One loop timer rings for the earliest deadline of all open queries: under uvloop
-        a timer of each query's own holds ~600 B (10,000 queries may be in flight), and a
-        future, not a coroutine, spares the waiting task a frame."""
-        loop = asyncio.get_running_loop()
-        done = pending.done = loop.create_future()
+        The deadline goes into the :class:`~broker.deadlines.DeadlineHeap`, not a timer
+        of the query's own; a future, not a coroutine, spares the waiting task a frame."""
+        done = pending.done = asyncio.get_running_loop().create_future()
         if not pending.left:
             done.set_result(None)
             return done
-        when = loop.time() + max(0.0, timeout_s)
-        heapq.heappush(self._deadlines, (when, pending.query_id))
-        if when < self._alarm_at:
-            self._arm(loop, when)
-        if len(self._deadlines) > 2 * len(self._pending) + 1024:
-            self._compact()
+        self._deadlines.add(pending.query_id, timeout_s)
         return done
 
-    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        if self._alarm is not None:
-            self._alarm.cancel()
-        self._alarm, self._alarm_at = loop.call_at(when, self._ring, loop), when
+    def _deadline_passed(self, query_id: str) -> None:
+        """The query's deadline has come: whoever is still awaited has timed out."""
+        pending = self._pending[query_id]
+        self._expire(pending)
+        if pending.done is not None and not pending.done.done():
+            pending.done.set_result(None)
 
-    def _ring(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The earliest deadline has come: end every wait whose time it is."""
-        self._alarm, self._alarm_at = None, math.inf
-        heap, now = self._deadlines, loop.time() + _RESOLUTION
-        while heap and heap[0][0] <= now:
-            pending = self._pending.get(heapq.heappop(heap)[1])
-            if pending is not None and pending.done is not None and not pending.done.done():
-                pending.done.set_result(None)
-        if heap:
-            self._arm(loop, heap[0][0])
-
-    def _compact(self) -> None:
-        """Drop the deadlines of closed queries (kept otherwise until their time comes:
-        at a few hundred answers a second, a deadline of seconds leaves thousands)."""
-        self._deadlines = [entry for entry in self._deadlines if entry[1] in self._pending]
-        heapq.heapify(self._deadlines)
+    def _expire(self, pending: PendingQuery) -> None:
+        """Every producer still ``pending`` becomes ``timeout`` (``error`` if only
+        unverifiable replies came from it)."""
+        if not pending.left:
+            return
+        suspect = pending.suspect
+        for pid, outcome in pending.outcomes.items():
+            if outcome.status == "pending":
+                reason = suspect.get(pid) if suspect else None
+                pending.outcomes[pid] = (
+                    Outcome(outcome.producer, "error", reason=reason) if reason
+                    else self._shared(self._timed_out, outcome.producer, "timeout"))
+        pending.left = 0
 
     def open(
         self,
@@ -175,14 +166,14 @@ class Gatherer:
         outcomes = {p.id: self._shared(self._unavailable, p, "unavailable") for p in unavailable}
         left = 0
         for p in asked:
-            outcomes[p.id] = self._shared(self._timeout, p, "timeout")
+            outcomes[p.id] = self._shared(self._awaited, p, "pending")
             left += 1
         pending = PendingQuery(query_id, time.monotonic(), outcomes, left, on_outcome=on_outcome)
         self._pending[query_id] = pending
         return pending
 
     @staticmethod
-    def _shared(cache: dict[str, Outcome], producer: Producer, status: SourceStatus) -> Outcome:
+    def _shared(cache: dict[str, Outcome], producer: Producer, status: OutcomeStatus) -> Outcome:
         """The one ``status`` outcome of ``producer`` that every query shares."""
         outcome = cache.get(producer.id)
         if outcome is None or outcome.producer is not producer:  # new, or a new registry
@@ -192,13 +183,11 @@ class Gatherer:
         return outcome
 
     def close(self, query_id: str) -> PendingQuery | None:
-        """Stop listening for ``query_id``; unanswered sources keep ``timeout`` (or ``error``)."""
+        """Stop listening for ``query_id``; unanswered sources end as ``timeout`` (or
+        ``error``)."""
         pending = self._pending.pop(query_id, None)
-        if pending is not None and pending.suspect:
-            for pid, reason in pending.suspect.items():
-                if pending.awaits(pid):
-                    pending.outcomes[pid] = Outcome(pending.outcomes[pid].producer, "error",
-                                                    reason=reason)
+        if pending is not None:
+            self._expire(pending)
         return pending
 
     def everyone_gone(self) -> None:
@@ -260,8 +249,11 @@ class Gatherer:
             log.warning("reply_dropped", query_id=routing.query_id, producer=pid,
                         reason="producer was not asked")
             return
-        if outcome.status != "timeout":
-            self.counters.duplicate += 1
+        if outcome.status != "pending":
+            if outcome.status == "timeout":  # after the deadline, before the query closed
+                self.counters.unknown_query += 1
+            else:
+                self.counters.duplicate += 1
             return
         producer = outcome.producer
         latency_ms = int((time.monotonic() - pending.started) * 1000)

@@ -79,6 +79,8 @@ def filter_source(outcome: Outcome, *, readable: frozenset[str],
     """
     producer = outcome.producer
     status = outcome.status
+    if status == "pending":  # merged before Gatherer.close ended the wait: it timed out
+        status = "timeout"
     reply = outcome.reply
     kept: list[Record] = []
     dropped = 0

@@ -8,9 +8,12 @@ deadlines of answered queries must not pile up at a steady rate of answers.
 from __future__ import annotations
 
 import asyncio
+import json
 
 from broker.fanout import Gatherer
-from tests.broker.test_hostile_input import P1, P2, REGISTRY
+from schemas.jose import sign
+from schemas.messages import REPLY_TYP
+from tests.broker.test_hostile_input import KEYS, P1, P2, QUERY_ID, REGISTRY, valid_reply
 
 
 def _open(gatherer: Gatherer, query_id: str, *producers: str) -> object:
@@ -81,3 +84,23 @@ async def test_answered_queries_leave_no_growing_heap_of_deadlines() -> None:
     assert len(gatherer._deadlines) <= 2 * len(gatherer) + 1025
     # The open ones still end at their deadline: their entries were kept.
     assert {qid for _, qid in gatherer._deadlines} >= {p.query_id for p in held}
+
+
+async def test_a_producer_awaited_is_pending_until_the_deadline_makes_it_a_timeout() -> None:
+    """``timeout`` means the deadline passed, never "still waiting"; a reply after the
+    deadline is not used."""
+    gatherer = Gatherer(REGISTRY)
+    pending = gatherer.open(QUERY_ID, [REGISTRY.producers[P1], REGISTRY.producers[P2]])
+    done = gatherer.settled(pending, 0.05)
+    assert {o.status for o in pending.outcomes.values()} == {"pending"}
+    assert pending.waiting == {P1, P2}
+    gatherer.producer_gone(P2)
+    assert pending.outcomes[P1].status == "pending"
+    assert pending.outcomes[P2].status == "unavailable"
+    await asyncio.wait_for(done, 5)
+    assert pending.outcomes[P1].status == "timeout" and pending.waiting == frozenset()
+    gatherer.on_reply(sign(json.dumps(valid_reply()).encode(), KEYS.p1, typ=REPLY_TYP).encode())
+    assert pending.outcomes[P1].status == "timeout" and pending.outcomes[P1].reply is None
+    assert gatherer.counters.unknown_query == 1 and gatherer.counters.duplicate == 0
+    gatherer.close(QUERY_ID)
+    assert pending.outcomes[P1].status == "timeout"

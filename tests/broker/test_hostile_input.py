@@ -391,7 +391,7 @@ def check_outcomes(gatherer: Gatherer, pending: Any, signed_by: dict[str, bool])
     the merged answer never holds what the law forbids or what another source sent."""
     for pid, outcome in pending.outcomes.items():
         if pid in pending.waiting:
-            assert outcome.status == "timeout" and outcome.reply is None
+            assert outcome.status == "pending" and outcome.reply is None
             continue
         assert signed_by[pid], f"{pid} finished without a reply signed by its own key"
         if outcome.status in ("ok", "no_data"):
@@ -478,7 +478,7 @@ def test_duplicate_late_and_replayed_replies_change_nothing() -> None:
 
 
 def test_one_querys_unverifiable_reply_does_not_touch_another_query() -> None:
-    """Queries share each producer's ``timeout`` outcome (it saves memory with 10,000 in
+    """Queries share each producer's ``pending`` outcome (it saves memory with 10,000 in
     flight): ending one query's wait as ``error`` must replace its outcome, never change
     the shared one under another open query."""
     gatherer, first = open_gatherer()
@@ -488,9 +488,9 @@ def test_one_querys_unverifiable_reply_does_not_touch_another_query() -> None:
     assert gatherer.counters.unverifiable == 1
     gatherer.close(QUERY_ID)
     assert first.outcomes[P1].status == "error" and "unverifiable" in first.outcomes[P1].reason
-    assert second.outcomes[P1].status == "timeout" and second.waiting == {P1}
+    assert second.outcomes[P1].status == "pending" and second.waiting == {P1}
     third = gatherer.open("a-third-query", [REGISTRY.producers[P1]])
-    assert third.outcomes[P1].status == "timeout" and third.outcomes[P1].reason == ""
+    assert third.outcomes[P1].status == "pending" and third.outcomes[P1].reason == ""
 
 
 async def test_a_producer_given_up_on_is_not_awaited() -> None:
