@@ -12,6 +12,9 @@
         ├── Overloaded(QueryRejected)            429, with ``retry_after``
         └── NotReady(QueryRejected)              503
 
+A refusal carries a :class:`RefusalContext`: what was verified before it (participant,
+claims, subject), which its access-log entry may state as fact.
+
 :data:`PROBLEM_TYPES` lists every slug the broker raises, with its status: the OpenAPI
 document is built from it and a test keeps it in step with the code.
 """
@@ -19,8 +22,13 @@ document is built from it and a test keeps it in step with the code.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, ClassVar, Final, Literal, NamedTuple
+from typing import TYPE_CHECKING, ClassVar, Final, Literal, NamedTuple
+
+if TYPE_CHECKING:
+    from schemas.messages import OwnQueryClaims, QueryClaims
+    from schemas.registry import Participant
 
 __all__ = [
     "PROBLEM_BASE",
@@ -35,6 +43,7 @@ __all__ = [
     "PolicyRefused",
     "ProblemType",
     "QueryRejected",
+    "RefusalContext",
     "RequestTimeout",
     "Unauthenticated",
     "UnsupportedMediaType",
@@ -128,6 +137,31 @@ PROBLEM_TYPES: Final[Mapping[str, ProblemType]] = MappingProxyType({
 """Every problem slug the broker raises. A 403's slug is the rule of the law that refused."""
 
 
+@dataclass(frozen=True, slots=True)
+class RefusalContext:
+    """What was verified of a request before it was refused; ``None``: not (yet) verified,
+    so not logged as fact."""
+
+    participant: Participant | None = None
+    """The participant whose key signed the request."""
+    claims: QueryClaims | OwnQueryClaims | None = None
+    """A query's claims, once its signature verified (never a log extract's)."""
+    subject: str | None = None
+    """The person asked about, normalised."""
+
+    def adding(self, *, participant: Participant | None = None,
+               claims: QueryClaims | OwnQueryClaims | None = None,
+               subject: str | None = None) -> RefusalContext:
+        """This context with what it did not hold yet (what it holds stays)."""
+        return RefusalContext(
+            participant=self.participant if self.participant is not None else participant,
+            claims=self.claims if self.claims is not None else claims,
+            subject=self.subject if self.subject is not None else subject)
+
+
+_NOTHING_VERIFIED: Final = RefusalContext()
+
+
 class BrokerError(Exception):
     """Root of every error the broker raises."""
 
@@ -147,8 +181,15 @@ class QueryRejected(BrokerError):
         self.slug = slug
         self.detail = detail
         self.rule = rule
-        self.context: dict[str, Any] = {}
-        """What was verified before the refusal (participant, claims, subject): for the log."""
+        self.context = _NOTHING_VERIFIED
+        """What was verified before the refusal: for the log."""
+
+    def verified(self, *, participant: Participant | None = None,
+                 claims: QueryClaims | OwnQueryClaims | None = None,
+                 subject: str | None = None) -> None:
+        """Add to :attr:`context` what was verified and it does not hold yet."""
+        self.context = self.context.adding(participant=participant, claims=claims,
+                                           subject=subject)
 
     @property
     def type(self) -> str:

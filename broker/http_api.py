@@ -169,7 +169,7 @@ def _loggable(exc: QueryRejected) -> bool:
     A body nobody is known to have signed is not logged as anyone's question."""
     if exc.slug == "access-log-unavailable":
         return False
-    return isinstance(exc, (Unauthenticated, PolicyRefused)) or "participant" in exc.context
+    return isinstance(exc, (Unauthenticated, PolicyRefused)) or exc.context.participant is not None
 
 
 async def _stream_query(request: web.Request, service: QueryService, query: AuthenticatedQuery,

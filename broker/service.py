@@ -261,7 +261,7 @@ class QueryService:
                 raise MalformedQuery("malformed-token",
                                      f"the JWT payload is not JSON: {exc}") from exc
         except QueryRejected as exc:
-            exc.context["participant"] = participant  # signed by it: logged
+            exc.verified(participant=participant)  # signed by it: logged
             raise
         cfg = self.config
         try:
@@ -283,9 +283,9 @@ class QueryService:
             except InvalidPersonId as exc:
                 raise MalformedQuery("invalid-person-id", f"sub: {exc}") from exc
         except QueryRejected as exc:
-            exc.context.setdefault("participant", participant)
-            if isinstance(claims, QueryClaims | OwnQueryClaims):
-                exc.context.setdefault("claims", claims)
+            exc.verified(participant=participant,
+                         claims=claims if isinstance(claims, QueryClaims | OwnQueryClaims)
+                         else None)
             raise
         return claims, participant, subject, payload
 
@@ -336,8 +336,7 @@ class QueryService:
             await self._first_use(claims, participant)
             return self._check_query(claims, participant, subject, payload)
         except QueryRejected as exc:
-            exc.context.update(participant=participant, claims=claims)
-            exc.context.setdefault("subject", subject)
+            exc.verified(participant=participant, claims=claims, subject=subject)
             raise
 
     async def authenticate_own(self, token: bytes) -> AuthenticatedQuery:
@@ -348,8 +347,7 @@ class QueryService:
             await self._first_use(claims, participant)
             return self._check_own(claims, participant, subject, payload)
         except QueryRejected as exc:
-            exc.context.update(participant=participant, claims=claims)
-            exc.context.setdefault("subject", subject)
+            exc.verified(participant=participant, claims=claims, subject=subject)
             raise
 
     def _check_own(self, claims: _OwnClaimsAsSent, participant: Participant,
@@ -372,7 +370,7 @@ class QueryService:
         if not decision.allowed:
             assert decision.rule is not None
             refusal = PolicyRefused(decision.rule, decision.reason, rule=decision.rule)
-            refusal.context["subject"] = subject
+            refusal.verified(subject=subject)
             raise refusal
         return AuthenticatedQuery(str(uuid.uuid4()), payload, participant, subject,
                                   policy.ALLOWED, actor=actor)
@@ -395,7 +393,7 @@ class QueryService:
         try:
             await self._first_use(claims, participant)
         except QueryRejected as exc:
-            exc.context.update(participant=participant, subject=subject)
+            exc.verified(participant=participant, subject=subject)
             raise
         return claims, participant, subject
 
@@ -415,7 +413,7 @@ class QueryService:
         if not decision.allowed:
             assert decision.rule is not None
             refusal = PolicyRefused(decision.rule, decision.reason, rule=decision.rule)
-            refusal.context["subject"] = subject
+            refusal.verified(subject=subject)
             raise refusal
         return AuthenticatedQuery(str(uuid.uuid4()), payload, participant, subject, decision)
 
@@ -515,8 +513,7 @@ class QueryService:
             await self.replay.release(query.participant.id, claims.jti)
         except ReplayStoreError as exc:  # the token stays used: a new one is needed
             log.warning("replay_release_failed", query_id=query.query_id, reason=str(exc))
-        refusal.context.update(participant=query.participant, claims=claims,
-                               subject=query.subject)
+        refusal.verified(participant=query.participant, claims=claims, subject=query.subject)
         await self.log_refusal(refusal, query_id=query.query_id)
 
     def on_disconnect(self) -> None:
@@ -642,8 +639,7 @@ class QueryService:
         """Log a refusal (400, 401, 403, 429, 503 but for the log's own) and return its
         query id; what was not verified is not logged as fact."""
         ctx = exc.context
-        participant: Participant | None = ctx.get("participant")
-        claims: QueryClaims | OwnQueryClaims | None = ctx.get("claims")
+        participant, claims = ctx.participant, ctx.claims
         entry = AccessEntry(
             time=dt.datetime.fromtimestamp(self._clock(), dt.UTC),
             query_id=query_id or str(uuid.uuid4()),
@@ -651,7 +647,7 @@ class QueryService:
             rule=exc.rule or exc.slug,
             consumer=participant.ref if participant else None,
             consumer_kind=participant.kind if participant else None,
-            subject=ctx.get("subject"),
+            subject=ctx.subject,
             types=sorted(set(claims.types)) if claims else [],
             period=claims.period if claims else None,
             **(_asker(claims) if claims is not None else {"action": action}),
@@ -713,7 +709,7 @@ class QueryService:
         if period and period.from_ and period.to and period.from_ > period.to:
             # An empty extract would tell the person nobody looked: refuse instead.
             refusal = MalformedQuery("invalid-period", "period.from is after period.to")
-            refusal.context.update(participant=participant, subject=subject)
+            refusal.verified(participant=participant, subject=subject)
             raise refusal
         if self.access_log is None:
             raise NotReady("access-log-unavailable", "the access log is not open")
