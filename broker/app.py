@@ -1,9 +1,16 @@
-"""Run one broker instance: HTTP API, MQTT bus and core, until told to stop."""
+"""Run one broker instance: HTTP API, MQTT bus and core, until told to stop.
+
+:class:`BrokerServer` is where the parts are put together: it builds the core's ports (the
+MQTT bus, the access log, the replay store) and gives them to the
+:class:`~broker.service.QueryService`; the HTTP app's ``cleanup_ctx`` opens the log and the
+store before the first request and closes them after the last.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import AsyncIterator
 from typing import Final
 
 import msgspec
@@ -14,14 +21,14 @@ from schemas.accesslog import Checkpoint, CheckpointMessage, ConsistencyProof
 from schemas.jose import PrivateKey, load_private_key
 from schemas.registry import Registry, load_registry
 
-from .accesslog import AccessLogError, open_access_log
+from .accesslog import AccessLog, AccessLogError, open_access_log
 from .config import BrokerConfig
 from .errors import ConfigError, NotReady
 from .http_api import METRICS, create_app
 from .http_server import ProblemAppRunner
 from .mqtt import MqttBus
 from .mqtt_gmqtt import GmqttBus
-from .replay import ReplayStoreError, replay_store_for
+from .replay import ReplayStore, ReplayStoreError, replay_store_for
 from .service import QueryService
 
 __all__ = ["BrokerServer"]
@@ -45,12 +52,6 @@ class BrokerServer:
         registry: Registry | None = None,
         key: PrivateKey | None = None,
     ) -> None:
-        try:
-            self.registry = registry or load_registry(config.registry_path)
-            self.key = key or load_private_key(config.key_path)
-            self.service = QueryService(config=config, registry=self.registry, key=self.key)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from exc
         self.config = config
         self._checkpoint: tuple[Checkpoint, str] | None = None
         """The latest signed checkpoint and its token, to publish (again on reconnect)."""
@@ -62,19 +63,39 @@ class BrokerServer:
         """The last checkpoint the MQTT server acknowledged."""
         bus_class: type[MqttBus | GmqttBus] = (
             GmqttBus if config.mqtt.client == "gmqtt" else MqttBus)
-        self.bus = bus_class(
-            config.mqtt, instance=config.instance,
-            on_reply=self.service.gatherer.on_reply,
-            on_presence=self.service.on_presence,
-            on_disconnect=self.service.on_disconnect,
-        )
-        self.service.bus = self.bus
+        self.bus = bus_class(config.mqtt, instance=config.instance, on_reply=self._on_reply,
+                             on_presence=self._on_presence, on_disconnect=self._on_disconnect)
         self.bus.on_connect = self._checkpoint_signed.set
+        try:
+            self.registry = registry or load_registry(config.registry_path)
+            self.key = key or load_private_key(config.key_path)
+            self.access_log: AccessLog = open_access_log(config.access_log, key=self.key,
+                                                         instance=config.instance)
+            self.replay: ReplayStore = replay_store_for(config.access_log)
+            self.service = QueryService(config=config, registry=self.registry, key=self.key,
+                                        bus=self.bus, access_log=self.access_log,
+                                        replay=self.replay)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        self.access_log.on_checkpoint = self._on_checkpoint
+        self.access_log.before_close = self._prepare_last_message
         self.app = create_app(self.service)
+        self.app.cleanup_ctx.append(self._open_stores)
         self.metrics = self.app[METRICS]
         """This broker's Prometheus metrics, in a registry of their own."""
         self.started = asyncio.Event()
         self.port = config.port
+
+    # What the bus hands over goes to the service, which is built after the bus (its port).
+
+    def _on_reply(self, token: bytes) -> None:
+        self.service.gatherer.on_reply(token)
+
+    def _on_presence(self, producer_id: str, payload: bytes) -> None:
+        self.service.on_presence(producer_id, payload)
+
+    def _on_disconnect(self) -> None:
+        self.service.on_disconnect()
 
     def _on_checkpoint(self, checkpoint: Checkpoint, token: str) -> None:
         self._checkpoint = (checkpoint, token)
@@ -93,13 +114,11 @@ class BrokerServer:
         if self._prepared is not None and self._prepared[0] == token:
             return self._prepared[1]
         proofs: dict[int, list[bytes]] = {}
-        access_log = self.service.access_log
-        if access_log is not None:
-            try:
-                proofs = await access_log.consistency_to(checkpoint.seq,
-                                                         list(self._published_sizes))
-            except AccessLogError as exc:
-                log.warning("checkpoint_proofs_failed", error=str(exc))
+        try:
+            proofs = await self.access_log.consistency_to(checkpoint.seq,
+                                                          list(self._published_sizes))
+        except AccessLogError as exc:
+            log.warning("checkpoint_proofs_failed", error=str(exc))
         return msgspec.json.encode(CheckpointMessage(checkpoint=token, consistency=[
             ConsistencyProof(from_size=m, path=[h.hex() for h in path])
             for m, path in sorted(proofs.items())]))
@@ -135,6 +154,25 @@ class BrokerServer:
             except Exception:  # a client library's surprise: the next one retries
                 log.exception("checkpoint_publish_failed")
 
+    async def _open_stores(self, _app: web.Application) -> AsyncIterator[None]:
+        """The app's ``cleanup_ctx``: the access log and the replay store open before the
+        first request and close after the last, the log signing its shutdown checkpoint."""
+        try:
+            await self.access_log.open()
+        except AccessLogError as exc:
+            raise ConfigError(f"cannot open the access log: {exc}") from exc
+        try:
+            try:
+                await self.replay.open()
+            except ReplayStoreError as exc:
+                raise ConfigError(f"cannot open the replay store: {exc}") from exc
+            try:
+                yield
+            finally:
+                await self.replay.close()
+        finally:
+            await self.access_log.close()
+
     async def run(self, *, shutdown: asyncio.Event | None = None) -> None:
         """Serve until ``shutdown`` is set (or the task is cancelled)."""
         shutdown = shutdown or asyncio.Event()
@@ -143,22 +181,6 @@ class BrokerServer:
                         message="the in-process MQTT server (amqtt) is for a laptop demo only: "
                                 "MQTT 3.1.1, no shared subscriptions, no TLS/ACLs. Never use it "
                                 "in production; use Mosquitto or an MQTT cluster.")
-        access_log = open_access_log(self.config.access_log, key=self.key,
-                                     instance=self.config.instance)
-        access_log.on_checkpoint = self._on_checkpoint
-        access_log.before_close = self._prepare_last_message
-        try:
-            await access_log.open()
-        except AccessLogError as exc:
-            raise ConfigError(f"cannot open the access log: {exc}") from exc
-        self.service.access_log = access_log
-        replay = replay_store_for(self.config.access_log)
-        try:
-            await replay.open()
-        except ReplayStoreError as exc:
-            await access_log.close()
-            raise ConfigError(f"cannot open the replay store: {exc}") from exc
-        self.service.replay = replay
         runner = ProblemAppRunner(
             self.app, access_log=None, handle_signals=False,
             # a request head must arrive this soon after a connection opens or its last
@@ -167,7 +189,7 @@ class BrokerServer:
             # after a refusal that leaves the body unread (408, 413), read and drop the
             # rest for at most this long before closing
             lingering_time=_LINGERING_S)
-        await runner.setup()
+        await runner.setup()  # opens the stores (_open_stores)
         try:
             site = web.TCPSite(runner, self.config.host, self.config.port)
             await site.start()
@@ -188,10 +210,10 @@ class BrokerServer:
                 try:
                     await shutdown.wait()
                     log.info("broker_draining", in_flight=self.service.in_flight)
+                    # closes the stores: the checkpoint signed at shutdown goes out
+                    # before MQTT does
                     await runner.cleanup()
                     publisher.cancel()
-                    # The checkpoint signed at shutdown goes out before MQTT does.
-                    await access_log.close()
                     if (self._checkpoint is not None
                             and self._checkpoint[1].encode("ascii") != self.published_checkpoint):
                         try:
@@ -205,6 +227,4 @@ class BrokerServer:
                     bus_stop.set()
         finally:
             await runner.cleanup()
-            await self.service.replay.close()
-            await access_log.close()
             log.info("broker_stopped", instance=self.config.instance)

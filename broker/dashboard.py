@@ -81,11 +81,10 @@ def snapshot(service: QueryService) -> Dashboard:
             error_rate=s.error_rate, unreadable=s.unreadable,
             not_ready=list(state.not_ready) if state and state.online else [],
         ))
-    bus = service.bus
     counters = service.gatherer.counters
     return Dashboard(
         broker=registry.broker.id, instance=service.config.instance, generated_at=time.time(),
-        mqtt_connected=bus is not None and bus.connected.is_set(), in_flight=service.in_flight,
+        mqtt_connected=service.bus.connected.is_set(), in_flight=service.in_flight,
         window_s=stats.window_s, span_s=stats.span_s, queries=stats.queries,
         dropped_replies=dataclasses.asdict(counters),
         producers=rows,

@@ -92,8 +92,7 @@ class _AccessLogCommits:
         family = CounterMetricFamily(
             "samsvar_access_log_commits",
             "Durable commits of the access log; entries / commits is the group-commit size")
-        access_log = self._service.access_log
-        family.add_metric([], access_log.commits if access_log is not None else 0)
+        family.add_metric([], self._service.access_log.commits)
         yield family
 
 
@@ -128,7 +127,7 @@ class BrokerMetrics:
             "samsvar_mqtt_connected", "1 while the broker is connected to MQTT, else 0",
             registry=registry)
         self.mqtt_connected.set_function(
-            lambda: 1.0 if service.bus is not None and service.bus.connected.is_set() else 0.0)
+            lambda: 1.0 if service.bus.connected.is_set() else 0.0)
         self.access_log_commit_seconds = Histogram(
             "samsvar_access_log_commit_seconds",
             "Time from handing an entry to the access log until it is durably committed "

@@ -1,7 +1,9 @@
 """The broker's core: authenticate a query, apply the law, fan out, gather, merge.
 
 No HTTP and no MQTT here: :mod:`broker.http_api` feeds it request bodies and
-:class:`~broker.ports.QuestionBus` carries its questions.
+:class:`~broker.ports.QuestionBus` carries its questions. Its ports (the bus, the access
+log, the replay store) are given at construction; :mod:`broker.app` builds them and opens
+and closes the log and the store around the HTTP app's life.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ from .merge import Merged, merge
 from .observe import Observers
 from .ports import QuestionBus
 from .presence import OFFLINE_GRACE_S, PresenceTable
-from .replay import ReplayGuard, ReplayStore, ReplayStoreError
+from .replay import ReplayStore, ReplayStoreError
 from .stats import RollingStats
 
 __all__ = ["LOG_FAILURE_HOLD_S", "AuthenticatedQuery", "QueryService"]
@@ -166,6 +168,9 @@ class QueryService:
         config: BrokerConfig,
         registry: Registry,
         key: PrivateKey,
+        bus: QuestionBus,
+        access_log: AccessLog,
+        replay: ReplayStore,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if key.kid not in registry.broker.keys:
@@ -176,10 +181,10 @@ class QueryService:
         self._clock = clock
         self.presence = PresenceTable(frozenset(registry.producers))
         self.gatherer = Gatherer(registry)
-        self.replay: ReplayStore = ReplayGuard()
-        """Seen ``jti``s: in memory, or shared by instances (PostgreSQL; see broker.app)."""
-        self.bus: QuestionBus | None = None
-        self.access_log: AccessLog | None = None
+        self.bus = bus
+        self.access_log = access_log
+        self.replay = replay
+        """Seen ``jti``s: beside the access log (shared by instances with PostgreSQL)."""
         self.in_flight = 0
         self._in_flight_by_org: dict[str, int] = {}
         self._log_failure: tuple[float, str] | None = None
@@ -199,13 +204,12 @@ class QueryService:
         the probe decides again.
         """
         reasons = []
-        bus = self.bus
-        if bus is None or not bus.connected.is_set():
+        if not self.bus.connected.is_set():
             reasons.append("not connected to MQTT")
         failure = self._log_failure
         if failure is not None and time.monotonic() - failure[0] < LOG_FAILURE_HOLD_S:
             reasons.append(f"the access log is not writable: {failure[1]}")
-        elif self.access_log is None or not await self.access_log.writable():
+        elif not await self.access_log.writable():
             reasons.append("the access log is not writable")
         if not await self.replay.writable():
             reasons.append("the replay store cannot be reached")
@@ -451,7 +455,7 @@ class QueryService:
         bus = self.bus
         org = query.participant.id
         refusal: QueryRejected | None = None
-        if bus is None or not bus.connected.is_set():
+        if not bus.connected.is_set():
             refusal = NotReady("mqtt-disconnected", "the broker is not connected to MQTT")
         elif self.in_flight >= self.config.max_in_flight:
             refusal = Overloaded("overloaded", "too many queries in flight; retry shortly")
@@ -461,7 +465,6 @@ class QueryService:
         if refusal is not None:
             await self._not_admitted(query, refusal)
             raise refusal
-        assert bus is not None
         self.in_flight += 1
         self._in_flight_by_org[org] = self._in_flight_by_org.get(org, 0) + 1
         try:
@@ -689,8 +692,6 @@ class QueryService:
         )
 
     async def _append(self, entry: AccessEntry) -> None:
-        if self.access_log is None:
-            raise NotReady("access-log-unavailable", "the access log is not open")
         started = time.monotonic()
         try:
             await self.access_log.append(entry)
@@ -711,8 +712,6 @@ class QueryService:
             refusal = MalformedQuery("invalid-period", "period.from is after period.to")
             refusal.verified(participant=participant, subject=subject)
             raise refusal
-        if self.access_log is None:
-            raise NotReady("access-log-unavailable", "the access log is not open")
         try:
             proven = await self.access_log.extract_proven(subject, claims.period)
         except AccessLogError as exc:

@@ -30,6 +30,7 @@ from schemas.jose import ALGORITHMS, PublicKey, generate_key
 from schemas.messages import QUERY_TYP, Answer, Health, ProducerListing, QueryClaims
 from schemas.records import INFORMATION_TYPES
 from schemas.registry import parse_registry
+from tests.broker.ports import unstarted_ports
 
 BROKER_DIR = Path(broker.__file__).parent
 SCHEMA_REF = "#/components/schemas/{name}"
@@ -60,9 +61,10 @@ async def app(tmp_path: Path) -> AsyncIterator[tuple[web.Application, TestClient
         'types = ["medication"]', 'units = [{ id = "U1", name = "Enhet U1" }]',
         f"keys = {_jwk(producer_key.public)}",
     ]))
-    service = QueryService(config=BrokerConfig(registry_path=tmp_path / "registry.toml",
-                                               key_path=tmp_path / "broker.jwk"),
-                           registry=registry, key=broker_key)
+    config = BrokerConfig(registry_path=tmp_path / "registry.toml",
+                          key_path=tmp_path / "broker.jwk")
+    service = QueryService(config=config, registry=registry, key=broker_key,
+                           **unstarted_ports(config, broker_key))
     application = create_app(service)
     async with TestClient(TestServer(application)) as client:
         yield application, client

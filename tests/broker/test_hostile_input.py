@@ -49,6 +49,7 @@ from schemas.records import (
     UnitRef,
 )
 from schemas.registry import Registry, parse_registry
+from tests.broker.ports import unstarted_ports
 from tests.e2e import conftest as e2e
 from tests.e2e.conftest import Federation, ProducerSpec
 from tests.hostile_strategies import (
@@ -133,7 +134,8 @@ keys = {_jwk(KEYS.p2)}
 
 def service() -> QueryService:
     config = BrokerConfig(registry_path=__file__, key_path=__file__)  # type: ignore[arg-type]
-    return QueryService(config=config, registry=REGISTRY, key=KEYS.broker, clock=lambda: NOW)
+    return QueryService(config=config, registry=REGISTRY, key=KEYS.broker, clock=lambda: NOW,
+                        **unstarted_ports(config, KEYS.broker))
 
 
 def authenticate(token: bytes) -> AuthenticatedQuery:

@@ -18,6 +18,7 @@ from prometheus_client.registry import CollectorRegistry
 from broker.config import BrokerConfig
 from broker.metrics import BrokerMetrics
 from broker.service import QueryService
+from tests.broker.ports import unstarted_ports
 from tests.conftest import MqttServer
 from tests.deploy.conftest import DEPLOY
 from tests.e2e.conftest import ProducerSpec, build_federation
@@ -54,10 +55,10 @@ def exposition(tmp_path: Path) -> tuple[set[str], set[str]]:
     """Sample names and label names of a fresh broker's /metrics."""
     fed = build_federation(tmp_path, MqttServer("mosquitto", 1883, None, None), "t/samsvar/v1",
                            [ProducerSpec("P1")])
-    service = QueryService(
-        config=BrokerConfig(registry_path=tmp_path / "registry.toml",
-                            key_path=tmp_path / "broker.jwk"),
-        registry=fed.registry, key=fed.keys["broker"])
+    config = BrokerConfig(registry_path=tmp_path / "registry.toml",
+                          key_path=tmp_path / "broker.jwk")
+    service = QueryService(config=config, registry=fed.registry, key=fed.keys["broker"],
+                           **unstarted_ports(config, fed.keys["broker"]))
     metrics = BrokerMetrics(CollectorRegistry(), service)
     service.observers.add(metrics)
     metrics.query_answered(0.1)

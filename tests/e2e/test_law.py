@@ -30,6 +30,7 @@ from schemas.jose import b64url_decode, b64url_encode, generate_key, sign
 from schemas.messages import QUERY_TYP, REPLY_TYP, Presence, Reply, Unblock
 from schemas.records import Record
 from schemas.topics import presence_topic, question_topic
+from tests.broker.ports import unstarted_ports
 from tests.e2e.conftest import (
     CARE_GIVER,
     PERSON,
@@ -245,7 +246,7 @@ async def test_child_basis_counts_age_by_the_swedish_date(federation_factory: An
     config = BrokerConfig(registry_path=fed.tmp / "registry.toml",
                           key_path=fed.tmp / "broker.jwk", port=0)
     service = QueryService(config=config, registry=fed.registry, key=fed.keys["broker"],
-                           clock=lambda: now)
+                           clock=lambda: now, **unstarted_ports(config, fed.keys["broker"]))
     token = fed.token(subject=TURNS_18_ON_28_NOV_2026, basis="child", now=int(now))
     if allowed:
         assert (await service.authenticate(token.encode())).decision.allowed
