@@ -212,13 +212,16 @@ def make_peer(config_path: Path, ports: dict[str, int]) -> BrokerServer:
     """samsvar's broker from its config, with :class:`HttpBus` as its question bus."""
     from broker import BrokerServer, load_broker_config
 
-    server = BrokerServer(load_broker_config(config_path))
-    bus = HttpBus(ports, prefix=server.config.mqtt.prefix, instance=server.config.instance,
-                  on_reply=server.service.gatherer.on_reply,
-                  on_presence=server.service.on_presence)
-    server.bus = bus  # type: ignore[assignment]  # the port, not an MQTT client
-    server.service.bus = bus
-    return server
+    config = load_broker_config(config_path)
+
+    def make_bus(*, on_reply: Callable[[bytes], None],
+                 on_presence: Callable[[str, bytes], None],
+                 on_disconnect: Callable[[], None]) -> HttpBus:
+        # no connection to lose: on_disconnect is never called
+        return HttpBus(ports, prefix=config.mqtt.prefix, instance=config.instance,
+                       on_reply=on_reply, on_presence=on_presence)
+
+    return BrokerServer(config, make_bus=make_bus)  # type: ignore[arg-type]  # HTTP, not MQTT
 
 
 async def serve_peer(config_path: Path, ports_path: Path, shutdown: asyncio.Event) -> None:

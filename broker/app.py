@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
-from typing import Final
+from collections.abc import AsyncIterator, Callable
+from typing import Final, Protocol
 
 import msgspec
 import structlog
@@ -31,7 +31,7 @@ from .mqtt_gmqtt import GmqttBus
 from .replay import ReplayStore, ReplayStoreError, replay_store_for
 from .service import QueryService
 
-__all__ = ["BrokerServer"]
+__all__ = ["BrokerServer", "BusFactory"]
 
 log = structlog.get_logger("samsvar.broker")
 
@@ -40,6 +40,14 @@ _PROOFS_FROM: Final = 8
 """Each checkpoint published carries consistency proofs from this many published before."""
 _SHUTDOWN_PUBLISH_S: Final = 5.0
 """How long a stopping broker waits for MQTT to take its last checkpoint."""
+
+
+class BusFactory(Protocol):
+    """Builds the broker's bus, handing what arrives to the three callbacks."""
+
+    def __call__(self, *, on_reply: Callable[[bytes], None],
+                 on_presence: Callable[[str, bytes], None],
+                 on_disconnect: Callable[[], None]) -> MqttBus | GmqttBus: ...
 
 
 class BrokerServer:
@@ -51,7 +59,10 @@ class BrokerServer:
         *,
         registry: Registry | None = None,
         key: PrivateKey | None = None,
+        make_bus: BusFactory | None = None,
     ) -> None:
+        """``make_bus``: the bus, if not the MQTT client ``[mqtt] client`` names (the
+        benchmark's HTTP fan-out peer gives its own)."""
         self.config = config
         self._checkpoint: tuple[Checkpoint, str] | None = None
         """The latest signed checkpoint and its token, to publish (again on reconnect)."""
@@ -61,10 +72,15 @@ class BrokerServer:
         self._checkpoint_signed = asyncio.Event()
         self.published_checkpoint: bytes | None = None
         """The last checkpoint the MQTT server acknowledged."""
-        bus_class: type[MqttBus | GmqttBus] = (
-            GmqttBus if config.mqtt.client == "gmqtt" else MqttBus)
-        self.bus = bus_class(config.mqtt, instance=config.instance, on_reply=self._on_reply,
-                             on_presence=self._on_presence, on_disconnect=self._on_disconnect)
+        if make_bus is None:
+            bus_class: type[MqttBus | GmqttBus] = (
+                GmqttBus if config.mqtt.client == "gmqtt" else MqttBus)
+            self.bus = bus_class(config.mqtt, instance=config.instance, on_reply=self._on_reply,
+                                 on_presence=self._on_presence,
+                                 on_disconnect=self._on_disconnect)
+        else:
+            self.bus = make_bus(on_reply=self._on_reply, on_presence=self._on_presence,
+                                on_disconnect=self._on_disconnect)
         self.bus.on_connect = self._checkpoint_signed.set
         try:
             self.registry = registry or load_registry(config.registry_path)
