@@ -1116,7 +1116,7 @@ def build_report(res: Results, b: Bench, command: str, started: float) -> tuple[
         ("- raw baseline: one responder process per client hosting N connections, one "
          "requester process; `aiomqtt` = aiomqtt 2.x with its defaults (paho leaves Nagle "
          "on), `+nodelay` = with TCP_NODELAY on the client socket as the broker and adapters "
-         "set it (schemas.transport.NODELAY), `gmqtt` (asyncio "
+         "set it (transport.settings.NODELAY), `gmqtt` (asyncio "
          "transports set TCP_NODELAY), `paho+nodelay` = paho-mqtt driven by hand from one "
          "selectors loop"),
         ("- Mosquitto: own config, `set_tcp_nodelay true`, `persistence false`, "

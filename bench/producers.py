@@ -23,7 +23,7 @@ from producer_adapter import Adapter, AdapterConfig, InMemoryBlockSource
 from samsvar.cli import event_loop_factory
 from schemas.jose import load_private_key
 from schemas.registry import load_registry
-from schemas.transport import MqttSettings
+from transport.settings import MqttSettings
 
 from .backend import InMemoryBackend
 

@@ -1,6 +1,7 @@
 """The central broker: authenticates queries, applies the law, fans out over MQTT, merges.
 
-Imports ``schemas`` only; never the producer adapter or the consumer client.
+Imports ``schemas`` and ``transport`` (shared infrastructure); never the producer adapter
+or the consumer client.
 """
 
 from .app import BrokerServer

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from schemas.topics import checkpoint_topic, presence_topic, reply_topic
-from schemas.transport import BACKOFF_MAX, BACKOFF_MIN, MqttServer, MqttSettings, Reconnect
+from transport.settings import BACKOFF_MAX, BACKOFF_MIN, MqttServer, MqttSettings, Reconnect
 
 from .errors import ConfigError
 

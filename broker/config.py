@@ -19,7 +19,7 @@
     http_body_timeout_s = 10       # a request body must arrive within this; else 408
     ombud_types = []               # own view: types an ombud may read (default none: off)
 
-    [mqtt]                         # see schemas.transport.MqttSettings
+    [mqtt]                         # see transport.settings.MqttSettings
     url = "mqtt://127.0.0.1:1883"
 
     [access_log]                   # see broker.accesslog.config
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.records import OWN_VIEW_TYPES
-from schemas.transport import MqttSettings
+from transport.settings import MqttSettings
 
 from .accesslog.config import AccessLogConfig, access_log_config_from_table
 from .errors import ConfigError

@@ -15,9 +15,9 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from schemas.aiomqtt_link import subscribe
+from transport.aiomqtt_link import subscribe
 from schemas.topics import presence_topic, question_topic
-from schemas.transport import NODELAY, session_client_id
+from transport.settings import NODELAY, session_client_id
 
 from ._bus import BusBase
 from .errors import NotReady

@@ -8,7 +8,7 @@ default (``[mqtt] client = "gmqtt"``): it spends about 40 % less of the broker's
 reply than aiomqtt (bench/RESULTS.md, "Choosing the broker's MQTT client").
 
 gmqtt specifics (no reconnect of its own, the Receive-Maximum window, TCP_NODELAY, no
-payloads in its logs) are handled in :mod:`schemas.gmqtt_link`, shared with the adapter's
+payloads in its logs) are handled in :mod:`transport.gmqtt_link`, shared with the adapter's
 link. ``publish_question`` returns once the question is written to the socket, not once it
 is acknowledged (aiomqtt waits for the PUBACK). A question lost with the connection is
 covered by ``on_disconnect``, which ends every wait at once.
@@ -24,7 +24,7 @@ import gmqtt  # type: ignore[import-untyped]  # gmqtt ships no type hints
 import structlog
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311  # type: ignore[import-untyped]
 
-from schemas.gmqtt_link import (
+from transport.gmqtt_link import (
     Client,
     ConnectionGone,
     ConnectionLost,
@@ -35,7 +35,7 @@ from schemas.gmqtt_link import (
     unless_lost,
 )
 from schemas.topics import presence_topic, question_topic
-from schemas.transport import session_client_id
+from transport.settings import session_client_id
 
 from ._bus import BusBase
 from .errors import NotReady

@@ -23,7 +23,7 @@ import structlog
 from schemas.errors import HOSTILE_DECODE_ERRORS
 from schemas.messages import Presence
 from schemas.topics import checkpoint_topic, presence_topic, question_topic, replica_topic, shared
-from schemas.transport import BACKOFF_MAX, BACKOFF_MIN, MqttServer, MqttSettings, Reconnect
+from transport.settings import BACKOFF_MAX, BACKOFF_MIN, MqttServer, MqttSettings, Reconnect
 
 from .errors import AdapterConfigError
 from .replicas import SETTLE_S, Replicas

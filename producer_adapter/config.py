@@ -10,7 +10,7 @@
     replica = "a"                           # optional; default <host>-<pid>-<random>
     max_concurrent = 32                     # questions handled at once
 
-    [mqtt]                                  # see schemas.transport.MqttSettings
+    [mqtt]                                  # see transport.settings.MqttSettings
     url = "mqtt://127.0.0.1:1883"
 
     [backend]                               # see producer_adapter.backends
@@ -50,7 +50,7 @@ from schemas.errors import RegistryError
 from schemas.jose import PrivateKey, load_private_key
 from schemas.records import OWN_VIEW_TYPES
 from schemas.registry import Registry, load_registry
-from schemas.transport import MqttSettings
+from transport.settings import MqttSettings
 
 from .backends import check_backend_table
 from .block_register import BlockScope, SqliteBlockRegister

@@ -21,8 +21,8 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from schemas.aiomqtt_link import subscribe
-from schemas.transport import NODELAY, session_client_id
+from transport.aiomqtt_link import subscribe
+from transport.settings import NODELAY, session_client_id
 
 from ._link import OFFLINE_GRACE, LinkBase, Publish
 from .errors import TransportError

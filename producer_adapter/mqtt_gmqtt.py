@@ -9,7 +9,7 @@ spends much less CPU per message than aiomqtt on paho (its MQTT 5 properties and
 per-publish overhead), as the broker's bus showed (bench/RESULTS.md).
 
 The gmqtt plumbing every role shares (no reconnect of its own, the Receive-Maximum window,
-TCP_NODELAY, no payloads in its logs) is :mod:`schemas.gmqtt_link`. Specific to the adapter:
+TCP_NODELAY, no payloads in its logs) is :mod:`transport.gmqtt_link`. Specific to the adapter:
 
 * gmqtt hands over each message in a plain callback from its socket reader, which cannot
   wait. Questions go into a queue read by one task, which awaits ``on_question`` one at a
@@ -31,7 +31,7 @@ from typing import Any, Final
 import gmqtt  # type: ignore[import-untyped]  # gmqtt ships no type hints
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311  # type: ignore[import-untyped]
 
-from schemas.gmqtt_link import (
+from transport.gmqtt_link import (
     Client,
     ConnectionGone,
     ConnectionLost,
@@ -41,7 +41,7 @@ from schemas.gmqtt_link import (
     publish,
     unless_lost,
 )
-from schemas.transport import session_client_id
+from transport.settings import session_client_id
 
 from ._link import OFFLINE_GRACE, LinkBase, Publish
 from .errors import TransportError

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from schemas.transport import MqttSettings
+    from transport.settings import MqttSettings
 
 from .secret_files import write_secret
 

@@ -39,7 +39,7 @@ from schemas.jose import PrivateKey, generate_key, load_private_key
 from schemas.messages import User
 from schemas.records import UnitRef
 from schemas.registry import load_registry
-from schemas.transport import MqttSettings
+from transport.settings import MqttSettings
 
 from . import demo_rivta
 from .demo_own import (

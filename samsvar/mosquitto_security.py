@@ -92,7 +92,7 @@ from schemas.topics import (
     reply_topic,
     shared,
 )
-from schemas.transport import DEFAULT_MAX_MESSAGE_BYTES, HEADROOM
+from transport.settings import DEFAULT_MAX_MESSAGE_BYTES, HEADROOM
 
 from .secret_files import write_secret
 

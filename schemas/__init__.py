@@ -1,9 +1,9 @@
 """samsvar's wire contract: the messages, records, keys and registry every role shares.
 
-Only this package is imported by more than one role (broker, producer_adapter,
-consumer_client). Nothing here does I/O beyond reading a registry or key file, except
-:mod:`schemas.gmqtt_link`: how the broker and the adapters drive their MQTT connections
-(gmqtt), kept here so both roles share one copy; only those roles import it.
+Imported by every role (broker, producer_adapter, consumer_client). Nothing here does
+I/O beyond reading a registry or key file: how a role reaches the MQTT server (sockets,
+TLS, server lists, reconnecting, the MQTT client library) is the :mod:`transport`
+package, which imports this one and is never imported by it.
 """
 
 from .errors import (

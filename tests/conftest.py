@@ -36,7 +36,7 @@ from typing import Final, NamedTuple
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 import pytest
 
-from schemas.transport import MqttSettings
+from transport.settings import MqttSettings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_CANDIDATES = (

@@ -30,7 +30,7 @@ from pathlib import Path
 from samsvar.demo import JSON_DIR_PRODUCERS as PRODUCERS
 from samsvar.demo import build_workdir
 from samsvar.secret_files import write_secret
-from schemas.transport import MqttSettings
+from transport.settings import MqttSettings
 
 BROKERS = ("broker-1", "broker-2")
 

@@ -25,7 +25,7 @@ from broker.errors import ConfigError, NotReady
 from broker.mqtt import MqttBus
 from broker.mqtt_gmqtt import GmqttBus
 from schemas.topics import question_topic
-from schemas.transport import MqttSettings
+from transport.settings import MqttSettings
 from tests.conftest import MqttServer
 from tests.e2e.conftest import ProducerSpec, build_federation
 

@@ -46,7 +46,7 @@ from samsvar.mosquitto_security import (
     write_mosquitto_security,
 )
 from schemas.topics import presence_topic, question_topic, reply_topic, shared
-from schemas.transport import MqttSettings
+from transport.settings import MqttSettings
 from tests.conftest import (
     IN_CI,
     MqttServer,

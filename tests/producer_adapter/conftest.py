@@ -28,7 +28,7 @@ from schemas.records import (
     UnitRef,
 )
 from schemas.registry import Registry, parse_registry
-from schemas.transport import MqttSettings
+from transport.settings import MqttSettings
 
 BROKER = "SE0000000000-BRK1"
 ORG = "SE2321000999-RE01"

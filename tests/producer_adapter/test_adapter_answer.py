@@ -26,7 +26,7 @@ from producer_adapter import (
 from schemas.jose import sign, verify
 from schemas.messages import QUESTION_TYP, REPLY_TYP, Period, Question, Reply, Unblock
 from schemas.registry import Registry
-from schemas.transport import MqttSettings
+from transport.settings import MqttSettings
 
 READ_HERE = Unblock(step="read", producers=["SE2321000999-P001"])
 

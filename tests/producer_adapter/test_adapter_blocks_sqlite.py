@@ -30,7 +30,7 @@ from producer_adapter.errors import AdapterConfigError
 from schemas.jose import verify
 from schemas.messages import REPLY_TYP, Reply, Unblock
 from schemas.registry import Registry
-from schemas.transport import MqttSettings
+from transport.settings import MqttSettings
 
 TODAY = dt.date(2024, 6, 1)
 

@@ -20,7 +20,7 @@ from producer_adapter import (
 from samsvar import cli
 from schemas.messages import Unblock
 from schemas.registry import Registry
-from schemas.transport import MqttSettings
+from transport.settings import MqttSettings
 
 
 @pytest.fixture

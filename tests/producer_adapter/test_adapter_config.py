@@ -13,7 +13,7 @@ from producer_adapter import open_adapter
 from producer_adapter.blocks import load_blocks_file, open_blocks
 from producer_adapter.config import AdapterConfig, check_against_registry, load_adapter_config
 from producer_adapter.errors import AdapterConfigError
-from schemas.transport import MqttSettings
+from transport.settings import MqttSettings
 
 GOOD = """
 [adapter]

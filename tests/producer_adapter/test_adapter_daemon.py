@@ -26,7 +26,7 @@ from schemas.jose import verify
 from schemas.messages import REPLY_TYP, Period, Presence, Reply
 from schemas.registry import Registry
 from schemas.topics import presence_topic, question_topic, reply_topic
-from schemas.transport import MqttSettings
+from transport.settings import MqttSettings
 
 STEP = 5.0  # seconds any single step may take before the test fails
 

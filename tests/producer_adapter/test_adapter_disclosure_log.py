@@ -34,7 +34,7 @@ from schemas.jose import verify
 from schemas.messages import REPLY_TYP, Reply, Unblock
 from schemas.registry import Registry
 from schemas.topics import question_topic, reply_topic
-from schemas.transport import MqttSettings
+from transport.settings import MqttSettings
 
 STEP = 5.0
 

@@ -39,7 +39,7 @@ from schemas.messages import QUESTION_TYP, REPLY_TYP, Period, Question, Reply
 from schemas.records import DISCLOSABLE_SCOPES, INFORMATION_TYPES
 from schemas.registry import Registry
 from schemas.topics import question_topic, reply_topic
-from schemas.transport import MqttSettings
+from transport.settings import MqttSettings
 from tests.hostile_strategies import (
     DELETE,
     apply,

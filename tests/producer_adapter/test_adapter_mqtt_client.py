@@ -28,11 +28,11 @@ from producer_adapter.daemon import link_class
 from producer_adapter.errors import AdapterConfigError, TransportError
 from producer_adapter.mqtt import MqttLink
 from producer_adapter.mqtt_gmqtt import GmqttLink
-from schemas.gmqtt_link import ConnectionGone, Window
+from transport.gmqtt_link import ConnectionGone, Window
 from schemas.messages import Presence
 from schemas.registry import Registry
 from schemas.topics import presence_topic, question_topic, reply_topic
-from schemas.transport import MqttSettings
+from transport.settings import MqttSettings
 from tests.conftest import MqttServer
 from tests.producer_adapter.test_adapter_daemon import client as spy
 

@@ -42,7 +42,7 @@ from schemas.records import (
     UnitRef,
 )
 from schemas.registry import Registry
-from schemas.transport import MqttSettings
+from transport.settings import MqttSettings
 from tests.producer_adapter.test_adapter_daemon import (
     broker,
     collect_replies,

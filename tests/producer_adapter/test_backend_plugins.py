@@ -29,7 +29,7 @@ from producer_adapter.errors import AdapterConfigError
 from schemas.messages import Period
 from schemas.records import Medication, OrgRef, RecordSource, UnitRef
 from schemas.registry import Registry
-from schemas.transport import MqttSettings
+from transport.settings import MqttSettings
 from tests.producer_adapter.test_adapter_daemon import (
     broker,
     collect_replies,

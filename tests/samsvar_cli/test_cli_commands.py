@@ -146,7 +146,7 @@ def test_a_bad_mqtt_list_is_one_line_without_its_password(tmp_path: Path, role: 
     import sys
 
     from samsvar.demo import build_workdir
-    from schemas.transport import MqttSettings
+    from transport.settings import MqttSettings
 
     work = build_workdir(tmp_path / "w", port=0, mqtt=MqttSettings(), rivta=False)
     config = work.broker_config if role == "broker" else work.adapter_configs[0]

@@ -1,4 +1,4 @@
-"""schemas.gmqtt_link's socket plumbing: what gmqtt writes in one loop turn is one send,
+"""transport.gmqtt_link's socket plumbing: what gmqtt writes in one loop turn is one send,
 in order, and nothing written is lost when the connection is closed; what arrives is
 handed to gmqtt packet by packet, whole and in order, however the bytes are split."""
 
@@ -14,7 +14,7 @@ from gmqtt.mqtt.constants import MQTTCommands  # type: ignore[import-untyped]
 from gmqtt.mqtt.package import Package  # type: ignore[import-untyped]
 from gmqtt.mqtt.utils import ConnectionState, IdGenerator  # type: ignore[import-untyped]
 
-from schemas.gmqtt_link import CoalescingTransport, Protocol
+from transport.gmqtt_link import CoalescingTransport, Protocol
 
 
 @asynccontextmanager

@@ -17,7 +17,7 @@ from broker.mqtt import MqttBus
 from broker.mqtt_gmqtt import GmqttBus
 from producer_adapter.mqtt import MqttLink
 from producer_adapter.mqtt_gmqtt import GmqttLink
-from schemas.transport import MqttServer, MqttSettings
+from transport.settings import MqttServer, MqttSettings
 from tests.conftest import free_port, start_mosquitto
 
 CLIENTS = pytest.mark.parametrize("client", ["gmqtt", "aiomqtt"])

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import quote, unquote, urlsplit
 
-from .topics import DEFAULT_PREFIX
+from schemas.topics import DEFAULT_PREFIX
 
 __all__ = [
     "BACKOFF_MAX",
@@ -143,7 +143,7 @@ class MqttSettings:
     latest refresh is older than three of the intervals it announced as unavailable."""
     client: Literal["aiomqtt", "gmqtt"] = "gmqtt"
     """Which MQTT client library a role drives: gmqtt (the default; the plumbing both roles
-    share is schemas.gmqtt_link) or aiomqtt. The broker's bus is then broker.mqtt_gmqtt or
+    share is transport.gmqtt_link) or aiomqtt. The broker's bus is then broker.mqtt_gmqtt or
     broker.mqtt, an adapter's link producer_adapter.mqtt_gmqtt or producer_adapter.mqtt.
     gmqtt cut the broker's CPU per reply by about 40 % (bench/RESULTS.md "Choosing the
     broker's MQTT client"); the adapter's link avoids the same costs (paho's MQTT 5

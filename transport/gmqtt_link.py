@@ -26,7 +26,7 @@ connection. What they share lives here, so the gmqtt plumbing is written once:
   loses it to :class:`NoPayloads`);
 * TCP_NODELAY: asyncio's socket transports set it on every TCP socket themselves
   (``asyncio.selector_events._SelectorSocketTransport``), TLS or not, so gmqtt needs no
-  socket options (paho does: :data:`schemas.transport.NODELAY`); tests check it.
+  socket options (paho does: :data:`transport.settings.NODELAY`); tests check it.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from gmqtt.mqtt.connection import MQTTConnection  # type: ignore[import-untyped]
 from gmqtt.mqtt.protocol import BaseMQTTProtocol, MQTTProtocol  # type: ignore[import-untyped]
 from gmqtt.storage import PersistentStorage  # type: ignore[import-untyped]
 
-from .transport import DEFAULT_MAX_MESSAGE_BYTES, HEADROOM, suback_reason
+from .settings import DEFAULT_MAX_MESSAGE_BYTES, HEADROOM, suback_reason
 
 __all__ = [
     "TIMEOUT",

@@ -1,4 +1,4 @@
-"""What every role driving aiomqtt shares (the gmqtt counterpart is :mod:`schemas.gmqtt_link`).
+"""What every role driving aiomqtt shares (the gmqtt counterpart is :mod:`transport.gmqtt_link`).
 
 aiomqtt's ``subscribe`` returns the SUBACK's reason codes and never raises on a refusal:
 :func:`subscribe` does, naming the code, so a refused subscription ends the session as a
@@ -11,7 +11,7 @@ from typing import Any
 
 import aiomqtt
 
-from .transport import suback_reason
+from .settings import suback_reason
 
 __all__ = ["subscribe"]
 
