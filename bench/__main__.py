@@ -3,7 +3,6 @@
 
     python -m bench --scenario latency|throughput|cpu|memory|log|profile|floor|all [--quick]
                     [--producers 311] [--runs 3] [--out bench/RESULTS.md] [--dsn URL]
-                    [--mqtt-client aiomqtt|gmqtt]
 
 On this machine only. Starts its own Mosquitto (``set_tcp_nodelay true``, free port, no
 persistence), writes a federation of N producers into a temporary folder, starts the
@@ -203,8 +202,7 @@ class Bench:
             # A free port can be taken by another connection's ephemeral port before the
             # broker binds it: try another one.
             port = free_port()
-            config = self.fed.broker_config(name, port=port, mqtt_client=self.args.mqtt_client,
-                                            **log)
+            config = self.fed.broker_config(name, port=port, **log)
             self.broker = self.procs.start(
                 f"broker-{name}",
                 [PYTHON, "-m", "samsvar", "broker", "--config", str(config),
@@ -1266,8 +1264,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the raw results as JSON here")
     p.add_argument("--keep", action="store_true", help="keep the work folder (logs, profile)")
     p.add_argument("--dsn", default=DEFAULT_DSN, help="PostgreSQL for the log scenario")
-    p.add_argument("--mqtt-client", choices=("aiomqtt", "gmqtt"),
-                   help="the broker's [mqtt] client (default: the broker's default)")
     p.add_argument("--metrics", action="store_true", default=True, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 

@@ -23,6 +23,7 @@ def main() -> int:
     from bench.__main__ import FULL, Bench  # from TREE
     from bench._procs import Processes
 
+    # mqtt_client: read by trees from before the aiomqtt link was removed
     args = argparse.Namespace(mqtt_client=None, metrics=False, dsn=None)
     root = Path(tempfile.mkdtemp(prefix="samsvar-bench-side-"))
     try:

@@ -93,8 +93,7 @@ class Federation:
         return path
 
     def broker_config(self, name: str, *, port: int, log: str = "sqlite",
-                      dsn: str | None = None, schema: str | None = None,
-                      mqtt_client: str | None = None) -> Path:
+                      dsn: str | None = None, schema: str | None = None) -> Path:
         """A broker.toml; limits raised so 10,000 queries can be in flight (memory scenario)."""
         if log == "sqlite":
             access = ['kind = "sqlite"', f'path = "{name}-access-log.db"']
@@ -107,7 +106,7 @@ class Federation:
             "max_deadline_ms = 180000", "max_in_flight = 20000",
             "max_in_flight_per_consumer = 20000", "",
             "[mqtt]", f'url = "mqtt://127.0.0.1:{self.mqtt_port}"', f'prefix = "{self.prefix}"',
-            *([f'client = "{mqtt_client}"'] if mqtt_client else []), "",
+            "",
             "[access_log]", *access, "",
         ]), encoding="utf-8")
         return path

@@ -27,7 +27,6 @@ from .errors import ConfigError, NotReady
 from .http_api import METRICS, create_app
 from .http_server import ProblemAppRunner
 from .mqtt import MqttBus
-from .mqtt_gmqtt import GmqttBus
 from .replay import ReplayStore, ReplayStoreError, replay_store_for
 from .service import QueryService
 
@@ -47,7 +46,7 @@ class BusFactory(Protocol):
 
     def __call__(self, *, on_reply: Callable[[bytes], None],
                  on_presence: Callable[[str, bytes], None],
-                 on_disconnect: Callable[[], None]) -> MqttBus | GmqttBus: ...
+                 on_disconnect: Callable[[], None]) -> MqttBus: ...
 
 
 class BrokerServer:
@@ -73,11 +72,9 @@ class BrokerServer:
         self.published_checkpoint: bytes | None = None
         """The last checkpoint the MQTT server acknowledged."""
         if make_bus is None:
-            bus_class: type[MqttBus | GmqttBus] = (
-                GmqttBus if config.mqtt.client == "gmqtt" else MqttBus)
-            self.bus = bus_class(config.mqtt, instance=config.instance, on_reply=self._on_reply,
-                                 on_presence=self._on_presence,
-                                 on_disconnect=self._on_disconnect)
+            self.bus = MqttBus(config.mqtt, instance=config.instance, on_reply=self._on_reply,
+                               on_presence=self._on_presence,
+                               on_disconnect=self._on_disconnect)
         else:
             self.bus = make_bus(on_reply=self._on_reply, on_presence=self._on_presence,
                                 on_disconnect=self._on_disconnect)

@@ -1,6 +1,6 @@
 """The ports through which the broker's core talks to the outside.
 
-The core (policy, gathering, merging) never imports aiohttp or aiomqtt; adapters behind
+The core (policy, gathering, merging) never imports aiohttp or an MQTT client; adapters behind
 these protocols do.
 """
 

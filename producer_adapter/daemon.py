@@ -64,7 +64,6 @@ from .errors import (
 )
 from .guardian_blocks import GuardianBlockRegister
 from .mqtt import MqttLink
-from .mqtt_gmqtt import GmqttLink
 from .policy import (
     RULE_BLOCK,
     Block,
@@ -75,7 +74,7 @@ from .policy import (
 )
 from .witness import Witness
 
-__all__ = ["MAX_QUESTION_LIFETIME_MS", "Adapter", "SignedReply", "link_class", "open_adapter"]
+__all__ = ["MAX_QUESTION_LIFETIME_MS", "Adapter", "SignedReply", "open_adapter"]
 
 CLOCK_SKEW_MS: Final = 30_000
 MAX_QUESTION_LIFETIME_MS: Final = 300_000
@@ -93,11 +92,6 @@ def _now_ms() -> int:
 def _seconds_left(question: Question) -> float:
     """Until the question's deadline (0 once passed)."""
     return max(question.deadline / 1000 - time.time(), 0.0)
-
-
-def link_class(settings: MqttSettings) -> type[GmqttLink | MqttLink]:
-    """The MQTT link on the client library ``[mqtt] client`` names (gmqtt by default)."""
-    return GmqttLink if settings.client == "gmqtt" else MqttLink
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,7 +143,7 @@ class Adapter:
                            if config.guardian_blocks is not None else None)
         self._slots = asyncio.Semaphore(config.max_concurrent)
         self._questions: asyncio.TaskGroup | None = None
-        self._link: GmqttLink | MqttLink | None = None
+        self._link: MqttLink | None = None
         self._seen: set[str] = set()
         """Query ids answered whose question has not expired (MQTT may deliver twice)."""
         self._seen_until: list[tuple[int, str]] = []
@@ -180,10 +174,10 @@ class Adapter:
                                                    where=where)
         await self._check_backend()
         await self._prepare_stores()
-        link = link_class(cfg.mqtt)(cfg.mqtt, producer_id=cfg.producer, replica=cfg.replica,
-                                    on_question=self._on_question, connected=self.ready,
-                                    on_checkpoint=(self.witness.offer if self.witness is not None
-                                                   else None))
+        link = MqttLink(cfg.mqtt, producer_id=cfg.producer, replica=cfg.replica,
+                        on_question=self._on_question, connected=self.ready,
+                        on_checkpoint=(self.witness.offer if self.witness is not None
+                                       else None))
         link.not_ready = list(self.not_ready)
         self._link = link
         try:

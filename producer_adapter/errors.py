@@ -15,7 +15,7 @@
     │                                                 ``reason`` is a stable short word
     └── TransportError(AdapterError, ConnectionError) the MQTT link cannot publish now
 
-Third-party errors (msgspec, aiomqtt, sqlite3, OSError) are translated at the edge with
+Third-party errors (msgspec, gmqtt, sqlite3, OSError) are translated at the edge with
 ``raise ... from exc``.
 """
 

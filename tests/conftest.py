@@ -4,12 +4,6 @@
 ``CI=true`` a missing ``mosquitto`` binary is a failure, never a skip; elsewhere the tests
 fall back to the in-process amqtt server so a laptop without Mosquitto still runs them.
 
-``SAMSVAR_MQTT_CLIENT=gmqtt`` (or ``aiomqtt``) runs every broker and producer adapter the
-tests start, in process or as ``samsvar broker``/``samsvar adapter``, on that MQTT client
-(``[mqtt] client``) instead of the default: :meth:`MqttServer.settings` and
-:func:`with_mqtt_client` give it to in-process roles, :func:`mqtt_client_toml` to config
-files. Tests that compare the clients name theirs explicitly.
-
 ``pg_dsn`` is the ``test`` database at 127.0.0.1:5432 (``SAMSVAR_TEST_PG_DSN`` names
 another); ``pg_schema`` and :func:`fresh_pg_schema` give a test a schema of its own,
 dropped afterwards. Under ``CI=true`` an unreachable PostgreSQL fails the tests that need
@@ -19,7 +13,6 @@ it; elsewhere they are skipped.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import shutil
 import socket
@@ -66,24 +59,6 @@ def reference() -> Path:
     return found
 
 
-MQTT_CLIENT = os.environ.get("SAMSVAR_MQTT_CLIENT", "")
-"""Every role's MQTT client for this test run ("" = the default of MqttSettings)."""
-if MQTT_CLIENT not in ("", "aiomqtt", "gmqtt"):
-    raise RuntimeError(f"SAMSVAR_MQTT_CLIENT must be aiomqtt or gmqtt, not {MQTT_CLIENT!r}")
-
-
-def with_mqtt_client(settings: MqttSettings) -> MqttSettings:
-    """A role's MQTT settings, on the client SAMSVAR_MQTT_CLIENT names (if it does)."""
-    if not MQTT_CLIENT:
-        return settings
-    return dataclasses.replace(settings, client=MQTT_CLIENT)  # type: ignore[arg-type]
-
-
-def mqtt_client_toml() -> list[str]:
-    """The line(s) a config file's [mqtt] table gets for SAMSVAR_MQTT_CLIENT."""
-    return [f'client = "{MQTT_CLIENT}"'] if MQTT_CLIENT else []
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -111,15 +86,15 @@ class MqttServer:
     config_path: Path | None
 
     def settings(self, prefix: str) -> MqttSettings:
-        """Any role's settings for this server, on the client of SAMSVAR_MQTT_CLIENT."""
+        """Any role's settings for this server."""
         if self.kind == "external":
-            return with_mqtt_client(MqttSettings.from_url(
+            return MqttSettings.from_url(
                 EXTERNAL_MQTT, prefix=prefix, protocol="3.1.1", shared_subscriptions=False,
-                heartbeat_s=1.0))
+                heartbeat_s=1.0)
         if self.kind == "amqtt":
-            return with_mqtt_client(MqttSettings(port=self.port, prefix=prefix,
-                                                 protocol="3.1.1", shared_subscriptions=False))
-        return with_mqtt_client(MqttSettings(port=self.port, prefix=prefix))
+            return MqttSettings(port=self.port, prefix=prefix,
+                                protocol="3.1.1", shared_subscriptions=False)
+        return MqttSettings(port=self.port, prefix=prefix)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -329,9 +304,9 @@ class NatsCluster:
 
     def settings(self, prefix: str, *first: int, **overrides: object) -> MqttSettings:
         """A role's settings on this cluster, starting at the nodes ``first``."""
-        return with_mqtt_client(MqttSettings.from_url(
+        return MqttSettings.from_url(
             self.urls(*first), prefix=prefix, protocol="3.1.1", shared_subscriptions=False,
-            **overrides))
+            **overrides)
 
 
 def nats_available() -> bool:

@@ -1,12 +1,12 @@
 """How every role drives gmqtt: one connection per client object, the role reconnects.
 
-The broker's bus (``broker/mqtt_gmqtt.py``) and the adapter's link
-(``producer_adapter/mqtt_gmqtt.py``) both loop around a fresh :class:`Client` per
+The broker's bus (``broker/mqtt.py``) and the adapter's link
+(``producer_adapter/mqtt.py``) both loop around a fresh :class:`Client` per
 connection. What they share lives here, so the gmqtt plumbing is written once:
 
 * gmqtt's own reconnect is switched off (:meth:`Client.reconnect` reports the loss
   instead): the role owns reconnecting with its backoff, so a lost connection means the
-  same as with aiomqtt;
+  same on every role;
 * gmqtt does not queue publishes beyond the server's Receive Maximum (Mosquitto: 20) but
   raises ``OverflowError``; :class:`Window` makes a publisher wait for the next PUBACK
   instead, in order. When the connection is gone it raises :class:`ConnectionGone`, which
@@ -295,6 +295,13 @@ class Client(gmqtt.Client):  # type: ignore[misc]
     is missed or a CONNACK refuses us (also to downgrade MQTT 5 to 3.1.1): each is the end
     of this connection, and ``on_lost`` tells the role, which then connects a fresh client.
     """
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        """This connection's asyncio transport (``get_extra_info("socket")``: its socket),
+        or None before connecting; gmqtt keeps it private."""
+        connection = self._connection
+        return None if connection is None else connection._transport
 
     def __init__(self, client_id: str, *, window: Window, logger: logging.Logger,
                  on_lost: Callable[[str], None], max_message_bytes: int,

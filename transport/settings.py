@@ -13,8 +13,6 @@ Read from the ``[mqtt]`` table of a broker's or adapter's config::
     ca = "ca.pem"                          # TLS: the server's CA, and our client certificate
     cert = "client.pem"
     key = "client.key"
-    client = "gmqtt"                       # the MQTT client library, broker and adapters
-                                           # alike: "gmqtt" or "aiomqtt" (bench/RESULTS.md)
     max_message_bytes = 4194304            # larger incoming messages are dropped and counted
     timeout_s = 10.0                       # for a CONNACK or SUBACK, then the next server
     heartbeat_s = 5.0                      # adapters refresh their presence this often
@@ -141,14 +139,6 @@ class MqttSettings:
     heartbeat_s: float = 5.0
     """An adapter refreshes its presence this often; the broker counts a producer whose
     latest refresh is older than three of the intervals it announced as unavailable."""
-    client: Literal["aiomqtt", "gmqtt"] = "gmqtt"
-    """Which MQTT client library a role drives: gmqtt (the default; the plumbing both roles
-    share is transport.gmqtt_link) or aiomqtt. The broker's bus is then broker.mqtt_gmqtt or
-    broker.mqtt, an adapter's link producer_adapter.mqtt_gmqtt or producer_adapter.mqtt.
-    gmqtt cut the broker's CPU per reply by about 40 % (bench/RESULTS.md "Choosing the
-    broker's MQTT client"); the adapter's link avoids the same costs (paho's MQTT 5
-    Properties, its overhead per publish)."""
-
     @property
     def servers(self) -> tuple[MqttServer, ...]:
         """Every server, in the order they are tried."""
@@ -197,9 +187,11 @@ class MqttSettings:
         protocol = str(table.get("protocol", "5"))
         if protocol not in ("5", "3.1.1"):
             raise ValueError("[mqtt] protocol must be \"5\" or \"3.1.1\"")
-        client = table.get("client", "gmqtt")
-        if client not in ("aiomqtt", "gmqtt"):
-            raise ValueError(f"[mqtt] client must be \"aiomqtt\" or \"gmqtt\", not {client!r}")
+        if table.get("client", "gmqtt") != "gmqtt":
+            # The roles drive gmqtt only (bench/RESULTS.md); "gmqtt", the old default, is
+            # still accepted so that existing configs load.
+            raise ValueError(f"[mqtt] client {table['client']!r} is no longer supported: "
+                             "samsvar drives gmqtt only; remove the client setting")
         files = {k: str(base / table[k]) for k in ("ca", "cert", "key") if table.get(k)}
         if "url" in table and "urls" in table:
             raise ValueError("[mqtt] has both url and urls: give one")
@@ -224,7 +216,6 @@ class MqttSettings:
             shared_subscriptions=bool(table.get("shared_subscriptions", True)),
             qos=int(table.get("qos", 1)),
             keepalive=int(table.get("keepalive", 10)),
-            client=client,
             **files,
         )
 

@@ -1,8 +1,7 @@
-"""The broker's MQTT client is chosen by ``[mqtt] client``; the gmqtt bus keeps the port's
-contract: TCP_NODELAY, message expiry, more questions at once than the server's Receive
-Maximum, NotReady while disconnected, reconnecting after the server restarts.
-
-The whole suite runs on either client with ``SAMSVAR_MQTT_CLIENT`` (tests/conftest.py).
+"""The broker's MQTT bus (gmqtt, the one client) keeps the port's contract: TCP_NODELAY,
+message expiry, more questions at once than the server's Receive Maximum, NotReady while
+disconnected, reconnecting after the server restarts. ``[mqtt] client`` is gone: "gmqtt"
+still loads, anything else is refused in one line.
 """
 
 from __future__ import annotations
@@ -23,49 +22,47 @@ from broker.accesslog import AccessLogConfig
 from broker.config import load_broker_config
 from broker.errors import ConfigError, NotReady
 from broker.mqtt import MqttBus
-from broker.mqtt_gmqtt import GmqttBus
 from schemas.topics import question_topic
 from transport.settings import MqttSettings
 from tests.conftest import MqttServer
 from tests.e2e.conftest import ProducerSpec, build_federation
 
 
-def test_client_key_is_parsed_and_checked(tmp_path: Path) -> None:
-    assert MqttSettings.from_table({}, base=tmp_path).client == "gmqtt" == MqttSettings().client
-    assert MqttSettings.from_table({"client": "aiomqtt"}, base=tmp_path).client == "aiomqtt"
-    with pytest.raises(ValueError, match='client must be "aiomqtt" or "gmqtt"'):
-        MqttSettings.from_table({"client": "paho"}, base=tmp_path)
+def test_the_old_client_key_loads_as_gmqtt_and_any_other_is_refused(tmp_path: Path) -> None:
+    assert (MqttSettings.from_table({"client": "gmqtt"}, base=tmp_path)
+            == MqttSettings.from_table({}, base=tmp_path))
+    for other in ("aiomqtt", "paho"):
+        with pytest.raises(ValueError, match="no longer supported: samsvar drives gmqtt only"):
+            MqttSettings.from_table({"client": other}, base=tmp_path)
     config = tmp_path / "broker.toml"
-    config.write_text('[broker]\nregistry = "r.toml"\nkey = "k.jwk"\n[mqtt]\nclient = 3\n')
-    with pytest.raises(ConfigError, match=r"broker\.toml: \[mqtt\] client must be"):
+    config.write_text('[broker]\nregistry = "r.toml"\nkey = "k.jwk"\n[mqtt]\nclient = "aiomqtt"\n')
+    with pytest.raises(ConfigError, match=r"broker\.toml: \[mqtt\] client 'aiomqtt' is no"):
         load_broker_config(config)
 
 
-@pytest.mark.parametrize(("client", "bus"), [("aiomqtt", MqttBus), ("gmqtt", GmqttBus)])
-def test_broker_uses_the_configured_client(tmp_path: Path, client: str, bus: type) -> None:
+def test_broker_uses_the_gmqtt_bus(tmp_path: Path) -> None:
     server = MqttServer("mosquitto", 1, None, None)  # never connected to
     fed = build_federation(tmp_path, server, "test/client", [ProducerSpec("P1")])
     config = BrokerConfig(registry_path=tmp_path / "registry.toml",
                           key_path=tmp_path / "broker.jwk", port=0,
-                          mqtt=MqttSettings(port=1, client=client),  # type: ignore[arg-type]
+                          mqtt=MqttSettings(port=1),
                           access_log=AccessLogConfig(path=tmp_path / "log.db"))
-    assert type(BrokerServer(config, registry=fed.registry, key=fed.keys["broker"]).bus) is bus
+    assert type(BrokerServer(config, registry=fed.registry, key=fed.keys["broker"]).bus) is MqttBus
 
 
 def test_missing_tls_files_are_a_config_error() -> None:
-    settings = MqttSettings.from_url("mqtts://127.0.0.1:8883", ca="/nonexistent/ca.pem",
-                                     client="gmqtt")
+    settings = MqttSettings.from_url("mqtts://127.0.0.1:8883", ca="/nonexistent/ca.pem")
     with pytest.raises(ConfigError, match="TLS"):
-        GmqttBus(settings, instance="b1", on_reply=lambda _: None,
-                 on_presence=lambda _p, _b: None)
+        MqttBus(settings, instance="b1", on_reply=lambda _: None,
+                on_presence=lambda _p, _b: None)
 
 
 async def test_gmqtt_bus_keeps_the_port_contract(mosquitto: MqttServer,
                                                  unique_prefix: str) -> None:
-    settings = MqttSettings(port=mosquitto.port, prefix=unique_prefix, client="gmqtt")
+    settings = MqttSettings(port=mosquitto.port, prefix=unique_prefix)
     replies: list[bytes] = []
     disconnects: list[int] = []
-    bus = GmqttBus(settings, instance="b1", on_reply=replies.append,
+    bus = MqttBus(settings, instance="b1", on_reply=replies.append,
                    on_presence=lambda _p, _b: None,
                    on_disconnect=lambda: disconnects.append(1))
     with pytest.raises(NotReady):
@@ -75,8 +72,8 @@ async def test_gmqtt_bus_keeps_the_port_contract(mosquitto: MqttServer,
     try:
         await asyncio.wait_for(bus.connected.wait(), 10)
         # asyncio's transports set TCP_NODELAY themselves (paho's sockets need NODELAY).
-        assert bus._client is not None
-        sock: Any = bus._client._connection._transport.get_extra_info("socket")
+        assert bus.transport is not None
+        sock: Any = bus.transport.get_extra_info("socket")
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
 
         async with aiomqtt.Client("127.0.0.1", mosquitto.port,
@@ -118,16 +115,12 @@ async def test_gmqtt_bus_keeps_the_port_contract(mosquitto: MqttServer,
     assert not bus.connected.is_set() and disconnects == [1, 1]
 
 
-@pytest.mark.parametrize("client", ["aiomqtt", "gmqtt"])
 async def test_one_question_to_many_producers_in_one_call(mosquitto: MqttServer,
-                                                          unique_prefix: str,
-                                                          client: str) -> None:
+                                                          unique_prefix: str) -> None:
     """publish_questions reaches every producer, and none waits past its timeout: what the
     server cannot take in time (here: a frozen server, no PUBACK) comes back as failed."""
-    settings = MqttSettings(port=mosquitto.port, prefix=unique_prefix,
-                            client=client)  # type: ignore[arg-type]
-    bus_type = GmqttBus if client == "gmqtt" else MqttBus
-    bus = bus_type(settings, instance="b1", on_reply=lambda _: None,
+    settings = MqttSettings(port=mosquitto.port, prefix=unique_prefix)
+    bus = MqttBus(settings, instance="b1", on_reply=lambda _: None,
                    on_presence=lambda _p, _b: None)
     producers = [f"P{i}" for i in range(100)]
     failed = await bus.publish_questions(producers, b"q", expiry_s=5, timeout_s=1)

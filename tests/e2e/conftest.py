@@ -2,10 +2,6 @@
 
 Only the MQTT server is shared with ``tests/conftest.py``; everything else is built here
 from scratch in ``tmp_path`` so each test owns its registry, keys and topic prefix.
-
-``SAMSVAR_MQTT_CLIENT=gmqtt`` (or ``aiomqtt``) runs every broker and adapter these tests
-start, in process or as ``samsvar broker``/``samsvar adapter``, on that MQTT client
-(``[mqtt] client``) instead of the default; see ``tests/conftest.py``.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import mqtt_client_toml
 from tests.e2e.conftest import Federation
 
 SAMSVAR = [sys.executable, "-m", "samsvar"]
@@ -29,7 +28,7 @@ def write_broker_config(fed: Federation, port: int, *, directory: Path | None = 
         "[mqtt]", f'url = "{settings.url}"', f'prefix = "{settings.prefix}"',
         f'protocol = "{settings.protocol}"',
         f"shared_subscriptions = {'true' if settings.shared_subscriptions else 'false'}",
-        *mqtt_client_toml(), "",
+        "",
         "[access_log]", 'kind = "sqlite"', 'path = "access-log.db"', "checkpoint_interval_s = 0.5",
         "",
     ]), encoding="utf-8")

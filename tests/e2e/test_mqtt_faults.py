@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import IN_CI, mqtt_client_toml
+from tests.conftest import IN_CI
 from tests.e2e.conftest import PERSON, Federation, ProducerSpec, record
 from tests.e2e.processes import SAMSVAR
 
@@ -91,7 +91,7 @@ async def test_cut_adapter_becomes_unavailable_through_its_last_will(
         "[mqtt]", f'url = "{settings.url}"', f'prefix = "{settings.prefix}"',
         f'protocol = "{settings.protocol}"',
         f"shared_subscriptions = {'true' if settings.shared_subscriptions else 'false'}",
-        "keepalive = 2", *mqtt_client_toml(),
+        "keepalive = 2",
         "[backend]", 'kind = "json_dir"', 'path = "data/P2"', "",
     ]))
     log = fed.tmp / "p2.log"

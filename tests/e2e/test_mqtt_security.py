@@ -53,7 +53,6 @@ from tests.conftest import (
     _wait_for_port,
     free_port,
     mosquitto_available,
-    with_mqtt_client,
 )
 from tests.e2e.conftest import (
     PERSON,
@@ -456,7 +455,7 @@ async def test_query_is_answered_over_tls_with_client_certificates(
     shutdown = asyncio.Event()
     config = BrokerConfig(
         registry_path=fed.tmp / "registry.toml", key_path=fed.tmp / "broker.jwk",
-        instance=instance, port=0, mqtt=with_mqtt_client(secured.settings(cn)),
+        instance=instance, port=0, mqtt=secured.settings(cn),
         access_log=AccessLogConfig(path=fed.tmp / "access-log.db"),
     )
     assert config.mqtt.tls and config.mqtt.url.startswith("mqtts://")
@@ -471,7 +470,7 @@ async def test_query_is_answered_over_tls_with_client_certificates(
         fed.url = f"http://127.0.0.1:{broker.port}"
         for pid in (P1, P2):
             cfg = dataclasses.replace(fed.adapter_config(pid),
-                                      mqtt=with_mqtt_client(secured.settings(pid)))
+                                      mqtt=secured.settings(pid))
             adapter = Adapter(cfg, fed.registry)
             witnesses.append(adapter)
             stop = asyncio.Event()

@@ -29,7 +29,7 @@ import msgspec
 import pytest
 
 from producer_adapter import DisclosureLogError, SqliteDisclosureLog
-from tests.conftest import MqttServer, PgSchema, free_port, mqtt_client_toml
+from tests.conftest import MqttServer, PgSchema, free_port
 from tests.e2e.conftest import (
     PERSON,
     Federation,
@@ -62,7 +62,7 @@ def _mqtt_table(fed: Federation) -> list[str]:
     s = fed.server.settings(fed.prefix)
     return ["[mqtt]", f'url = "{s.url}"', f'prefix = "{s.prefix}"', f'protocol = "{s.protocol}"',
             f"shared_subscriptions = {'true' if s.shared_subscriptions else 'false'}",
-            *mqtt_client_toml(), ""]
+            ""]
 
 
 def write_pg_broker_config(fed: Federation, *, instance: str, port: int, dsn: str,

@@ -1,11 +1,7 @@
-"""The adapter's MQTT client is chosen by ``[mqtt] client``; the gmqtt link keeps
-:class:`~producer_adapter.mqtt.MqttLink`'s contract: presence and the last will, the
-re-announcement after another replica's will, shared subscriptions, reconnecting after the
-server restarts, TCP_NODELAY, message expiry on replies, MQTT 3.1.1, back-pressure in order,
+"""The adapter's MQTT link (gmqtt, the one client) keeps its contract: presence and the last
+will, the re-announcement after another replica's will, shared subscriptions, reconnecting
+after the server restarts, TCP_NODELAY, message expiry on replies, MQTT 3.1.1, back-pressure in order,
 and no payload in any log.
-
-The whole suite runs on either client with ``SAMSVAR_MQTT_CLIENT`` (tests/conftest.py);
-these tests name theirs.
 """
 
 from __future__ import annotations
@@ -24,10 +20,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from producer_adapter import Adapter, AdapterConfig, InMemoryBlockSource, JsonDirBackend
-from producer_adapter.daemon import link_class
 from producer_adapter.errors import AdapterConfigError, TransportError
 from producer_adapter.mqtt import MqttLink
-from producer_adapter.mqtt_gmqtt import GmqttLink
 from transport.gmqtt_link import ConnectionGone, Window
 from schemas.messages import Presence
 from schemas.registry import Registry
@@ -43,7 +37,7 @@ PRODUCER = "P1"
 
 
 def settings_for(server: MqttServer, prefix: str, **overrides: Any) -> MqttSettings:
-    return MqttSettings(port=server.port, prefix=prefix, client="gmqtt", **overrides)
+    return MqttSettings(port=server.port, prefix=prefix, **overrides)
 
 
 class Questions:
@@ -65,13 +59,13 @@ class Questions:
 
 
 def make_link(settings: MqttSettings, on_question: Any = None, *,
-              replica: str = "a") -> GmqttLink:
-    return GmqttLink(settings, producer_id=PRODUCER, replica=replica,
-                     on_question=on_question or Questions())
+              replica: str = "a") -> MqttLink:
+    return MqttLink(settings, producer_id=PRODUCER, replica=replica,
+                    on_question=on_question or Questions())
 
 
 @asynccontextmanager
-async def running(link: GmqttLink) -> AsyncIterator[asyncio.Task[None]]:
+async def running(link: MqttLink) -> AsyncIterator[asyncio.Task[None]]:
     """``link.run()`` until the block ends; then :meth:`close` and wait for it to return."""
     task = asyncio.create_task(link.run())
     try:
@@ -108,22 +102,19 @@ async def retained_presence(settings: MqttSettings) -> Presence:
         return presence
 
 
-def sock_of(link: GmqttLink) -> Any:
-    assert link._client is not None
-    return link._client._connection._transport.get_extra_info("socket")
+def sock_of(link: MqttLink) -> Any:
+    assert link.transport is not None
+    return link.transport.get_extra_info("socket")
 
 
-# -- choosing the client -------------------------------------------------------------------
+# -- the daemon and its link ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("client", "cls"), [("aiomqtt", MqttLink), ("gmqtt", GmqttLink)])
-async def test_adapter_uses_the_configured_client(
-    client: str, cls: type, mosquitto: MqttServer, unique_prefix: str, keys: Any, kit: Any,
+async def test_the_adapter_runs_on_the_gmqtt_link(
+    mosquitto: MqttServer, unique_prefix: str, keys: Any, kit: Any,
     registry: Registry, data_dir: Any
 ) -> None:
-    settings = MqttSettings(port=mosquitto.port, prefix=unique_prefix,
-                            client=client)  # type: ignore[arg-type]
-    assert link_class(settings) is cls
+    settings = MqttSettings(port=mosquitto.port, prefix=unique_prefix)
     adapter = Adapter(AdapterConfig(**kit.adapter_config_kwargs(keys, settings)), registry,
                       backend=JsonDirBackend.load(data_dir, kit.PRODUCER),
                       blocks=InMemoryBlockSource())
@@ -131,14 +122,10 @@ async def test_adapter_uses_the_configured_client(
     task = asyncio.create_task(adapter.run(shutdown=stop))
     try:
         await asyncio.wait_for(adapter.ready.wait(), STEP)
-        assert type(adapter._link) is cls
+        assert type(adapter._link) is MqttLink
     finally:
         stop.set()
         await asyncio.wait_for(task, STEP)
-
-
-def test_the_default_client_is_gmqtt() -> None:
-    assert link_class(MqttSettings()) is GmqttLink
 
 
 def test_missing_tls_files_are_a_config_error() -> None:
@@ -167,8 +154,8 @@ async def test_last_will_says_offline_when_the_connection_dies(mosquitto: MqttSe
     async with running(link), spy(settings, presence_topic(unique_prefix, PRODUCER)) as watcher:
         [online] = await presences(watcher, 1)  # the retained one
         assert online.online
-        assert link._client is not None
-        link._client._connection._transport.abort()  # no DISCONNECT: the server sends the will
+        assert link.transport is not None
+        link.transport.abort()  # no DISCONNECT: the server sends the will
         will, again = await presences(watcher, 2)
         assert (will.online, will.since) == (False, 0)
         assert again.online and again.since > 0  # reconnected and announced itself
@@ -300,13 +287,13 @@ async def test_publish_fails_when_the_connection_is_lost_before_the_ack(
     settings = settings_for(mosquitto, unique_prefix)
     link = make_link(settings)
     async with running(link):
-        assert mosquitto.process is not None and link._client is not None
+        assert mosquitto.process is not None and link.transport is not None
         mosquitto.process.send_signal(signal.SIGSTOP)  # no PUBACK will come
         try:
             publishing = asyncio.create_task(link.publish("x/r/b1", b"a reply"))
             await asyncio.sleep(0.1)
             assert not publishing.done()
-            link._client._connection._transport.abort()
+            link.transport.abort()
             with pytest.raises(TransportError, match="lost"):
                 await asyncio.wait_for(publishing, STEP)
         finally:

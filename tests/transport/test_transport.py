@@ -1,6 +1,6 @@
 """Every role's MQTT transport: lists of servers with credentials, moving on when one is
 lost, refusals logged with their reason codes, and a backoff that starts over only once a
-session is subscribed (SPEC section 4). Both client libraries, both roles."""
+session is subscribed (SPEC section 4). Both roles."""
 
 from __future__ import annotations
 
@@ -14,13 +14,9 @@ import pytest
 import structlog
 
 from broker.mqtt import MqttBus
-from broker.mqtt_gmqtt import GmqttBus
 from producer_adapter.mqtt import MqttLink
-from producer_adapter.mqtt_gmqtt import GmqttLink
 from transport.settings import MqttServer, MqttSettings
 from tests.conftest import free_port, start_mosquitto
-
-CLIENTS = pytest.mark.parametrize("client", ["gmqtt", "aiomqtt"])
 
 
 # -- settings ----------------------------------------------------------------------------------
@@ -56,25 +52,23 @@ def test_config_table_takes_urls_and_the_new_limits(tmp_path: Path) -> None:
 # -- roles on a list of servers ----------------------------------------------------------------
 
 
-def _bus(client: str, settings: MqttSettings) -> GmqttBus | MqttBus:
-    cls = GmqttBus if client == "gmqtt" else MqttBus
-    return cls(settings, instance="t", on_reply=lambda _: None,
+def _bus(settings: MqttSettings) -> MqttBus:
+    return MqttBus(settings, instance="t", on_reply=lambda _: None,
                on_presence=lambda _p, _b: None)
 
 
-def _link(client: str, settings: MqttSettings) -> GmqttLink | MqttLink:
+def _link(settings: MqttSettings) -> MqttLink:
     async def on_question(_: bytes) -> None:
         return None
 
-    cls = GmqttLink if client == "gmqtt" else MqttLink
-    return cls(settings, producer_id="P1", replica="r", on_question=on_question)
+    return MqttLink(settings, producer_id="P1", replica="r", on_question=on_question)
 
 
 @contextlib.asynccontextmanager
 async def _running(role: Any) -> AsyncIterator[Callable[[], asyncio.Event]]:
     """Run a bus or link; yields a function giving its ``connected`` event."""
     stop = asyncio.Event()
-    if isinstance(role, GmqttBus | MqttBus):
+    if isinstance(role, MqttBus):
         task = asyncio.create_task(role.run(stop))
     else:
         task = asyncio.create_task(role.run())
@@ -82,23 +76,22 @@ async def _running(role: Any) -> AsyncIterator[Callable[[], asyncio.Event]]:
         yield lambda: role.connected
     finally:
         stop.set()
-        if not isinstance(role, GmqttBus | MqttBus):
+        if not isinstance(role, MqttBus):
             role.close()
         await asyncio.wait_for(task, 10)
 
 
-@CLIENTS
 @pytest.mark.parametrize("role", ["broker", "adapter"])
 async def test_a_role_moves_to_the_next_server_when_its_server_is_lost(
-        tmp_path: Path, client: str, role: str, unique_prefix: str) -> None:
+        tmp_path: Path, role: str, unique_prefix: str) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first, second = start_mosquitto(tmp_path / "a"), start_mosquitto(tmp_path / "b")
     try:
         settings = MqttSettings.from_url(
             [f"mqtt://127.0.0.1:{first.port}", f"mqtt://127.0.0.1:{second.port}"],
-            prefix=unique_prefix, client=client, heartbeat_s=0.2)
-        it = _bus(client, settings) if role == "broker" else _link(client, settings)
+            prefix=unique_prefix, heartbeat_s=0.2)
+        it = _bus(settings) if role == "broker" else _link(settings)
         async with _running(it) as connected:
             await asyncio.wait_for(connected().wait(), 10)
             assert it.server.port == first.port
@@ -114,15 +107,13 @@ async def test_a_role_moves_to_the_next_server_when_its_server_is_lost(
 # -- refusals and the backoff ------------------------------------------------------------------
 
 
-@CLIENTS
 @pytest.mark.parametrize("role", ["broker", "adapter"])
 async def test_a_refused_connack_is_logged_with_its_reason_code(
-        tmp_path: Path, client: str, role: str, unique_prefix: str) -> None:
+        tmp_path: Path, role: str, unique_prefix: str) -> None:
     server = start_mosquitto(tmp_path, extra="allow_anonymous false\n")
     try:
-        settings = MqttSettings(port=server.port, prefix=unique_prefix,
-                                client=client)  # type: ignore[arg-type]
-        it = _bus(client, settings) if role == "broker" else _link(client, settings)
+        settings = MqttSettings(port=server.port, prefix=unique_prefix)
+        it = _bus(settings) if role == "broker" else _link(settings)
         with structlog.testing.capture_logs() as logs:
             async with _running(it):
                 async with asyncio.timeout(10):
@@ -185,13 +176,11 @@ class RefusingServer:
             writer.close()
 
 
-@CLIENTS
 @pytest.mark.parametrize("role", ["broker", "adapter"])
-async def test_a_refused_subscription_is_logged_and_backs_off(client: str, role: str) -> None:
+async def test_a_refused_subscription_is_logged_and_backs_off(role: str) -> None:
     async with RefusingServer() as server:
-        settings = MqttSettings(port=server.port, protocol="3.1.1",
-                                client=client)  # type: ignore[arg-type]
-        it = _bus(client, settings) if role == "broker" else _link(client, settings)
+        settings = MqttSettings(port=server.port, protocol="3.1.1")
+        it = _bus(settings) if role == "broker" else _link(settings)
         with structlog.testing.capture_logs() as logs:
             async with _running(it):
                 await asyncio.sleep(3)
