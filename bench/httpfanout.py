@@ -75,7 +75,7 @@ async def start_producers(spec_path: Path) -> tuple[list[web.AppRunner], dict[st
     from producer_adapter import Adapter, AdapterConfig, InMemoryBlockSource
     from schemas.jose import load_private_key
     from schemas.registry import load_registry
-    from schemas.transport import MqttSettings
+    from transport.settings import MqttSettings
 
     from .backend import InMemoryBackend
 
