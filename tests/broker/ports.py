@@ -8,7 +8,7 @@ from typing import Any
 
 from broker.accesslog import open_access_log
 from broker.config import BrokerConfig
-from broker.mqtt_gmqtt import GmqttBus
+from broker.mqtt import MqttBus
 from broker.replay import ReplayGuard
 from schemas.jose import PrivateKey
 
@@ -16,8 +16,8 @@ from schemas.jose import PrivateKey
 def unstarted_ports(config: BrokerConfig, key: PrivateKey) -> dict[str, Any]:
     """``bus``, ``access_log`` and ``replay`` keyword arguments for ``QueryService``."""
     return {
-        "bus": GmqttBus(config.mqtt, instance=config.instance, on_reply=lambda _: None,
-                        on_presence=lambda _producer, _payload: None),
+        "bus": MqttBus(config.mqtt, instance=config.instance, on_reply=lambda _: None,
+                       on_presence=lambda _producer, _payload: None),
         "access_log": open_access_log(config.access_log, key=key, instance=config.instance),
         "replay": ReplayGuard(),
     }
