@@ -32,6 +32,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .common import CliError
+
 __all__ = ["add_adapter_commands"]
 
 _LEVELS = ("organisation", "unit", "care_process")
@@ -129,8 +131,6 @@ def _config(p: argparse.ArgumentParser) -> None:
 
 
 def _fail(message: str) -> NoReturn:
-    from .cli import CliError
-
     raise CliError(message)
 
 

@@ -20,13 +20,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from transport.settings import MqttSettings
 
-from .secret_files import write_secret
+from .common import CliError, write_private_jwk
 
-__all__ = ["main"]
-
-
-class CliError(Exception):
-    """A failure to report as one line and exit 1."""
+__all__ = ["build_parser", "main"]
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -119,11 +115,6 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
     print(f"private key written to {out} (keep it secret); the public JWK above goes into "
           "the registry", file=sys.stderr)
     return 0
-
-
-def write_private_jwk(path: Path, jwk: dict[str, str]) -> None:
-    """Write a private JWK readable by its owner only."""
-    write_secret(path, (json.dumps(jwk, indent=2) + "\n").encode("utf-8"))
 
 
 def cmd_registry(args: argparse.Namespace) -> int:
@@ -227,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = reg_sub.add_parser(action, help=text)
         p.add_argument("file", help="the registry TOML file")
         p.set_defaults(func=cmd_registry)
-    from .mosquitto_security import add_mosquitto_command
+    from .mosquitto.cli import add_mosquitto_command
 
     add_mosquitto_command(reg_sub)
 

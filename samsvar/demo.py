@@ -42,6 +42,7 @@ from schemas.registry import load_registry
 from transport.settings import MqttSettings
 
 from . import demo_rivta
+from .common import write_private_jwk
 from .demo_own import (
     CHILD_GUARDIANS,
     CHILD_TAGS,
@@ -152,8 +153,6 @@ def _key(keys_dir: Path, name: str) -> PrivateKey:
         with contextlib.suppress(ValueError):
             return load_private_key(path)
     key = generate_key()  # schemas.jose.DEFAULT_ALG: the least per answer (bench)
-    from .cli import write_private_jwk
-
     write_private_jwk(path, key.to_jwk())
     return key
 

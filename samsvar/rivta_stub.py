@@ -40,7 +40,7 @@ from producer_adapter.backends._rivta_xml import (
     load_schema,
     read_envelope,
 )
-from samsvar.mosquitto_security import CertificateAuthority, _cert_pem, _key_pem
+from samsvar.mosquitto.pki import CertificateAuthority, cert_pem, key_pem
 from samsvar.secret_files import write_secret
 
 __all__ = ["Behaviour", "RivtaStub", "StubRecord", "StubTls", "contract_record", "write_tls"]
@@ -102,13 +102,13 @@ def write_tls(out: Path, *, client_cn: str, host: str = "127.0.0.1") -> StubTls:
     files = StubTls(ca=out / "rivta-ca.pem", server_cert=out / "rivta-server.pem",
                     server_key=out / "rivta-server.key", client_cert=out / "rivta-client.pem",
                     client_key=out / "rivta-client.key")
-    files.ca.write_bytes(_cert_pem(ca.cert))
+    files.ca.write_bytes(cert_pem(ca.cert))
     for (cert_path, key_path), (cn, hosts) in (
             ((files.server_cert, files.server_key), ("rivta-stub", [host])),
             ((files.client_cert, files.client_key), (client_cn, []))):
         cert, key = ca.issue(cn, server_hosts=hosts)
-        write_secret(key_path, _key_pem(key))
-        cert_path.write_bytes(_cert_pem(cert))
+        write_secret(key_path, key_pem(key))
+        cert_path.write_bytes(cert_pem(cert))
     return files
 
 

@@ -38,7 +38,7 @@ from broker.errors import ConfigError
 from broker.mqtt import MqttBus
 from producer_adapter import Adapter
 from samsvar.cli import main
-from samsvar.mosquitto_security import (
+from samsvar.mosquitto import (
     CertificateAuthority,
     MosquittoSetupError,
     acl_text,

@@ -284,7 +284,8 @@ async def test_samsvar_query_json_prints_the_apis_answer(
     federation_factory: Any, capsys: pytest.CaptureFixture[str],
 ) -> None:
     """``samsvar query --json`` reads the stream and prints what the JSON API returns."""
-    from samsvar.cli import build_parser, write_private_jwk
+    from samsvar.cli import build_parser
+    from samsvar.common import write_private_jwk
     from samsvar.query import run_query
 
     fed: Federation = await federation_factory(producers())

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from samsvar.cli import CliError, event_loop_factory, main
+from samsvar.cli import event_loop_factory, main
+from samsvar.common import CliError
 from samsvar.secret_files import write_secret
 from schemas.jose import DEFAULT_ALG, generate_key, load_private_key
 
