@@ -2,7 +2,8 @@
 
 ``mqtt_server`` starts its own Mosquitto (``set_tcp_nodelay true``) on a free port. Under
 ``CI=true`` a missing ``mosquitto`` binary is a failure, never a skip; elsewhere the tests
-fall back to the in-process amqtt server so a laptop without Mosquitto still runs them.
+fall back to the in-process amqtt server so a laptop without Mosquitto still runs them, and
+the report's header line ``mqtt server: ...`` says which one the run used.
 
 ``pg_dsn`` is the ``test`` database at 127.0.0.1:5432 (``SAMSVAR_TEST_PG_DSN`` names
 another); ``pg_schema`` and :func:`fresh_pg_schema` give a test a schema of its own,
@@ -148,8 +149,10 @@ def mosquitto(tmp_path: Path) -> Iterator[MqttServer]:
             pytest.fail("mosquitto is not installed, and CI=true forbids skipping MQTT tests")
         pytest.skip("mosquitto is not installed")
     server = start_mosquitto(tmp_path)
-    yield server
-    server.stop()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 EXTERNAL_MQTT = os.environ.get("SAMSVAR_TEST_MQTT", "")
@@ -158,21 +161,74 @@ EXTERNAL_MQTT = os.environ.get("SAMSVAR_TEST_MQTT", "")
 configure Mosquitto themselves still do."""
 
 
-@pytest.fixture
-async def mqtt_server(tmp_path: Path) -> AsyncIterator[MqttServer]:
-    """Mosquitto when installed (always under CI=true), else the in-process amqtt server;
-    the server ``SAMSVAR_TEST_MQTT`` names, if set."""
+MQTT_SERVER_KINDS: Final = {
+    "mosquitto": "Mosquitto",
+    "amqtt": "the embedded amqtt server (mosquitto is not installed)",
+    "external": "the external server SAMSVAR_TEST_MQTT names",
+}
+
+
+def mqtt_server_kind() -> str:
+    """Which server ``mqtt_server`` gives this run: the same for every test of the run."""
     if EXTERNAL_MQTT:
+        return "external"
+    if mosquitto_available():
+        return "mosquitto"
+    return "amqtt"
+
+
+def pytest_report_header() -> str:
+    """The run's first lines name the MQTT server the end-to-end tests ran on."""
+    kind = mqtt_server_kind()
+    where = {"mosquitto": shutil.which("mosquitto"), "external": EXTERNAL_MQTT}.get(kind)
+    return f"mqtt server: {MQTT_SERVER_KINDS[kind]}" + (f" ({where})" if where else "")
+
+
+def require_mosquitto(server: MqttServer, why: str) -> None:
+    """For a test that needs Mosquitto itself (to stop it, or for what the embedded server
+    lacks): skipped, saying why, on any other server; under CI=true a failure."""
+    if server.kind != "mosquitto":
+        if IN_CI:
+            pytest.fail(f"CI=true needs Mosquitto here ({why}), not {server.kind}")
+        pytest.skip(f"needs Mosquitto, not {MQTT_SERVER_KINDS[server.kind]}: {why}")
+
+
+_USED_MQTT_SERVERS = pytest.StashKey[dict[str, int]]()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
+                            config: pytest.Config) -> None:
+    """Also under ``-q``: how many tests ran on which MQTT server."""
+    used = config.stash.get(_USED_MQTT_SERVERS, {})
+    if used:
+        terminalreporter.write_line("mqtt server: " + ", ".join(
+            f"{MQTT_SERVER_KINDS[kind]} for {n} test(s)" for kind, n in sorted(used.items())))
+
+
+@pytest.fixture
+async def mqtt_server(tmp_path: Path, request: pytest.FixtureRequest,
+                      ) -> AsyncIterator[MqttServer]:
+    """Mosquitto when installed (always under CI=true), else the in-process amqtt server;
+    the server ``SAMSVAR_TEST_MQTT`` names, if set. The report header says which, and each
+    test that used it carries the kind as its ``mqtt_server`` user property (JUnit XML)."""
+    kind = mqtt_server_kind()
+    if kind == "amqtt" and IN_CI:
+        pytest.fail("mosquitto is not installed, and CI=true forbids running the end-to-end "
+                    "tests on the embedded amqtt server")
+    request.node.user_properties.append(("mqtt_server", kind))
+    used = request.config.stash.setdefault(_USED_MQTT_SERVERS, {})
+    used[kind] = used.get(kind, 0) + 1
+    if kind == "external":
         first = MqttSettings.from_url(EXTERNAL_MQTT)
         yield MqttServer("external", first.port, None, None)
         return
-    if mosquitto_available():
+    if kind == "mosquitto":
         server = start_mosquitto(tmp_path)
-        yield server
-        server.stop()
+        try:
+            yield server
+        finally:
+            server.stop()
         return
-    if IN_CI:
-        pytest.fail("mosquitto is not installed, and CI=true forbids skipping MQTT tests")
     from amqtt.broker import Broker
 
     port = free_port()
@@ -183,8 +239,10 @@ async def mqtt_server(tmp_path: Path) -> AsyncIterator[MqttServer]:
         }
     )
     await broker.start()
-    yield MqttServer("amqtt", port, None, None)
-    await broker.shutdown()
+    try:
+        yield MqttServer("amqtt", port, None, None)
+    finally:
+        await broker.shutdown()
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import broker.service
 from broker import BrokerConfig, BrokerServer
 from broker.accesslog import AccessLogConfig
 from broker.accesslog.sqlite import SqliteStore
-from tests.conftest import IN_CI, MqttServer
+from tests.conftest import MqttServer, require_mosquitto
 from tests.e2e.conftest import (
     PERSON,
     Federation,
@@ -110,10 +110,7 @@ async def test_metrics_count_outcomes_sources_latencies_and_dropped_replies(
 
 async def test_mqtt_loss_shows_in_gauge_readyz_and_error_outcome(federation_factory: Any) -> None:
     fed: Federation = await federation_factory(specs())
-    if fed.server.kind != "mosquitto":
-        if IN_CI:
-            pytest.fail("CI=true needs Mosquitto for this test")
-        pytest.skip("stopping the MQTT server needs Mosquitto")
+    require_mosquitto(fed.server, "the test stops the MQTT server")
     broker = await fed.start_broker()
     assert fed.http is not None
     async with fed.http.get(f"{fed.url}/healthz") as resp:

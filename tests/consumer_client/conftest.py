@@ -134,6 +134,8 @@ async def stub_broker() -> AsyncIterator[StubBroker]:
         port = runner.addresses[0][1]
         return f"http://127.0.0.1:{port}"
 
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+    try:
+        yield start
+    finally:
+        for runner in runners:
+            await runner.cleanup()

@@ -96,8 +96,10 @@ async def broker() -> AsyncIterator[Broker]:
     await site.start()
     stub.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     stub.runner = runner
-    yield stub
-    await stub.stop()
+    try:
+        yield stub
+    finally:
+        await stub.stop()
 
 
 @dataclass

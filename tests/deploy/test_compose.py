@@ -167,8 +167,10 @@ class _Processes:
 @pytest.fixture
 def processes(tmp_path: Path) -> Iterator[_Processes]:
     procs = _Processes(tmp_path)
-    yield procs
-    procs.stop_all()
+    try:
+        yield procs
+    finally:
+        procs.stop_all()
 
 
 def _run(command: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:

@@ -250,15 +250,17 @@ async def federations(
         made.append(fed)
         return fed
 
-    yield make
-    for fed in made:
-        for pid in list(fed.adapters):
-            await fed.stop_adapters(pid)
-        fed.shutdown.set()
-        for task in fed.tasks:
-            await asyncio.wait_for(task, 10)
-        if fed.http:
-            await fed.http.close()
+    try:
+        yield make
+    finally:
+        for fed in made:
+            for pid in list(fed.adapters):
+                await fed.stop_adapters(pid)
+            fed.shutdown.set()
+            for task in fed.tasks:
+                await asyncio.wait_for(task, 10)
+            if fed.http:
+                await fed.http.close()
 
 
 @pytest.fixture

@@ -51,12 +51,14 @@ async def federation(federation_factory: Any) -> AsyncIterator[Federation]:
     """One producer serving every type from the FHIR server; its backend closed at the end."""
     fed: Federation = await federation_factory([ProducerSpec(PRODUCER, types=ALL_TYPES)])
     (fed.tmp / "fhir-token").write_text(TOKEN, encoding="utf-8")
-    yield fed
-    backends = [a._backend for a, _, _ in fed.adapters.get(PRODUCER, [])]
-    await fed.stop_adapters(PRODUCER)
-    for backend in backends:
-        if backend is not None:
-            await backend.aclose()
+    try:
+        yield fed
+    finally:
+        backends = [a._backend for a, _, _ in fed.adapters.get(PRODUCER, [])]
+        await fed.stop_adapters(PRODUCER)
+        for backend in backends:
+            if backend is not None:
+                await backend.aclose()
 
 
 async def fhir_backend(fed: Federation, fhir: FhirServer, **overrides: Any) -> Any:

@@ -9,9 +9,7 @@ import subprocess
 import time
 from typing import Any
 
-import pytest
-
-from tests.conftest import IN_CI
+from tests.conftest import require_mosquitto
 from tests.e2e.conftest import PERSON, Federation, ProducerSpec, record
 from tests.e2e.processes import SAMSVAR
 
@@ -23,10 +21,7 @@ def specs() -> list[ProducerSpec]:
 
 async def test_mosquitto_restart_mid_load(federation_factory: Any) -> None:
     fed: Federation = await federation_factory(specs())
-    if fed.server.kind != "mosquitto":
-        if IN_CI:
-            pytest.fail("CI=true needs Mosquitto for this test")
-        pytest.skip("restarting the server needs Mosquitto")
+    require_mosquitto(fed.server, "the test restarts the MQTT server")
     await fed.start_broker()
     for pid in fed.producers:
         await fed.start_adapter(pid)
@@ -76,11 +71,8 @@ async def test_cut_adapter_becomes_unavailable_through_its_last_will(
     federation_factory: Any,
 ) -> None:
     fed: Federation = await federation_factory(specs())
-    if fed.server.kind != "mosquitto":
-        if IN_CI:
-            pytest.fail("CI=true needs Mosquitto for this test")
-        # amqtt 0.12 does not drop a silent client when its keepalive runs out.
-        pytest.skip("a keepalive timeout needs Mosquitto (the embedded server never fires it)")
+    # amqtt 0.12 does not drop a silent client when its keepalive runs out.
+    require_mosquitto(fed.server, "a keepalive timeout (the embedded server never fires it)")
     await fed.start_broker()
     await fed.start_adapter("P1")
     settings = fed.server.settings(fed.prefix)

@@ -16,6 +16,7 @@ from producer_adapter.backends import BackendResult, JsonDirBackend
 from schemas.jose import b64url_decode, generate_key, sign
 from schemas.messages import REPLY_TYP, Period, Presence, Reply
 from schemas.topics import presence_topic, question_topic
+from tests.conftest import require_mosquitto
 from tests.e2e.conftest import (
     CARE_GIVER,
     PERSON,
@@ -190,8 +191,7 @@ async def test_reply_signed_with_wrong_key_is_error(federation_factory: Any) -> 
 
 async def test_two_replicas_answer_each_question_once(federation_factory: Any) -> None:
     fed: Federation = await federation_factory(three_producers()[:1])
-    if fed.server.kind != "mosquitto":
-        pytest.skip("shared subscriptions need Mosquitto (amqtt has none)")
+    require_mosquitto(fed.server, "shared subscriptions (amqtt has none)")
     await fed.start_broker()
     first = await fed.start_adapter("P-REGION", replica="a")
     second = await fed.start_adapter("P-REGION", replica="b")
@@ -232,10 +232,9 @@ async def test_query_reaches_311_producers(federation_factory: Any) -> None:
         record(f"P{n:03d}", 1, when=f"2026-{1 + n % 12:02d}-01T10:00:00+01:00")]})
         for n in range(311)]
     fed: Federation = await federation_factory(specs)
-    if fed.server.kind != "mosquitto":
-        # amqtt 0.12 raises "dictionary changed size during iteration" in its session loop
-        # when hundreds of clients connect at once. Under CI=true this runs on Mosquitto.
-        pytest.skip("311 concurrent connections need Mosquitto (the embedded server breaks)")
+    # amqtt 0.12 raises "dictionary changed size during iteration" in its session loop
+    # when hundreds of clients connect at once.
+    require_mosquitto(fed.server, "311 concurrent connections (the embedded server breaks)")
     await fed.start_broker()
     # 311 producers as one process's tasks, each with its own MQTT connection.
     await asyncio.gather(*(fed.start_adapter(s.id) for s in specs))
@@ -246,4 +245,3 @@ async def test_query_reaches_311_producers(federation_factory: Any) -> None:
     assert {s["status"] for s in answer["sources"]} == {"ok"}
     assert len(answer["records"]) == 311
     assert answer["complete"] is True
-    assert CARE_GIVER  # the asker is the care giver

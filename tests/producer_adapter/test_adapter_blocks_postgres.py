@@ -42,8 +42,10 @@ from tests.producer_adapter.test_adapter_daemon import (
 async def register(pg_schema: PgSchema, scope: BlockScope) -> Any:
     reg = PostgresBlockRegister(dsn=pg_schema.dsn, schema=pg_schema.name, scope=scope,
                                 timeout=2.0)
-    yield reg
-    await reg.aclose()
+    try:
+        yield reg
+    finally:
+        await reg.aclose()
 
 
 async def tables(pg: PgSchema) -> set[str]:

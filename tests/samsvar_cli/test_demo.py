@@ -74,20 +74,28 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, int]]:
         proc = subprocess.Popen([*SAMSVAR, "demo", "--serve", "--port", str(port),
                                  "--portal-port", str(free_port()), "--workdir", str(workdir)],
                                 stdout=sink, stderr=sink)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/producers") as resp:
-                producers = json.load(resp)["producers"]
-                if all(p["online"] for p in producers):
-                    break
-        except OSError:
-            pass
-        assert proc.poll() is None, log.read_text()
-        time.sleep(0.1)
-    yield workdir, port
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(20) == 0
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/producers") as resp:
+                    producers = json.load(resp)["producers"]
+                    if all(p["online"] for p in producers):
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.1)
+        yield workdir, port
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, log.read_text()
 
 
 def test_serve_writes_the_contracted_files(served: tuple[Path, int]) -> None:
