@@ -273,3 +273,14 @@ async def federation_factory(
 
 def elapsed_since(t0: float) -> float:
     return time.monotonic() - t0
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    """Wait for ``condition`` (checked every 10 ms) instead of sleeping a fixed time; a
+    failure says what never happened."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        pytest.fail(f"within {timeout} s: {what}")

@@ -30,7 +30,7 @@ from producer_adapter import Adapter
 from schemas.messages import Presence
 from schemas.topics import presence_topic, question_topic
 from tests.conftest import MqttServer
-from tests.e2e.conftest import PERSON, Federation, ProducerSpec, record
+from tests.e2e.conftest import PERSON, Federation, ProducerSpec, record, until
 
 pytestmark = pytest.mark.mosquitto
 
@@ -100,8 +100,13 @@ async def test_a_producer_whose_heartbeats_stop_is_unavailable_not_timeout(
     # A live adapter's heartbeats keep it online past three of its intervals.
     await _start_replica(fed, "P2", "alive", heartbeat_s=0.2)
     await fed.wait_presence("P2")
-    await asyncio.sleep(1.0)
-    assert fed.broker.service.presence.is_online("P2")  # type: ignore[union-attr]
+    presence = fed.broker.service.presence  # type: ignore[union-attr]
+    first = presence.get("P2")
+    assert first is not None
+    # Past the moment the first beat alone would have gone stale (three intervals).
+    await until(lambda: time.monotonic() > first.stale_at + 0.2,
+                "three heartbeat intervals after the first beat")
+    assert presence.is_online("P2")
     answer = await fed.ask()
     assert {s["producer"]: s["status"] for s in answer["sources"]} == {"P1": "ok",
                                                                         "P2": "no_data"}

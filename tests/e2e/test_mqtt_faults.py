@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from tests.conftest import require_mosquitto
-from tests.e2e.conftest import PERSON, Federation, ProducerSpec, record
+from tests.e2e.conftest import PERSON, Federation, ProducerSpec, record, until
 from tests.e2e.processes import SAMSVAR
 
 
@@ -39,16 +39,19 @@ async def test_mosquitto_restart_mid_load(federation_factory: Any) -> None:
 
     stop = asyncio.Event()
     loaders = [asyncio.create_task(load(stop)) for _ in range(4)]
-    await asyncio.sleep(0.5)
+    await until(lambda: any(status == 200 for status, _, _ in outcomes), "a first answer")
     before = len(outcomes)
     fed.server.stop()
-    await asyncio.sleep(1.0)
+    await until(lambda: any(status == 503 for status, _, _ in outcomes[before:]),
+                "a 503 while the MQTT server is down")
     during = len(outcomes)
     fed.server.start()
     await asyncio.wait_for(fed.broker.bus.connected.wait(), 15)
     for pid in fed.producers:
         await fed.wait_presence(pid, timeout=15)
-    await asyncio.sleep(0.5)
+    after = len(outcomes)
+    await until(lambda: any(status == 200 for status, _, _ in outcomes[after:]),
+                "an answer after the MQTT server is back", timeout=15)
     stop.set()
     await asyncio.wait_for(asyncio.gather(*loaders), 10)
 
@@ -138,7 +141,9 @@ async def test_shutdown_drains_queries_in_flight(federation_factory: Any) -> Non
     for pid in fed.producers:
         await fed.wait_presence(pid)
     in_flight = asyncio.create_task(fed.post(fed.token(deadline_ms=5000)))
-    await asyncio.sleep(0.3)
+    assert fed.broker is not None
+    gatherer = fed.broker.service.gatherer
+    await until(lambda: len(gatherer) == 1, "the query is open, its questions sent")
     fed.shutdown.set()  # what `samsvar broker` does on SIGTERM
     status, _, answer = await asyncio.wait_for(in_flight, 10)
     assert status == 200

@@ -10,7 +10,6 @@ from typing import Any
 
 import aiomqtt
 import msgspec
-import pytest
 
 from producer_adapter.backends import BackendResult, JsonDirBackend
 from schemas.jose import b64url_decode, generate_key, sign
@@ -18,12 +17,12 @@ from schemas.messages import REPLY_TYP, Period, Presence, Reply
 from schemas.topics import presence_topic, question_topic
 from tests.conftest import require_mosquitto
 from tests.e2e.conftest import (
-    CARE_GIVER,
     PERSON,
     SOCIAL_CARE_GIVER,
     Federation,
     ProducerSpec,
     record,
+    until,
 )
 
 
@@ -211,12 +210,14 @@ async def test_two_replicas_answer_each_question_once(federation_factory: Any) -
 
         counter = asyncio.create_task(count())
         answers = [await fed.ask() for _ in range(12)]
-        await asyncio.sleep(0.3)
+        await until(lambda: set(replies) >= {a["query_id"] for a in answers},
+                    "the spy saw every answer's reply")
         counter.cancel()
     assert all(a["sources"][0]["status"] == "ok" for a in answers)
     assert sorted(replies) == sorted(a["query_id"] for a in answers)
     assert set(replies.values()) == {1}, replies
     assert fed.broker.service.gatherer.counters.duplicate == 0
+    assert first.handled + second.handled == len(answers), "no question reached both replicas"
     assert first.handled > 0 and second.handled > 0, "both replicas share the load"
 
 

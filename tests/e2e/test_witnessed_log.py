@@ -25,6 +25,7 @@ from tests.e2e.conftest import (
     Federation,
     ProducerSpec,
     record,
+    until,
 )
 
 
@@ -130,7 +131,9 @@ async def test_a_witness_refuses_a_smaller_checkpoint_from_a_rolled_back_broker(
     shutil.copyfile(older, config.path)  # back to 1 entry
     fed.shutdown = asyncio.Event()
     await fed.start_broker(instance=instance)  # publishes its head (1 entry) at start
-    await asyncio.sleep(1.0)
+    await until(lambda: all(fed.adapters[pid][0][0].witness.refused >= 1  # type: ignore[union-attr]
+                            for pid in fed.producers),
+                "every witness refused the rolled-back checkpoint")
     for pid in fed.producers:
         adapter = fed.adapters[pid][0][0]
         assert adapter.witness is not None
