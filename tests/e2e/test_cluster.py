@@ -25,7 +25,14 @@ from broker import BrokerConfig, BrokerServer
 from broker.accesslog import AccessLogConfig
 from producer_adapter import Adapter
 from tests.conftest import NatsCluster
-from tests.e2e.conftest import PERSON, Federation, ProducerSpec, build_federation, record
+from tests.e2e.conftest import (
+    PERSON,
+    Federation,
+    ProducerSpec,
+    build_federation,
+    record,
+    until,
+)
 from tests.e2e.test_access_log_api import extract, extract_token
 
 HEARTBEAT_S = 1.0
@@ -141,7 +148,8 @@ async def test_kill_a_node_under_load(tmp_path: Path, nats_cluster: NatsCluster,
     with structlog.testing.capture_logs() as logs:
         try:
             workers = [asyncio.create_task(load()) for _ in range(4)]
-            await asyncio.sleep(3)
+            await until(lambda: len(answers) >= 5, "five answers before a node is killed",
+                        timeout=30)
             assert answers and all(_check_honest(a) for _, a in answers[-5:]), answers[-1:]
             killed_at = time.monotonic()
             nats_cluster.nodes[node - 1].kill()

@@ -334,10 +334,7 @@ async def served_document(fed: Federation) -> dict[str, Any]:
 
 async def test_every_response_matches_the_served_openapi_document(fed: Federation) -> None:
     doc = await served_document(fed)
-    started = time.monotonic()
     seen = await asyncio.to_thread(_fuzz, doc, fed.url, Mint(fed.keys))
-    elapsed = time.monotonic() - started
-    assert elapsed < 60, f"the schemathesis run took {elapsed:.0f} s"
     # The tokens reached past authentication: answers and refusals of every kind.
     assert {200, 400, 401, 403, 413, 415} <= seen.statuses[QUERY], seen.statuses
     # a participant without the role is a 401 like an unknown issuer (SPEC 3): no 403 here
