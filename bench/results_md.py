@@ -486,8 +486,8 @@ def build_report(res: Results, b: Bench, command: str, started: float) -> tuple[
     target_table = Table("Targets (PASS/MISS)", ["target", "limit", "measured", "verdict"],
                          [[t.name, t.limit, t.measured, t.verdict] for t in targets])
 
-    md = ["# Benchmark results: the whole job against the raw transport and against the "
-          "incumbent design, an HTTP call per producer (issues 7 and 21)", "",
+    md = [("# Benchmark results: the whole job against the raw transport and against the "
+           "incumbent design, an HTTP call per producer (issues 7 and 21)"), "",
           ("Produced by `python -m bench` (see bench/__main__.py and bench/scenarios.py). "
            "Measurement only."), "",
           "## Set-up", "", *setup, "", target_table.markdown(),
