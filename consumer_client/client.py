@@ -299,7 +299,7 @@ class Client:
             raise ValueError(f"{path}: not a JSON JWK: {exc}") from exc
         if not isinstance(jwk, dict):
             # A bad file, not a bad argument: ValueError like the other file errors.
-            raise ValueError(f"{path}: not a JSON JWK object")  # noqa: TRY004
+            raise ValueError(f"{path}: not a JSON JWK object")
         try:
             key = jose.private_key_from_jwk(jwk)
         except ValueError as exc:

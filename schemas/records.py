@@ -12,7 +12,7 @@ unknown fields, so old brokers keep reading new producers' replies).
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Final, Literal, Union, get_args
+from typing import Annotated, Final, Literal, get_args
 
 import msgspec
 
@@ -379,20 +379,20 @@ class SelfCare(_RecordBase, frozen=True, kw_only=True, tag="self_care"):
     status: Literal["active", "ended"] = "active"
 
 
-Record = Union[
-    CareDocumentation,
-    Diagnosis,
-    Medication,
-    Alert,
-    LabResult,
-    CareContact,
-    CarePlan,
-    SocialCareIntervention,
-    FunctionalStatus,
-    Booking,
-    FixedContact,
-    SelfCare,
-]
+Record = (
+    CareDocumentation
+    | Diagnosis
+    | Medication
+    | Alert
+    | LabResult
+    | CareContact
+    | CarePlan
+    | SocialCareIntervention
+    | FunctionalStatus
+    | Booking
+    | FixedContact
+    | SelfCare
+)
 
 
 def record_type(record: Record) -> str:

@@ -30,6 +30,7 @@ from broker.fhir import (
     record_resource,
 )
 from broker.merge import merge
+from samsvar.demo_own import own_records
 from schemas.messages import Answer, Reply, SourceResult, Unblock
 from schemas.records import (
     INFORMATION_TYPES,
@@ -42,7 +43,6 @@ from schemas.records import (
     UnitRef,
     record_type,
 )
-from samsvar.demo_own import own_records
 from schemas.registry import Participant, Producer
 
 DEMO_DATA = Path(__file__).parents[2] / "samsvar" / "demo_data"

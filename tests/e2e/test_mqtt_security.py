@@ -131,9 +131,9 @@ def start_secured_mosquitto(conf: Path, port: int, log: Path) -> MqttServer:
     server = MqttServer("mosquitto", port, process, conf)
     try:
         _wait_for_port(port)
-    except RuntimeError:
+    except RuntimeError as exc:
         server.stop()
-        raise RuntimeError(f"mosquitto did not start:\n{log.read_text(errors='replace')}")
+        raise RuntimeError(f"mosquitto did not start:\n{log.read_text(errors='replace')}") from exc
     return server
 
 

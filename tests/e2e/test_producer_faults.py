@@ -139,7 +139,7 @@ async def crash(rogue: Rogue, question: dict[str, Any]) -> None:
     """Dies mid-question: the connection drops without a DISCONNECT, so the last will fires."""
     import socket
 
-    sock = rogue.client._client.socket()  # noqa: SLF001  (an abrupt network loss)
+    sock = rogue.client._client.socket()  # an abrupt network loss
     sock.shutdown(socket.SHUT_RDWR)
 
 

@@ -98,7 +98,7 @@ async def test_unknown_kid(fed: Federation) -> None:
 
 async def test_bad_signature(fed: Federation) -> None:
     token = fed.token()
-    head, body, sig = token.split(".")
+    head, body, _sig = token.split(".")
     forged = f"{head}.{body}.{b64url_encode(bytes(64))}"
     await refused(fed, forged, 401, "bad-signature")
 

@@ -162,7 +162,7 @@ def test_targets_outside_the_producer_are_refused(register: SqliteBlockRegister,
 
 def test_bad_subject_operator_and_duplicates_are_refused(register: SqliteBlockRegister,
                                                          kit: Any) -> None:
-    with pytest.raises(BlockRefused, match="subject: .*check digit"):
+    with pytest.raises(BlockRefused, match=r"subject: .*check digit"):
         add(register, "195001182047", "unit", kit.UNIT)
     with pytest.raises(BlockRefused, match="operator must not be empty"):
         add(register, kit.PERSON, "unit", kit.UNIT, operator=" ")

@@ -285,7 +285,7 @@ async def test_reconnects_after_the_server_restarts(
     async with running(adapter):
         mosquitto.stop()
         async with asyncio.timeout(STEP):
-            while adapter.ready.is_set():  # noqa: ASYNC110 - no event for "lost"
+            while adapter.ready.is_set():  # no event for "lost"
                 await asyncio.sleep(0.02)
         await asyncio.sleep(0.3)  # let it fail to reconnect at least once
         mosquitto.start()

@@ -450,14 +450,14 @@ async def test_a_wrong_token_is_an_error(fhir: FhirServer, tmp_path: Path) -> No
 
 async def test_a_slow_server_is_a_timeout(fhir: FhirServer, tmp_path: Path) -> None:
     fhir.delay = 3
-    with pytest.raises(BackendError, match="^FHIR server timeout$"):
+    with pytest.raises(BackendError, match=r"^FHIR server timeout$"):
         await fetch(fhir, tmp_path, frozenset({"medication"}), timeout_s=0.3)
 
 
 async def test_an_unreachable_server_is_an_error(tmp_path: Path) -> None:
     server = FhirServer([])
     server.base_url = "http://127.0.0.1:1/fhir"
-    with pytest.raises(BackendError, match="^FHIR server unreachable$"):
+    with pytest.raises(BackendError, match=r"^FHIR server unreachable$"):
         await fetch(server, tmp_path, frozenset({"medication"}))
 
 
@@ -516,12 +516,12 @@ def test_scope_extension_then_security_then_type_then_default(
         resource["extension"].append({"url": SCOPE_EXT, "valueCode": extension})
     config = _config(**scope)
     if expected == "withheld":
-        with pytest.raises(Withheld, match="^security-label$"):
+        with pytest.raises(Withheld, match=r"^security-label$"):
             map_resource(resource, "social_care_interventions", config=config,
                          producer_id=PRODUCER, unit=UNIT)
         return
     if expected is None:
-        with pytest.raises(ValueError, match="^bad-scope$"):
+        with pytest.raises(ValueError, match=r"^bad-scope$"):
             map_resource(resource, "social_care_interventions", config=config,
                          producer_id=PRODUCER, unit=UNIT)
         return
@@ -554,7 +554,7 @@ def test_a_refuted_condition_keeps_its_negation() -> None:
     assert isinstance(record, Diagnosis)
     assert (record.verification, record.clinical_status) == ("refuted", "resolved")
     resource["verificationStatus"]["coding"][0]["code"] = "entered-in-error"
-    with pytest.raises(LeftOut, match="^verification-entered-in-error$"):
+    with pytest.raises(LeftOut, match=r"^verification-entered-in-error$"):
         map_resource(resource, "diagnoses", config=_config(), producer_id=PRODUCER, unit=UNIT)
 
 

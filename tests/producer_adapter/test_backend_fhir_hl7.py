@@ -368,7 +368,7 @@ async def test_a_server_naming_no_units_says_why(server: FhirServer, tmp_path: P
         [reason] = await backend.readiness(UNITS)
         assert "the producer has 2 units" in reason
         assert "no Organization with a unit identifier" in reason
-        with pytest.raises(BackendError, match="^FHIR server: no resource names a unit$"):
+        with pytest.raises(BackendError, match=r"^FHIR server: no resource names a unit$"):
             await backend.fetch(PEOPLE["example"], ALL, None)
     finally:
         await backend.aclose()

@@ -391,7 +391,7 @@ async def test_queries_cannot_write(care_db: CareDb) -> None:
         config = SqlConfig.from_table(care_db.table(types=types))
         backend = SqlBackend(config, PRODUCER, base=care_db.base)
         con = backend._sqlite_connect(deadline=float("inf"))
-        with closing(con), pytest.raises(sqlite3.OperationalError, match="readonly|read-only"):
+        with closing(con), pytest.raises(sqlite3.OperationalError, match=r"readonly|read-only"):
             con.execute("DELETE FROM anteckningar")
         await backend.aclose()
     else:
@@ -420,7 +420,7 @@ async def test_a_slow_query_is_a_timeout_error(care_db: CareDb) -> None:
         types={"care_documentation": {"query": slow, "columns": WRITER_COLUMNS}})
     started = asyncio.get_running_loop().time()
     try:
-        with pytest.raises(BackendError, match="^database timeout$"):
+        with pytest.raises(BackendError, match=r"^database timeout$"):
             await backend.fetch(PERSON, frozenset({"care_documentation"}), None)
     finally:
         await backend.aclose()
@@ -434,7 +434,7 @@ async def test_unreachable_postgresql_starts_and_answers_error(tmp_path: Path) -
         backend = await open_backend(table, base=tmp_path, producer_id=PRODUCER)
     try:
         assert any(e["event"].startswith("database unreachable at start-up") for e in logs)
-        with pytest.raises(BackendError, match="^database (unreachable|timeout)$"):
+        with pytest.raises(BackendError, match=r"^database (unreachable|timeout)$"):
             await backend.fetch(PERSON, ALL, None)
     finally:
         await backend.aclose()

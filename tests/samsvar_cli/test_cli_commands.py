@@ -89,7 +89,7 @@ def test_registry_error_names_the_line(tmp_path: Path,
     path.write_text(text, encoding="utf-8")
     assert main(["registry", "check", str(path)]) == 1
     err = capsys.readouterr().err
-    line = next(n for n, l in enumerate(text.splitlines(), 1) if "x_rays" in l)
+    line = next(n for n, row in enumerate(text.splitlines(), 1) if "x_rays" in row)
     assert f"registry.toml:{line}:" in err and "x_rays" in err
 
 

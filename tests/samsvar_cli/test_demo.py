@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys

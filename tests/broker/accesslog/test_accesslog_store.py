@@ -60,7 +60,7 @@ async def test_concurrent_appends_share_commits_and_form_one_chain(
         assert log.commits < 10, "200 concurrent appends must be group-committed"
         rows = await raw.rows()
         prev = GENESIS
-        for seq, prev_hash, digest, body in rows:
+        for _seq, prev_hash, digest, body in rows:
             assert prev_hash == prev
             assert digest == link(prev_hash, body.encode())
             prev = digest
