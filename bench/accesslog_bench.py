@@ -50,8 +50,9 @@ class Result:
     p99_ms: float
 
     def row(self) -> str:
+        per_commit = self.entries / max(self.commits, 1)
         return (f"{self.store:<10} {self.appenders:>9} {self.entries / self.seconds:>11,.0f} "
-                f"{self.commits / self.seconds:>10,.0f} {self.entries / max(self.commits, 1):>13.1f} "
+                f"{self.commits / self.seconds:>10,.0f} {per_commit:>13.1f} "
                 f"{self.p50_ms:>8.2f} {self.p99_ms:>8.2f}")
 
 

@@ -60,10 +60,11 @@ HTTP_PROBLEMS: Final = {
 def http_problem(status: int, *, reason: str = "", allowed: str = "",
                  instance: str | None = None) -> web.Response:
     """The problem+json response for an error aiohttp itself gives."""
-    slug, detail = HTTP_PROBLEMS.get(status, ("http-error", "the request cannot be served ({reason})"))
+    slug, detail = HTTP_PROBLEMS.get(
+        status, ("http-error", "the request cannot be served ({reason})"))
     title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
-    problem = Problem(type=PROBLEM_BASE + slug, title=title, status=status,
-                      detail=detail.format(reason=reason or title, allowed=allowed or "other methods"),
+    detail = detail.format(reason=reason or title, allowed=allowed or "other methods")
+    problem = Problem(type=PROBLEM_BASE + slug, title=title, status=status, detail=detail,
                       instance=instance)
     return web.Response(body=msgspec.json.encode(problem), status=status,
                         content_type=PROBLEM_MEDIA_TYPE, headers={"Cache-Control": "no-store"})

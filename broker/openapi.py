@@ -192,7 +192,8 @@ _FHIR_BUNDLE: Final = {
     "description": "A FHIR R4 `Bundle` of type `searchset`: one entry per record, as the "
                    "resource of its type (DocumentReference, Condition, MedicationRequest, "
                    "AllergyIntolerance or Flag, Observation, Encounter, CarePlan, "
-                   "ServiceRequest, Appointment, PractitionerRole), with the answer's completeness and sources alongside.",
+                   "ServiceRequest, Appointment, PractitionerRole), with the answer's "
+                   "completeness and sources alongside.",
     "required": ["resourceType"],
     "properties": {"resourceType": {"const": "Bundle"},
                    "type": {"const": "searchset"},

@@ -1,6 +1,7 @@
 """Retake docs/dashboard.png: the operator dashboard during the demo.
 
-    python docs/dashboard_screenshot.py [--port 8765] [--workdir /tmp/dash] [--out docs/dashboard.png]
+    python docs/dashboard_screenshot.py [--port 8765] [--workdir /tmp/dash] \
+        [--out docs/dashboard.png]
 
 Runs ``samsvar demo --serve`` in the background, sends a few queries with ``samsvar query``
 (two of them refused), screenshots ``GET /`` at 1280x800 in Debian's headless Chromium

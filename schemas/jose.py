@@ -125,9 +125,10 @@ def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def reject_duplicate_members(document: bytes) -> dict[str, Any]:
     """The JSON object ``document``, refused with :class:`DuplicateMember` if any object in
-    it names a member twice (:class:`BadToken` if it is no JSON object at all): RFC 7515 section 5.2 and RFC 7519 section 7.2 allow a parser
-    to take the last one, and two readers taking different ones would verify one thing
-    and act on another (``{"alg": "none", ..., "alg": "EdDSA"}``). The standard
+    it names a member twice (:class:`BadToken` if it is no JSON object at all): RFC 7515
+    section 5.2 and RFC 7519 section 7.2 allow a parser to take the last one, and two
+    readers taking different ones would verify one thing and act on another
+    (``{"alg": "none", ..., "alg": "EdDSA"}``). The standard
     library's ``object_pairs_hook`` sees every member; msgspec then decodes the same
     bytes into their type."""
     try:

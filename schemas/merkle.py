@@ -162,7 +162,8 @@ class _Extension:
             try:
                 return self._left[lo, hi]
             except KeyError:
-                raise ValueError(f"leaves {lo}..{hi - 1} are not a subtree of the frontier") from None
+                raise ValueError(
+                    f"leaves {lo}..{hi - 1} are not a subtree of the frontier") from None
         if lo < self._size:
             raise ValueError(f"leaves {lo}..{hi - 1} straddle the old tree's end")
         return self._new.mth(lo - self._size, hi - self._size)

@@ -81,7 +81,8 @@ NOT_FOR_PERSON_TYPES: Final[frozenset[str]] = frozenset(INFORMATION_TYPES) - OWN
 Scope = Literal["hsl", "sol_elderly", "sol_disability", "lss", "sol_other"]
 """The marking (uppmärkning) of a record: the law the documentation was made under."""
 
-DISCLOSABLE_SCOPES: Final[frozenset[str]] = frozenset({"hsl", "sol_elderly", "sol_disability", "lss"})
+DISCLOSABLE_SCOPES: Final[frozenset[str]] = frozenset(
+    {"hsl", "sol_elderly", "sol_disability", "lss"})
 
 Verification = Literal["confirmed", "unconfirmed", "provisional", "differential", "refuted"]
 """How certain a finding is (FHIR's ``verificationStatus``): ``refuted`` is a negation."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["DEFAULT_PREFIX", "checkpoint_topic", "presence_topic", "question_topic", "replica_topic",
-           "reply_topic", "shared"]
+__all__ = ["DEFAULT_PREFIX", "checkpoint_topic", "presence_topic", "question_topic",
+           "replica_topic", "reply_topic", "shared"]
 
 DEFAULT_PREFIX: Final = "samsvar/v1"
 

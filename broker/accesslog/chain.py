@@ -150,7 +150,8 @@ def checkpoint_of(token: str) -> Checkpoint:
     """The checkpoint a token the store wrote itself holds (its signature is not checked)."""
     try:
         payload = token.split(".")[1]
-        return _checkpoint_decoder.decode(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        padded = payload + "=" * (-len(payload) % 4)
+        return _checkpoint_decoder.decode(base64.urlsafe_b64decode(padded))
     except (IndexError, ValueError, msgspec.DecodeError) as exc:
         raise AccessLogError(f"a stored checkpoint cannot be read: {exc}") from exc
 

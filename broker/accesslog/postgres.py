@@ -80,7 +80,8 @@ def _migrations(s: str) -> tuple[tuple[str, ...], ...]:
         (   # 2: the Merkle tree: its leaves (kept through a prune), and each checkpoint's
             # root and frontier; entries pruned before this get the leaf of an empty entry
             f"CREATE TABLE {s}.access_log_leaves (seq bigint PRIMARY KEY, leaf text NOT NULL)",
-            f"ALTER TABLE {s}.access_log_checkpoints ADD COLUMN root text, ADD COLUMN frontier text",
+            f"ALTER TABLE {s}.access_log_checkpoints"
+            " ADD COLUMN root text, ADD COLUMN frontier text",
             f"""INSERT INTO {s}.access_log_leaves (seq, leaf)
                 SELECT g, encode(sha256('\\x00'::bytea), 'hex') FROM generate_series(1,
                     coalesce((SELECT min(seq) FROM {s}.access_log_entries),

@@ -265,8 +265,8 @@ class SqliteStore:
             conn.executemany(
                 "INSERT INTO access_log_entries (seq, time, day, subject, prev_hash, hash, body) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(r.seq, time_text(r.time), r.day.isoformat(), r.subject, r.prev_hash, r.hash, r.body)
-                 for r in rows],
+                [(r.seq, time_text(r.time), r.day.isoformat(), r.subject, r.prev_hash, r.hash,
+                  r.body) for r in rows],
             )
             conn.executemany("INSERT INTO access_log_leaves (seq, leaf) VALUES (?, ?)",
                              [(r.seq, r.leaf) for r in rows])
@@ -383,7 +383,8 @@ class SqliteStore:
                 "SELECT seq, leaf FROM access_log_leaves WHERE seq > ? AND seq <= ? ORDER BY seq",
                 (after, upto)):
             if seq != after + len(leaves) + 1:
-                raise AccessLogError(f"the Merkle leaf of entry {after + len(leaves) + 1} is missing")
+                raise AccessLogError(
+                    f"the Merkle leaf of entry {after + len(leaves) + 1} is missing")
             leaves.append(bytes.fromhex(leaf))
         return leaves
 

@@ -139,8 +139,8 @@ async def _verify(snapshot: LogSnapshot, keys: Mapping[str, PublicKey],
             header, payload = verify(cp_row.token, key_for, typ=CHECKPOINT_TYP)
             cp = _checkpoint_decoder.decode(payload)
         except (JoseError, msgspec.DecodeError) as exc:
-            problems.append(_Problem(cp_row.seq, f"the checkpoint at entry {cp_row.seq} is not signed "
-                                         f"by the broker ({exc})"))
+            problems.append(_Problem(cp_row.seq, f"the checkpoint at entry {cp_row.seq} is not "
+                                         f"signed by the broker ({exc})"))
             continue
         old = retired.get(header.kid)
         if old is not None and cp.seq > old.last_seq:
@@ -185,8 +185,8 @@ async def _verify(snapshot: LogSnapshot, keys: Mapping[str, PublicKey],
                                and cp.head_hash == row.prev_hash for cp in prunes):
                         gone = max((cp.seq for cp in prunes if cp.seq < row.seq - 1),
                                    default=0) + 1
-                        broken = _Problem(gone, f"{_were(gone, row.seq - 1)} removed from the start: "
-                                        "no signed prune checkpoint marks entry "
+                        broken = _Problem(gone, f"{_were(gone, row.seq - 1)} removed from the "
+                                        "start: no signed prune checkpoint marks entry "
                                         f"{row.seq} as the first kept")
                         last = row.seq
                         continue
@@ -203,11 +203,11 @@ async def _verify(snapshot: LogSnapshot, keys: Mapping[str, PublicKey],
             except ValueError:
                 recomputed = ""
             if recomputed != row.hash:
-                broken = _Problem(row.seq, f"entry {row.seq} was changed or moved: its content does not "
-                                   "match its hash")
+                broken = _Problem(row.seq, f"entry {row.seq} was changed or moved: its content "
+                                   "does not match its hash")
             elif row.prev_hash != expected:
-                broken = _Problem(row.seq, f"entry {row.seq} does not follow entry {row.seq - 1}: an "
-                                   "entry was removed or the order changed")
+                broken = _Problem(row.seq, f"entry {row.seq} does not follow entry {row.seq - 1}: "
+                                   "an entry was removed or the order changed")
             elif (column := _column_problem(row)) is not None:
                 broken = _Problem(row.seq, column)
             last, prev_hash = row.seq, row.hash
@@ -233,8 +233,8 @@ async def _verify(snapshot: LogSnapshot, keys: Mapping[str, PublicKey],
             continue  # before the kept part: its signature was checked, nothing else can be
         if cp.seq > end:
             if broken is None:
-                problems.append(_Problem(end + 1, f"{_were(end + 1, cp.seq)} removed from the end: a "
-                                          f"checkpoint of {cp.time:%Y-%m-%d %H:%M:%S} signed the "
+                problems.append(_Problem(end + 1, f"{_were(end + 1, cp.seq)} removed from the end: "
+                                          f"a checkpoint of {cp.time:%Y-%m-%d %H:%M:%S} signed the "
                                           f"log up to entry {cp.seq}, it now ends at {end}"))
             continue
         if cp.seq > checked_to:
@@ -246,8 +246,8 @@ async def _verify(snapshot: LogSnapshot, keys: Mapping[str, PublicKey],
             signed_to[kid] = max(signed_to.get(kid, 0), cp.seq)
         else:
             since = max(good, default=floor) + 1
-            problems.append(_Problem(since, f"the checkpoint at entry {cp.seq} does not match the log: "
-                                    f"it was rewritten in {_span(since, cp.seq)}"))
+            problems.append(_Problem(since, f"the checkpoint at entry {cp.seq} does not match the "
+                                    f"log: it was rewritten in {_span(since, cp.seq)}"))
 
     # The Merkle tree: stored roots, then the witnesses' checkpoints.
     size = len(leaves) if leaves_whole else None

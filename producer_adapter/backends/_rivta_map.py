@@ -334,7 +334,8 @@ def alert_20(rec: Json, tz: ZoneInfo) -> Iterator[Mapped]:
         codes.append(code_of(_g(body, "seriousDisease", "disease")))
     else:
         category = "other"
-        details = _s(_g(body, "unstructuredAlertInformation", "unstructuredAlertInformationContent"))
+        details = _s(_g(body, "unstructuredAlertInformation",
+                        "unstructuredAlertInformationContent"))
     description = ": ".join(x for x in (heading, substance or details) if x)
     comment = _s(body.get("alertInformationComment"))
     if comment:

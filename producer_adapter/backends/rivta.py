@@ -22,13 +22,14 @@ RIV-TA producers joins by configuration::
 
     [backend.contracts]                        # one per type: contract, version, endpoint
     care_documentation = { contract = "GetCareDocumentation", version = "3.0",
-                           endpoint = "https://rtp.region.example/GetCareDocumentation/3/rivtabp21" }
+                           endpoint = "https://rtp.example/GetCareDocumentation/3/rivtabp21" }
     diagnoses = { contract = "GetDiagnosis", version = "2.0", endpoint = "https://…" }
 
 One question sets one ``x-skltp-correlation-id`` on every call it makes; calls for different
 types run concurrently, the pages of a 3.x contract one after another. Each request is built
 from and validated against the contract's schema, and each response parsed (and, with
-``validate_responses = true``, validated), in a worker thread, never on the event loop. ``resultCode`` ERROR, a SOAP fault (e.g. the platform's VP007, authorization
+``validate_responses = true``, validated), in a worker thread, never on the event loop.
+``resultCode`` ERROR, a SOAP fault (e.g. the platform's VP007, authorization
 missing), an HTTP error, an unreadable body or the timeout make the whole question the
 source's error: no records are returned from a partial read. INFO is logged and its records
 kept. A nullified record is dropped; ``approvedForPatient`` is kept on every record.
@@ -154,7 +155,8 @@ class RivtaConfig:
                 raise AdapterConfigError(f"{where}: not an information type of this version "
                                          f"({', '.join(sorted(RECORD_CLASSES))})")
             if not isinstance(entry, Mapping):
-                raise AdapterConfigError(f"{where} must be a table {{ contract, version, endpoint }}")
+                raise AdapterConfigError(
+                    f"{where} must be a table {{ contract, version, endpoint }}")
             check_keys(entry, _CONTRACT_KEYS, where)
             key = f"{entry.get('contract')}-{entry.get('version')}"
             contract = CONTRACTS.get(key)

@@ -580,7 +580,8 @@ class SqlBackend:
                 cur = con.execute(tq.query, params)
                 names = [d[0] for d in cur.description or ()]
                 rows = cur.fetchmany(int(values["limit"]))
-                out.append(_Rows(names=names, rows=[dict(zip(names, r, strict=True)) for r in rows]))
+                out.append(_Rows(names=names,
+                                 rows=[dict(zip(names, r, strict=True)) for r in rows]))
             return out
         finally:
             con.close()

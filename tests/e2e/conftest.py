@@ -53,7 +53,8 @@ def record(producer: str, n: int, *, when: str, type_: str = "medication",
     """A record as a producer's JSON file holds it."""
     base: dict[str, Any] = {
         "type": type_, "id": f"{producer}-{n}", "time": when, "scope": scope,
-        "source": {"producer": producer, "organisation": {"id": f"ORG-{producer}", "name": producer},
+        "source": {"producer": producer,
+                   "organisation": {"id": f"ORG-{producer}", "name": producer},
                    "unit": {"id": unit, "name": f"Enhet {unit}"}, "system": "test"},
     }
     if type_ == "medication":

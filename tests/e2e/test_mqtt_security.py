@@ -441,7 +441,7 @@ async def test_certificate_unknown_to_the_registry_touches_nothing(secured: Secu
         assert await received(broker, count=0) == []
 
 
-# -- the whole path over TLS ------------------------------------------------------------------------
+# -- the whole path over TLS -----------------------------------------------------------------------
 
 
 @BOTH

@@ -145,7 +145,8 @@ def test_a_child_turns_eighteen(register: SqliteBlockRegister, kit: Any) -> None
 
 
 @pytest.mark.parametrize("level, target, message", [
-    ("organisation", "SE2120009999-EK01", r"is not the organisation of producer .*own organisation"),
+    ("organisation", "SE2120009999-EK01",
+     r"is not the organisation of producer .*own organisation"),
     ("unit", "SE2321000999-U999", (r"unit 'SE2321000999-U999' is not a unit of producer "
                                    r"SE2321000999-P001 in the registry \(its units: "
                                    r"SE2321000999-U100, SE2321000999-U200\)")),

@@ -307,7 +307,7 @@ async def test_deeply_nested_json_is_refused(kit: Any, keys: Any, registry: Regi
     assert await refused_unanswered(adapter, backend, token) == expected
 
 
-# -- over real MQTT ---------------------------------------------------------------------------------
+# -- over real MQTT --------------------------------------------------------------------------------
 
 
 async def test_malformed_questions_over_mqtt_are_dropped_logged_and_survived(

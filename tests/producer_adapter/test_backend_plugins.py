@@ -154,8 +154,8 @@ def test_two_plugins_of_one_name_are_refused(tmp_path: Path,
 
 def test_an_unknown_kind_lists_the_built_in_ones() -> None:
     with pytest.raises(AdapterConfigError,
-                       match=r"kind 'nosuch' is neither built in \(fhir, json_dir, rivta, sql\) nor an "
-                             r"installed plugin \(entry point group 'samsvar.backends'\)"):
+                       match=r"kind 'nosuch' is neither built in \(fhir, json_dir, rivta, sql\) "
+                             r"nor an installed plugin \(entry point group 'samsvar.backends'\)"):
         check_backend_table({"kind": "nosuch"})
 
 

@@ -143,7 +143,8 @@ _KEY = generate_key()
 _REGISTRY = registry(_KEY)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(payload=st.binary(max_size=600) | st.builds(
     lambda doc: sign(doc, _KEY, typ=CHECKPOINT_TYP).encode(),
     st.binary(max_size=300) | st.recursive(
@@ -158,7 +159,8 @@ def test_hostile_checkpoint_messages_are_refused_never_raise(tmp_path: Path,
     assert w.latest == {}
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(since=st.integers(-3, 70), path=st.lists(st.text(max_size=70), max_size=8),
        raw=st.binary(max_size=200))
 def test_hostile_consistency_proofs_never_raise(tmp_path: Path, since: int, path: list[str],

@@ -33,7 +33,8 @@ def _b64(value: str | None) -> bytes:
 
 def _vectors(reference: Path, kind: str) -> list[tuple[str, dict[str, object]]]:
     root = reference / "rfc6962-merkle-vectors" / kind
-    found = [(str(p.relative_to(root)), json.loads(p.read_text())) for p in sorted(root.rglob("*.json"))]
+    found = [(str(p.relative_to(root)), json.loads(p.read_text()))
+             for p in sorted(root.rglob("*.json"))]
     assert len(found) > 40, f"too few {kind} vectors under {root}"
     return found
 
