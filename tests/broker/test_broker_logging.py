@@ -93,7 +93,7 @@ async def test_a_question_s_adapter_lines_carry_its_query_id_when_it_times_out(
         async def aclose(self) -> None:
             pass
 
-    await fed.start_adapter("P1", backend=Slow())  # type: ignore[arg-type]
+    await fed.start_adapter("P1", backend=Slow())
     await fed.wait_presence("P1")
     with captured() as lines:
         answer = await fed.ask(deadline_ms=300)

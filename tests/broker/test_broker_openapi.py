@@ -155,8 +155,9 @@ def test_query_answers_in_three_representations() -> None:
 def test_problems_are_documented_with_their_slugs(path: str, statuses: set[str]) -> None:
     responses = build_openapi()["paths"][path]["post"]["responses"]
     assert set(responses) - {"200"} == statuses
-    endpoint = {"/v1/queries": "query", "/v1/access-log/extract": "extract",
-                "/v1/own/queries": "own"}[path]
+    endpoints: dict[str, errors.Endpoint] = {
+        "/v1/queries": "query", "/v1/access-log/extract": "extract", "/v1/own/queries": "own"}
+    endpoint = endpoints[path]
     for slug, problem in errors.PROBLEM_TYPES.items():
         description = responses.get(str(problem.status), {}).get("description", "")
         listed = f"`{errors.PROBLEM_BASE}{slug}`" in description

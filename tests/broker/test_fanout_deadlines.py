@@ -27,14 +27,18 @@ async def test_waits_end_in_deadline_order_whatever_order_they_were_opened_in() 
     for query_id, timeout_s in (("long", 0.6), ("short", 0.05), ("middle", 0.3)):
         pending = gatherer.open(query_id, [REGISTRY.producers[P1]])
         done = gatherer.settled(pending, timeout_s)
-        done.add_done_callback(lambda _f, q=query_id: ended.append(q))
+
+        def note(_f: object, q: str = query_id) -> None:
+            ended.append(q)
+
+        done.add_done_callback(note)
         futures[query_id] = (pending, done)
     await asyncio.wait_for(futures["short"][1], 5)
     assert ended == ["short"]  # the later deadlines have not been cut short
     await asyncio.wait_for(asyncio.gather(*(d for _, d in futures.values())), 5)
     assert ended == ["short", "middle", "long"]
     for pending, _ in futures.values():
-        assert pending.outcomes[P1].status == "timeout"  # type: ignore[attr-defined]
+        assert pending.outcomes[P1].status == "timeout"
 
 
 async def test_a_wait_ends_when_every_producer_is_done_long_before_its_deadline() -> None:

@@ -39,7 +39,7 @@ from schemas.jose import (
     private_key_from_jwk,
     sign,
 )
-from schemas.messages import QUERY_TYP, REPLY_TYP, Reply, User
+from schemas.messages import QUERY_TYP, REPLY_TYP, QueryClaims, Reply, User
 from schemas.records import (
     DISCLOSABLE_SCOPES,
     INFORMATION_TYPES,
@@ -177,6 +177,7 @@ mutations = st.lists(
 def check_accepted(query: AuthenticatedQuery) -> None:
     """What the broker accepts always meets the contract, whatever produced it."""
     c = query.claims
+    assert isinstance(c, QueryClaims)  # a care query, never a person's own
     assert query.participant.id == c.iss == CONSUMER
     assert c.aud == BROKER_ID
     assert 0 < c.exp - c.iat <= 300

@@ -17,6 +17,7 @@ from schemas.records import (
     Medication,
     OrgRef,
     PersonRef,
+    Record,
     RecordSource,
     UnitRef,
 )
@@ -114,7 +115,7 @@ WHEN = dt.datetime(2026, 11, 1, 10, tzinfo=dt.UTC)
 def test_the_broker_drops_what_a_producer_should_have_withheld_from_the_person() -> None:
     """A producer that ignores the own-view rules still cannot show a record not approved
     for the patient, nor a fixed contact's internal note."""
-    records = [
+    records: list[Record] = [
         Medication(id="m1", source=SOURCE, time=WHEN, scope="hsl", drug="A"),
         Medication(id="m2", source=SOURCE, time=WHEN, scope="hsl", drug="B",
                    approved_for_patient=False),

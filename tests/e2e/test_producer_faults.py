@@ -73,7 +73,7 @@ class Rogue:
             async for message in self.client.messages:
                 if not message.topic.matches(topic):
                     continue  # amqtt also sends retained messages nobody subscribed to
-                token = bytes(message.payload)  # type: ignore[arg-type]
+                token = bytes(message.payload)
                 question = msgspec.json.decode(b64url_decode(token.split(b".")[1]))
                 await self.behaviour(self, question)
 
@@ -140,6 +140,7 @@ async def crash(rogue: Rogue, question: dict[str, Any]) -> None:
     import socket
 
     sock = rogue.client._client.socket()  # an abrupt network loss
+    assert isinstance(sock, socket.socket), sock
     sock.shutdown(socket.SHUT_RDWR)
 
 

@@ -172,7 +172,7 @@ async def test_reply_signed_with_wrong_key_is_error(federation_factory: Any) -> 
                 if not message.topic.matches(question_topic(fed.prefix, "P-LSS")):
                     continue  # amqtt also sends retained messages nobody subscribed to
                 question = msgspec.json.decode(
-                    b64url_decode(bytes(message.payload).split(b".")[1]))  # type: ignore[arg-type]
+                    b64url_decode(bytes(message.payload).split(b".")[1]))
                 reply = Reply(query_id=question["query_id"], producer="P-LSS", status="ok")
                 token = sign(msgspec.json.encode(reply), rogue_key, typ=REPLY_TYP)
                 await rogue.publish(question["reply_topic"], token.encode(), qos=1)
@@ -205,7 +205,7 @@ async def test_two_replicas_answer_each_question_once(federation_factory: Any) -
         async def count() -> None:
             async for message in spy.messages:
                 body = msgspec.json.decode(
-                    b64url_decode(bytes(message.payload).split(b".")[1]))  # type: ignore[arg-type]
+                    b64url_decode(bytes(message.payload).split(b".")[1]))
                 replies[body["query_id"]] += 1
 
         counter = asyncio.create_task(count())

@@ -21,6 +21,7 @@ import structlog
 from producer_adapter import Adapter
 from producer_adapter.blocks import InMemoryBlockSource
 from producer_adapter.policy import Block
+from samsvar.rivta_stub import Behaviour
 from tests.e2e.conftest import PERSON, Federation, ProducerSpec
 from tests.producer_adapter.rivta_support import (
     NEWEST,
@@ -31,8 +32,9 @@ from tests.producer_adapter.rivta_support import (
 )
 
 TYPES = ["care_documentation", "medication", "diagnoses", "alerts"]
-SOURCES = {"P-RIVTA-ANSWER": "answer", "P-RIVTA-EMPTY": "empty", "P-RIVTA-HANG": "hang",
-           "P-RIVTA-FAULT": "fault", "P-RIVTA-PAGE": "page"}
+SOURCES: dict[str, Behaviour] = {
+    "P-RIVTA-ANSWER": "answer", "P-RIVTA-EMPTY": "empty", "P-RIVTA-HANG": "hang",
+    "P-RIVTA-FAULT": "fault", "P-RIVTA-PAGE": "page"}
 
 
 async def test_rivta_producers_answer_a_question_end_to_end(

@@ -446,7 +446,7 @@ def _table(**types: Any) -> dict[str, Any]:
     return {"kind": "sql", "path": "x.db", "organisation": ORG, "types": types}
 
 
-MED = {"query": "SELECT * FROM m WHERE p = :person",
+MED: dict[str, Any] = {"query": "SELECT * FROM m WHERE p = :person",
        "columns": {"id": "a", "time": "b", "drug": "c", "scope": "d", "unit_id": "e",
                    "unit_name": "f"}}
 
