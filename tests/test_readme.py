@@ -24,3 +24,13 @@ def test_ci_runs_the_readme_test_command() -> None:
     _, tests = quick_start_commands()
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert tests in ci
+
+
+def test_ci_runs_the_readme_lint_command() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = re.search(r"^Lint and types: `(.+?)`", text, flags=re.MULTILINE)
+    assert found is not None, "the README says how to lint and type-check"
+    lint = found.group(1)
+    assert "ruff check ." in lint and "mypy" in lint
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert lint in ci
