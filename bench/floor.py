@@ -38,13 +38,22 @@ import statistics
 import sys
 import time
 import timeit
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import msgspec
 from aiohttp import web
 
 from samsvar.cli import event_loop_factory
-from schemas.jose import DEFAULT_ALG, Header, PrivateKey, PublicKey, generate_key, sign, verify
+from schemas.jose import (
+    DEFAULT_ALG,
+    Alg,
+    Header,
+    PrivateKey,
+    PublicKey,
+    generate_key,
+    sign,
+    verify,
+)
 
 __all__ = ["crypto", "main"]
 
@@ -100,7 +109,7 @@ def _cpu_us(fn: Callable[[], object], number: int) -> float:
     return timeit.Timer(fn, timer=time.process_time).timeit(number) / number * 1e6
 
 
-ALGORITHMS: dict[str, str] = {
+ALGORITHMS: dict[str, Alg] = {
     "Ed25519 (libsodium)": "EdDSA",
     "Ed25519 (OpenSSL)": "EdDSA",
     "ES256 (OpenSSL)": "ES256",
@@ -126,15 +135,31 @@ def algorithms(question_bytes: int, reply_bytes: int, *, rounds: int = 15,
                 raw = [ed25519.Ed25519PrivateKey.from_private_bytes(_ed_seed(k)) for k in keys]
                 sigs = [(k.public_key(), k.sign(data)) for k in raw]
                 s_turn, v_turn = itertools.cycle(raw), itertools.cycle(sigs)
-                operations[name, f"sign_{what}"] = lambda t=s_turn, d=data: next(t).sign(d)
-                operations[name, f"verify_{what}"] = (
-                    lambda t=v_turn, d=data: (lambda p, sg: p.verify(sg, d))(*next(t)))
+
+                def ossl_sign(t: Iterator[ed25519.Ed25519PrivateKey] = s_turn,
+                              d: bytes = data) -> object:
+                    return next(t).sign(d)
+
+                def ossl_verify(t: Iterator[tuple[ed25519.Ed25519PublicKey, bytes]] = v_turn,
+                                d: bytes = data) -> None:
+                    p, sg = next(t)
+                    p.verify(sg, d)
+
+                operations[name, f"sign_{what}"] = ossl_sign
+                operations[name, f"verify_{what}"] = ossl_verify
             else:
                 pairs = [(k.public, k.sign(data)) for k in keys]
                 ks, vs = itertools.cycle(keys), itertools.cycle(pairs)
-                operations[name, f"sign_{what}"] = lambda t=ks, d=data: next(t).sign(d)
-                operations[name, f"verify_{what}"] = (
-                    lambda t=vs, d=data: _verified(*next(t), d))
+
+                def jose_sign(t: Iterator[PrivateKey] = ks, d: bytes = data) -> object:
+                    return next(t).sign(d)
+
+                def jose_verify(t: Iterator[tuple[PublicKey, bytes]] = vs,
+                                d: bytes = data) -> None:
+                    _verified(*next(t), d)
+
+                operations[name, f"sign_{what}"] = jose_sign
+                operations[name, f"verify_{what}"] = jose_verify
     times: dict[tuple[str, str], list[float]] = {op: [] for op in operations}
     for fn in operations.values():
         _cpu_us(fn, number // 10)

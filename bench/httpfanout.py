@@ -10,8 +10,8 @@ shared, so that the comparison measures the design and not two implementations:
 
 * ``producers``: one process hosting a group of producers (the same group spec as
   :mod:`bench.producers`), each a real :class:`producer_adapter.Adapter` (question
-  verified, stage 1 of the law, records read, reply signed: :meth:`~producer_adapter.Adapter.answer`)
-  behind its own HTTP endpoint (aiohttp, one port per producer, keep-alive):
+  verified, stage 1 of the law, records read, reply signed:
+  :meth:`~producer_adapter.Adapter.answer`) behind its own HTTP endpoint (aiohttp, one port per producer, keep-alive):
   ``POST /question`` with the signed question answers ``200`` with the signed reply, or
   ``204`` when the question is refused. Prints ``ready {"producer id": port, ...}``.
 * ``peer``: samsvar's own broker (:class:`broker.BrokerServer`: the HTTP API, the query
@@ -79,7 +79,7 @@ async def start_producers(spec_path: Path) -> tuple[list[web.AppRunner], dict[st
 
     from .backend import InMemoryBackend
 
-    spec = json.loads(spec_path.read_text(encoding="utf-8"))
+    spec = json.loads(spec_path.read_text(encoding="utf-8"))  # noqa: ASYNC240 - once, at start
     registry = load_registry(spec["registry"])
     mqtt = MqttSettings(port=spec["mqtt_port"], prefix=spec["prefix"])  # unused: no link
     runners: list[web.AppRunner] = []
@@ -225,7 +225,7 @@ def make_peer(config_path: Path, ports: dict[str, int]) -> BrokerServer:
 
 
 async def serve_peer(config_path: Path, ports_path: Path, shutdown: asyncio.Event) -> None:
-    ports = json.loads(ports_path.read_text(encoding="utf-8"))
+    ports = json.loads(ports_path.read_text(encoding="utf-8"))  # noqa: ASYNC240 - once, at start
     await make_peer(config_path, ports).run(shutdown=shutdown)
 
 

@@ -31,7 +31,7 @@ __all__ = ["main"]
 
 
 async def serve(spec_path: Path) -> None:
-    spec = json.loads(spec_path.read_text(encoding="utf-8"))
+    spec = json.loads(spec_path.read_text(encoding="utf-8"))  # noqa: ASYNC240 - once, at start
     registry = load_registry(spec["registry"])
     mqtt = MqttSettings(port=spec["mqtt_port"], prefix=spec["prefix"])
     stop = asyncio.Event()
