@@ -11,7 +11,8 @@ shared, so that the comparison measures the design and not two implementations:
 * ``producers``: one process hosting a group of producers (the same group spec as
   :mod:`bench.producers`), each a real :class:`producer_adapter.Adapter` (question
   verified, stage 1 of the law, records read, reply signed:
-  :meth:`~producer_adapter.Adapter.answer`) behind its own HTTP endpoint (aiohttp, one port per producer, keep-alive):
+  :meth:`~producer_adapter.Adapter.answer`) behind its own HTTP endpoint (aiohttp, one
+  port per producer, keep-alive):
   ``POST /question`` with the signed question answers ``200`` with the signed reply, or
   ``204`` when the question is refused. Prints ``ready {"producer id": port, ...}``.
 * ``peer``: samsvar's own broker (:class:`broker.BrokerServer`: the HTTP API, the query
