@@ -337,7 +337,8 @@ def render_page(d: Dashboard) -> str:
 </table>
 <h2>Refusals and errors by reason</h2>
 <ul class="reasons" id="reasons">{reasons}</ul>
-<p class="small">Figures cover the last {window}; error rate = timeout or error among the questions a producer was asked;
+<p class="small">Figures cover the last {window};
+error rate = timeout or error among the questions a producer was asked;
 unreadable = records a producer said it holds but could not read.
 Metrics for Prometheus: <a href="metrics">/metrics</a>.</p>
 </main>

@@ -50,7 +50,8 @@ __all__ = [
 ]
 
 PROBLEM_BASE: Final = "urn:samsvar:problem:"
-"""Every problem ``type`` is this prefix and a stable slug, e.g. ``urn:samsvar:problem:replayed``."""
+"""Every problem ``type`` is this prefix and a stable slug, e.g.
+``urn:samsvar:problem:replayed``."""
 
 
 Endpoint = Literal["query", "extract", "own"]

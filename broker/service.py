@@ -232,7 +232,8 @@ class QueryService:
         try:
             issuer = _issuer_decoder.decode(b64url_decode(parts[1])).iss
         except (BadToken, *HOSTILE_DECODE_ERRORS) as exc:
-            raise MalformedQuery("malformed-token", f"the JWT payload is unreadable: {exc}") from exc
+            raise MalformedQuery("malformed-token",
+                                 f"the JWT payload is unreadable: {exc}") from exc
         try:
             header = read_header(token)
         except BadSignature as exc:

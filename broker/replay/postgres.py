@@ -63,7 +63,8 @@ class PostgresReplayStore:
                                  "application_name": f"samsvar-replay:{self.schema}"[:63]},
             )
             async with self._pool.acquire() as conn, conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key(self.schema, "replay"))
+                await conn.execute("SELECT pg_advisory_xact_lock($1)",
+                                   lock_key(self.schema, "replay"))
                 await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self._s}")
                 await conn.execute(
                     f"CREATE TABLE IF NOT EXISTS {self._table} (issuer text NOT NULL, "

@@ -99,8 +99,8 @@ async def test_a_producer_awaited_is_pending_until_the_deadline_makes_it_a_timeo
     assert {o.status for o in pending.outcomes.values()} == {"pending"}
     assert pending.waiting == {P1, P2}
     gatherer.producer_gone(P2)
-    assert pending.outcomes[P1].status == "pending"
-    assert pending.outcomes[P2].status == "unavailable"
+    # One list, not two asserts: mypy would keep P1's "pending" across the await below.
+    assert [pending.outcomes[p].status for p in (P1, P2)] == ["pending", "unavailable"]
     await asyncio.wait_for(done, 5)
     assert pending.outcomes[P1].status == "timeout" and pending.waiting == frozenset()
     gatherer.on_reply(sign(json.dumps(valid_reply()).encode(), KEYS.p1, typ=REPLY_TYP).encode())

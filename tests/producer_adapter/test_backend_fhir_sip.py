@@ -85,7 +85,8 @@ async def _plans(server: FhirServer, tmp_path: Path) -> dict[str, CarePlan]:
 
 
 def test_the_sip_fixtures_are_valid_fhir() -> None:
-    for resource in (KOMMUN, NEED, COORDINATOR, SIP):
+    resources: tuple[dict[str, Any], ...] = (KOMMUN, NEED, COORDINATOR, SIP)
+    for resource in resources:
         get_fhir_model_class(resource["resourceType"]).model_validate(resource)
 
 
