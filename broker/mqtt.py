@@ -169,8 +169,8 @@ class MqttBus:
     def _new_client(self, window: Window, on_lost: Callable[[str], None]) -> Client:
         s = self._settings
         server = self.server
-        client = Client(session_client_id(f"samsvar-broker-{self._instance}"), window=window, logger=_GMQTT_LOG,
-                        on_lost=on_lost, max_message_bytes=s.max_message_bytes,
+        client = Client(session_client_id(f"samsvar-broker-{self._instance}"), window=window,
+                        logger=_GMQTT_LOG, on_lost=on_lost, max_message_bytes=s.max_message_bytes,
                         on_too_large=self._too_large, timeout=s.timeout_s)
         if server.username is not None:
             client.set_auth_credentials(server.username, server.password)

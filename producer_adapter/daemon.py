@@ -46,7 +46,6 @@ from schemas.identity import normalise
 from schemas.jose import sign, verify
 from schemas.messages import QUESTION_TYP, REPLY_TYP, Question, Reply
 from schemas.registry import Producer, Registry, load_registry
-from transport.settings import MqttSettings
 
 from .backends import RecordBackend, open_backend
 from .block_register import SqliteBlockRegister

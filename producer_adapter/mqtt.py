@@ -351,8 +351,8 @@ class MqttLink:
     def _new_client(self, window: Window, on_lost: Callable[[str], None]) -> Client:
         s, server = self.settings, self.server
         will = gmqtt.Message(self.presence_topic, self._will(), qos=s.qos, retain=True)
-        client = Client(session_client_id(self.identifier), window=window, logger=_GMQTT_LOG, on_lost=on_lost,
-                        will_message=will, max_message_bytes=s.max_message_bytes,
+        client = Client(session_client_id(self.identifier), window=window, logger=_GMQTT_LOG,
+                        on_lost=on_lost, will_message=will, max_message_bytes=s.max_message_bytes,
                         on_too_large=self._too_large, timeout=s.timeout_s)
         if server.username is not None:
             client.set_auth_credentials(server.username, server.password)

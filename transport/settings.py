@@ -180,7 +180,8 @@ class MqttSettings:
     def from_table(cls, table: Mapping[str, Any], *, base: Path) -> MqttSettings:
         """From a config's ``[mqtt]`` table; file paths are relative to ``base``."""
         known = {"url", "urls", "prefix", "protocol", "shared_subscriptions", "qos",
-                 "keepalive", "ca", "cert", "key", "client", "max_message_bytes", "heartbeat_s", "timeout_s"}
+                 "keepalive", "ca", "cert", "key", "client", "max_message_bytes", "heartbeat_s",
+                 "timeout_s"}
         unknown = set(table) - known
         if unknown:
             raise ValueError(f"[mqtt] has unknown keys: {', '.join(sorted(unknown))}")
@@ -242,9 +243,9 @@ class Reconnect:
     """Which server a role connects to next, and how long it waits first.
 
     A lost (or refused) connection moves on to the next server of the list at once, and
-    after a whole round of them to a growing, jittered pause; the pause starts small again only once a session is
-    subscribed, so a server that accepts the connection but refuses the subscription is
-    not hammered (it was: ~25 attempts a second)."""
+    after a whole round of them to a growing, jittered pause; the pause starts small again
+    only once a session is subscribed, so a server that accepts the connection but refuses
+    the subscription is not hammered (it was: ~25 attempts a second)."""
 
     def __init__(self, servers: Sequence[MqttServer]) -> None:
         self.servers = tuple(servers)

@@ -23,9 +23,9 @@ from broker.config import load_broker_config
 from broker.errors import ConfigError, NotReady
 from broker.mqtt import MqttBus
 from schemas.topics import question_topic
-from transport.settings import MqttSettings
 from tests.conftest import MqttServer
 from tests.e2e.conftest import ProducerSpec, build_federation
+from transport.settings import MqttSettings
 
 
 def test_the_old_client_key_loads_as_gmqtt_and_any_other_is_refused(tmp_path: Path) -> None:

@@ -246,9 +246,9 @@ async def test_oversized_messages_are_dropped_and_counted_and_answering_goes_on(
 async def test_generated_mosquitto_config_refuses_what_the_roles_drop(
         tmp_path: Any, mosquitto: MqttServer) -> None:
     from samsvar.mosquitto import size_limits, write_mosquitto_security
-    from transport.settings import HEADROOM
     from tests.conftest import start_mosquitto
     from tests.e2e.conftest import build_federation
+    from transport.settings import HEADROOM
 
     fed = build_federation(tmp_path, mosquitto, "test/size", [ProducerSpec("P1")])
     written = write_mosquitto_security(fed.registry, tmp_path / "tls")

@@ -46,7 +46,6 @@ from samsvar.mosquitto import (
     write_mosquitto_security,
 )
 from schemas.topics import presence_topic, question_topic, reply_topic, shared
-from transport.settings import MqttSettings
 from tests.conftest import (
     IN_CI,
     MqttServer,
@@ -61,6 +60,7 @@ from tests.e2e.conftest import (
     build_federation,
     record,
 )
+from transport.settings import MqttSettings
 
 pytestmark = pytest.mark.mosquitto
 

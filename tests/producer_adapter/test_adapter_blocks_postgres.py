@@ -27,7 +27,6 @@ from producer_adapter.errors import AdapterConfigError
 from samsvar import cli
 from schemas.messages import Reply, Unblock
 from schemas.registry import Registry
-from transport.settings import MqttSettings
 from tests.conftest import PgSchema, free_port
 from tests.producer_adapter.test_adapter_blocks_sqlite import add, open_reply  # both stores
 from tests.producer_adapter.test_adapter_daemon import (
@@ -36,6 +35,7 @@ from tests.producer_adapter.test_adapter_daemon import (
     publish_question,
     running,
 )
+from transport.settings import MqttSettings
 
 
 @pytest.fixture

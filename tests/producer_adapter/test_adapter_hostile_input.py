@@ -39,7 +39,6 @@ from schemas.messages import QUESTION_TYP, REPLY_TYP, Period, Question, Reply
 from schemas.records import DISCLOSABLE_SCOPES, INFORMATION_TYPES
 from schemas.registry import Registry
 from schemas.topics import question_topic, reply_topic
-from transport.settings import MqttSettings
 from tests.hostile_strategies import (
     DELETE,
     apply,
@@ -49,6 +48,7 @@ from tests.hostile_strategies import (
     mutate_bytes,
     nested,
 )
+from transport.settings import MqttSettings
 
 PREFIX: Final = "samsvar/v1"
 REASONS: Final = frozenset({"not-a-jws", "unknown-key", "bad-signature", "bad-payload",

@@ -1,7 +1,7 @@
 """The adapter's MQTT link (gmqtt, the one client) keeps its contract: presence and the last
 will, the re-announcement after another replica's will, shared subscriptions, reconnecting
-after the server restarts, TCP_NODELAY, message expiry on replies, MQTT 3.1.1, back-pressure in order,
-and no payload in any log.
+after the server restarts, TCP_NODELAY, message expiry on replies, MQTT 3.1.1, back-pressure in
+order, and no payload in any log.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from structlog.testing import capture_logs
 from producer_adapter import Adapter, AdapterConfig, InMemoryBlockSource, JsonDirBackend
 from producer_adapter.errors import AdapterConfigError, TransportError
 from producer_adapter.mqtt import MqttLink
-from transport.gmqtt_link import ConnectionGone, Window
 from schemas.messages import Presence
 from schemas.registry import Registry
 from schemas.topics import presence_topic, question_topic, reply_topic
-from transport.settings import MqttSettings
 from tests.conftest import MqttServer
 from tests.producer_adapter.test_adapter_daemon import client as spy
+from transport.gmqtt_link import ConnectionGone, Window
+from transport.settings import MqttSettings
 
 pytestmark = pytest.mark.mosquitto
 

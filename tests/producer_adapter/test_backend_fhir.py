@@ -42,13 +42,13 @@ from schemas.records import (
     UnitRef,
 )
 from schemas.registry import Registry
-from transport.settings import MqttSettings
 from tests.producer_adapter.test_adapter_daemon import (
     broker,
     collect_replies,
     publish_question,
     running,
 )
+from transport.settings import MqttSettings
 
 EXAMPLES = Path(__file__).parent / "fhir_examples"
 PERSON = "195001182046"   # the example Patient's personnummer (Skatteverket's test list)

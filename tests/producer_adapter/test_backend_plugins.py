@@ -29,13 +29,13 @@ from producer_adapter.errors import AdapterConfigError
 from schemas.messages import Period
 from schemas.records import Medication, OrgRef, Record, RecordSource, UnitRef
 from schemas.registry import Registry
-from transport.settings import MqttSettings
 from tests.producer_adapter.test_adapter_daemon import (
     broker,
     collect_replies,
     publish_question,
     running,
 )
+from transport.settings import MqttSettings
 
 HERE = f"{__name__}"
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "producers.md"

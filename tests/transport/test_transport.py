@@ -15,9 +15,8 @@ import structlog
 
 from broker.mqtt import MqttBus
 from producer_adapter.mqtt import MqttLink
-from transport.settings import MqttServer, MqttSettings
 from tests.conftest import free_port, start_mosquitto
-
+from transport.settings import MqttServer, MqttSettings
 
 # -- settings ----------------------------------------------------------------------------------
 
