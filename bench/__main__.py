@@ -60,9 +60,9 @@ from ._extra import require_bench_extra
 if __name__ == "__main__":  # before anything imports psutil: one line, not a traceback
     require_bench_extra()
 
-from ._procs import Processes  # noqa: E402
-from .results_md import build_report  # noqa: E402
-from .running import (  # noqa: E402
+from ._procs import Processes
+from .results_md import build_report
+from .running import (
     DEFAULT_DSN,
     FULL,
     QUICK,
@@ -72,7 +72,7 @@ from .running import (  # noqa: E402
     Plan,
     say,
 )
-from .scenarios import (  # noqa: E402
+from .scenarios import (
     Results,
     scenario_cpu311,
     scenario_floor,
@@ -82,6 +82,10 @@ from .scenarios import (  # noqa: E402
     scenario_profile,
     scenario_throughput,
 )
+
+# bench._side (python -m bench.compare) imports FULL and Bench from here, in this tree and in
+# the older trees it compares against (before bench.running existed).
+__all__ = ["FULL", "Bench", "main"]
 
 # -- main ---------------------------------------------------------------------------------
 

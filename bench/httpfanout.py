@@ -57,7 +57,7 @@ from .loadgen import HTTPError, _Client, _Stale
 if TYPE_CHECKING:
     from broker import BrokerServer
 
-    from .__main__ import Bench
+    from .running import Bench
 
 __all__ = ["LABEL", "HttpBus", "Peer", "main", "make_peer", "start", "start_producers"]
 

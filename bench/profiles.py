@@ -95,4 +95,4 @@ def profile_md(p: dict[str, Any]) -> list[str]:
     out += ["", "Main-thread inclusive time of the project's own functions:", "",
             "| % total | function |", "|---:|---|"]
     out += [f"| {100 * c / m:.1f} | `{f}` |" for f, c in p["total"][:15]]
-    return out + [""]
+    return [*out, ""]

@@ -244,14 +244,13 @@ def _algorithms_table(found: dict[str, dict[str, float]]) -> Table:
                        f"{us['sign_question']:.0f} / {us['verify_question']:.0f}",
                        f"{us['sign_reply']:.0f} / {us['verify_reply']:.0f}",
                        f"{us['broker_per_answer_n5']:.0f}", f"{us['job_per_answer_n5']:.0f}"])
-    t.notes.append("`python -m bench.floor algorithms`: signing inputs of the real sizes (a "
-                   "query JWT ~700 B, the signed question and reply of this run), 16 keys in "
-                   "turn, CPU time, the median of 15 rounds of 200 calls, all taking turns. The broker's part of one answer "
-                   "at N=5: the query verified, the question signed, 5 replies verified; the "
-                   "whole job's: the query signed too, and 5 × (question verified, reply "
-                   "signed). New keys (`samsvar keys generate`, the demo, this bench) use "
-                   "schemas.jose.DEFAULT_ALG, Ed25519 through libsodium; ES256 stays "
-                   "supported.")
+    t.notes.append("`python -m bench.floor algorithms`: signing inputs of the real sizes (a query "
+                   "JWT ~700 B, the signed question and reply of this run), 16 keys in turn, CPU "
+                   "time, the median of 15 rounds of 200 calls, all taking turns. The broker's "
+                   "part of one answer at N=5: the query verified, the question signed, 5 replies "
+                   "verified; the whole job's: the query signed too, and 5 × (question verified, "
+                   "reply signed). New keys (`samsvar keys generate`, the demo, this bench) use "
+                   "schemas.jose.DEFAULT_ALG, Ed25519 through libsodium; ES256 stays supported.")
     return t
 
 
@@ -348,7 +347,8 @@ def build_report(res: Results, b: Bench, command: str, started: float) -> tuple[
                                _spread(runs, "cpu_us_per_reply").text("{:.1f}"),
                                _spread(runs, "loop_cpu_us_per_answer").text("{:.0f}")
                                if label in ("samsvar", PEER) else "–",
-                               _spread(runs, "per_s").text("{:.1f}"), ratio(per_answer.median, low)])
+                               _spread(runs, "per_s").text("{:.1f}"),
+                               ratio(per_answer.median, low)])
         t.notes.append("The broker's figure is its whole process (HTTP, JWT, law, fan-out, "
                        "reply verification, merge, access log thread); the raw requester does "
                        "only the MQTT scatter-gather. Producers run on the same 2 cores in both.")
