@@ -1,1 +1,2 @@
-"""Wiring of the roles: the samsvar command and the demo. The only package importing several roles."""
+"""Wiring of the roles: the samsvar command and the demo. The only package importing several
+roles."""

@@ -12,8 +12,9 @@
     samsvar adapter log          --config adapter.toml [--subject …] [--limit N] [--json]
 
 These commands read the adapter's config for the producer, registry and stores only
-(the register is SQLite or PostgreSQL, as ``[blocks]`` says); never its private key. A refusal (a guardian's block, a foreign target, an unreadable
-register) is one line on stderr and exit 1.
+(the register is SQLite or PostgreSQL, as ``[blocks]`` says); never its private key. A
+refusal (a guardian's block, a foreign target, an unreadable register) is one line on stderr
+and exit 1.
 """
 
 from __future__ import annotations
