@@ -8,14 +8,13 @@ Under ``CI=true`` a missing Chromium fails the test; elsewhere it is skipped.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from tests.conftest import IN_CI
+from tests.browser import chromium as launch_chromium
 from tests.e2e.conftest import (
     PERSON,
     USER,
@@ -24,10 +23,6 @@ from tests.e2e.conftest import (
     record,
 )
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 SECRET = "Zebrafeber-9071"
 
 
@@ -102,24 +97,9 @@ async def test_dashboard_page_is_server_rendered_and_self_contained(
 
 @pytest.fixture
 async def chromium() -> AsyncIterator[Any]:
-    """A headless Debian Chromium driven by Playwright."""
-    reason = None
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        reason = "the playwright package is not installed (pip install -e '.[test]')"
-    if reason is None and not os.access(CHROMIUM, os.X_OK):
-        reason = f"{CHROMIUM} is missing (apt-get install chromium)"
-    if reason is not None:
-        if IN_CI:
-            pytest.fail(f"{reason}, and CI=true forbids skipping the browser test")
-        pytest.skip(reason)
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
+    """A headless Debian Chromium driven by Playwright (tests/browser.py)."""
+    async with launch_chromium() as browser:
+        yield browser
 
 
 async def test_a_producer_going_offline_shows_without_a_reload(
