@@ -247,7 +247,92 @@ def _unexpected(status: int, reason: str, content_type: str) -> BadResponse:
 _KEEPALIVE_S: Final = 5.0
 
 
-class Client:
+class _BrokerSession:
+    """The HTTP session both clients share: opening and closing it, one POST with aiohttp's
+    errors translated, and an aggregated answer read from the response."""
+
+    broker_url: str
+    timeout: float
+    _session: aiohttp.ClientSession | None
+
+    async def __aenter__(self) -> Self:
+        if self._session is not None:
+            raise RuntimeError(f"this {type(self).__name__} is already open")
+        # The broker closes a connection idle for 10 s (http_idle_timeout_s): let go of
+        # ours well before, so a query is never sent on a connection being closed.
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(keepalive_timeout=_KEEPALIVE_S))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    @asynccontextmanager
+    async def _post(
+        self, token: str, accept: str, deadline_ms: int | None, *, on_timeout: str, on_error: str,
+        path: str | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST ``token`` to ``/v1/queries`` accepting ``accept`` or problem details, and
+        translate aiohttp's errors (in the request or the caller's reading of the response)
+        into :class:`QueryTimeout` and :class:`TransportError`.
+
+        ``on_timeout`` and ``on_error`` are the messages, formatted with ``url``, ``total``
+        (the timeout in seconds) and ``exc``. ``deadline_ms`` only lengthens the timeout.
+        """
+        if self._session is None:
+            name = type(self).__name__
+            raise RuntimeError(f"use the {name} as `async with {name}(...)`")
+        total = self.timeout
+        if deadline_ms is not None:
+            total = max(total, deadline_ms / 1000 + _DEADLINE_MARGIN)
+        url = self._url if path is None else f"{self.broker_url}{path}"
+        headers = {"Content-Type": QUERY_MEDIA_TYPE, "Accept": f"{accept}, {PROBLEM_MEDIA_TYPE}"}
+        try:
+            async with self._session.post(
+                url, data=token.encode("ascii"), headers=headers,
+                timeout=aiohttp.ClientTimeout(total=total),
+            ) as resp:
+                yield resp
+        except TimeoutError as exc:
+            raise QueryTimeout(on_timeout.format(url=url, total=total, exc=exc)) from exc
+        except aiohttp.ClientError as exc:
+            raise TransportError(on_error.format(url=url, total=total, exc=exc)) from exc
+
+    @property
+    def _url(self) -> str:
+        return f"{self.broker_url}/v1/queries"
+
+    async def _answer(self, token: str, deadline_ms: int | None, path: str | None) -> Answer:
+        """POST ``token`` to ``path`` (``/v1/queries`` if None) and read the answer."""
+        async with self._post(
+            token, ANSWER_MEDIA_TYPE, deadline_ms, path=path,
+            on_timeout="no answer from {url} within {total:g} s",
+            on_error="cannot reach {url}: {exc}",
+        ) as resp:
+            body = await resp.read()
+            status, reason = resp.status, resp.reason or ""
+            content_type = resp.content_type
+            retry_after = resp.headers.get("Retry-After")
+
+        if content_type == PROBLEM_MEDIA_TYPE:
+            raise _refused(body, status, reason, retry_after)
+        if status == 200 and content_type == ANSWER_MEDIA_TYPE:
+            try:
+                return _answer_decoder.decode(body)
+            except msgspec.DecodeError as exc:
+                raise BadResponse(f"the answer does not match the schema: {exc}",
+                                  status=status, content_type=content_type) from exc
+        raise _unexpected(status, reason, content_type)
+
+
+class Client(_BrokerSession):
     """A consumer system's connection to the broker; use it as ``async with``.
 
     ``key`` signs every query; its ``kid`` must be registered for ``issuer``. ``timeout``
@@ -306,25 +391,6 @@ class Client:
             raise ValueError(f"{path}: {exc}") from exc
         return cls(broker_url=broker_url, issuer=issuer, key=key, audience=audience,
                    user=user, timeout=timeout, lifetime=lifetime)
-
-    async def __aenter__(self) -> Self:
-        if self._session is not None:
-            raise RuntimeError("this Client is already open")
-        # The broker closes a connection idle for 10 s (http_idle_timeout_s): let go of
-        # ours well before, so a query is never sent on a connection being closed.
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(keepalive_timeout=_KEEPALIVE_S))
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
 
     def claims(
         self,
@@ -395,25 +461,7 @@ class Client:
         ``deadline_ms`` (the token's own claim) only lengthens the HTTP timeout to fit it;
         ``path`` is ``/v1/queries`` unless given (``/v1/own/queries`` for the own view).
         """
-        async with self._post(
-            token, ANSWER_MEDIA_TYPE, deadline_ms, path=path,
-            on_timeout="no answer from {url} within {total:g} s",
-            on_error="cannot reach {url}: {exc}",
-        ) as resp:
-            body = await resp.read()
-            status, reason = resp.status, resp.reason or ""
-            content_type = resp.content_type
-            retry_after = resp.headers.get("Retry-After")
-
-        if content_type == PROBLEM_MEDIA_TYPE:
-            raise _refused(body, status, reason, retry_after)
-        if status == 200 and content_type == ANSWER_MEDIA_TYPE:
-            try:
-                return _answer_decoder.decode(body)
-            except msgspec.DecodeError as exc:
-                raise BadResponse(f"the answer does not match the schema: {exc}",
-                                  status=status, content_type=content_type) from exc
-        raise _unexpected(status, reason, content_type)
+        return await self._answer(token, deadline_ms, path)
 
     async def stream(
         self,
@@ -511,36 +559,3 @@ class Client:
         verify_extract(response, broker_keys=broker_keys, retired_keys=retired_keys)
         return response
 
-    @asynccontextmanager
-    async def _post(
-        self, token: str, accept: str, deadline_ms: int | None, *, on_timeout: str, on_error: str,
-        path: str | None = None,
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """POST ``token`` to ``/v1/queries`` accepting ``accept`` or problem details, and
-        translate aiohttp's errors (in the request or the caller's reading of the response)
-        into :class:`QueryTimeout` and :class:`TransportError`.
-
-        ``on_timeout`` and ``on_error`` are the messages, formatted with ``url``, ``total``
-        (the timeout in seconds) and ``exc``. ``deadline_ms`` only lengthens the timeout.
-        """
-        if self._session is None:
-            raise RuntimeError("use the Client as `async with Client(...) as client`")
-        total = self.timeout
-        if deadline_ms is not None:
-            total = max(total, deadline_ms / 1000 + _DEADLINE_MARGIN)
-        url = self._url if path is None else f"{self.broker_url}{path}"
-        headers = {"Content-Type": QUERY_MEDIA_TYPE, "Accept": f"{accept}, {PROBLEM_MEDIA_TYPE}"}
-        try:
-            async with self._session.post(
-                url, data=token.encode("ascii"), headers=headers,
-                timeout=aiohttp.ClientTimeout(total=total),
-            ) as resp:
-                yield resp
-        except TimeoutError as exc:
-            raise QueryTimeout(on_timeout.format(url=url, total=total, exc=exc)) from exc
-        except aiohttp.ClientError as exc:
-            raise TransportError(on_error.format(url=url, total=total, exc=exc)) from exc
-
-    @property
-    def _url(self) -> str:
-        return f"{self.broker_url}/v1/queries"

@@ -22,17 +22,13 @@ does not have.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 import aiohttp
 import msgspec
 
 from schemas.jose import PrivateKey
 from schemas.messages import (
-    ANSWER_MEDIA_TYPE,
-    PROBLEM_MEDIA_TYPE,
-    QUERY_MEDIA_TYPE,
     ActingAs,
     Actor,
     Answer,
@@ -41,23 +37,21 @@ from schemas.messages import (
 )
 
 from .client import (
-    _KEEPALIVE_S,
     DEFAULT_LIFETIME,
     MAX_LIFETIME,
-    _refused,
-    _unexpected,
+    OWN_QUERIES_PATH,
+    _BrokerSession,
     make_own_claims,
     sign_own_query,
 )
-from .errors import BadResponse, QueryTimeout, TransportError
 
 __all__ = ["OWN_QUERY_PATH", "OwnClient"]
 
-OWN_QUERY_PATH: Final = "/v1/own/queries"
+OWN_QUERY_PATH: Final = OWN_QUERIES_PATH
 _answer_decoder: Final = msgspec.json.Decoder(Answer)
 
 
-class OwnClient:
+class OwnClient(_BrokerSession):
     """A citizen portal's connection to the broker; use it as ``async with``.
 
     ``key`` signs every query; its ``kid`` must be registered for ``issuer``, a participant
@@ -83,24 +77,6 @@ class OwnClient:
         self.timeout = timeout
         self.lifetime = lifetime
         self._session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> Self:
-        if self._session is not None:
-            raise RuntimeError("this OwnClient is already open")
-        # idle connections closed well before the broker closes them, as Client does
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(keepalive_timeout=_KEEPALIVE_S))
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
 
     async def query(
         self,
@@ -131,31 +107,4 @@ class OwnClient:
 
     async def send(self, token: str, *, deadline_ms: int | None = None) -> Answer:
         """POST an already signed own-view JWT: :meth:`query` without building and signing."""
-        if self._session is None:
-            raise RuntimeError("use the OwnClient as `async with OwnClient(...) as portal`")
-        total = self.timeout
-        if deadline_ms is not None:
-            total = max(total, deadline_ms / 1000 + 5.0)
-        url = f"{self.broker_url}{OWN_QUERY_PATH}"
-        headers = {"Content-Type": QUERY_MEDIA_TYPE,
-                   "Accept": f"{ANSWER_MEDIA_TYPE}, {PROBLEM_MEDIA_TYPE}"}
-        try:
-            async with self._session.post(url, data=token.encode("ascii"), headers=headers,
-                                          timeout=aiohttp.ClientTimeout(total=total)) as resp:
-                body = await resp.read()
-                status, reason = resp.status, resp.reason or ""
-                content_type = resp.content_type
-                retry_after = resp.headers.get("Retry-After")
-        except TimeoutError as exc:
-            raise QueryTimeout(f"no answer from {url} within {total:g} s") from exc
-        except aiohttp.ClientError as exc:
-            raise TransportError(f"cannot reach {url}: {exc}") from exc
-        if content_type == PROBLEM_MEDIA_TYPE:
-            raise _refused(body, status, reason, retry_after)
-        if status == 200 and content_type == ANSWER_MEDIA_TYPE:
-            try:
-                return _answer_decoder.decode(body)
-            except msgspec.DecodeError as exc:
-                raise BadResponse(f"the answer does not match the schema: {exc}",
-                                  status=status, content_type=content_type) from exc
-        raise _unexpected(status, reason, content_type)
+        return await self._answer(token, deadline_ms, OWN_QUERY_PATH)
